@@ -1,0 +1,181 @@
+"""The open_clip encoder wrapper: any architecture, an optional local checkpoint, tokens included.
+
+``encode_images`` -> :class:`ImageFeatures` (global ``[B,d]``, patches ``[B,M,d]``);
+``encode_texts`` -> :class:`TextFeatures` (global ``[B,d]``, words ``[B,n,d]``, mask ``[B,n]``).
+All L2-normalised in the joint space, computed in batches under ``torch.inference_mode``, fp16 on CUDA
+and fp32 on CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+from PIL import Image
+
+from model import towers
+from model.checkpoint import file_sha256, load_into
+from model.errors import InvalidInputError, UnsupportedModelError
+from model.features import ImageFeatures, TextFeatures, l2_normalize
+
+# rsir's own architectures (JSON, open_clip's config schema) live beside this module.
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Which model to run and where. ``device="auto"`` picks CUDA when present."""
+
+    arch: str = "ViT-B-32-quickgelu"
+    checkpoint: Path | None = None
+    device: str = "auto"
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise InvalidInputError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def register_rsir_configs() -> None:
+    """Make rsir's JSON architectures known to open_clip (idempotent)."""
+    if CONFIG_DIR.is_dir() and CONFIG_DIR not in open_clip.factory._MODEL_CONFIG_PATHS:
+        open_clip.add_model_config(CONFIG_DIR)
+
+
+def build_model(arch: str, checkpoint: Path | None = None) -> torch.nn.Module:
+    """A float32 CPU open_clip model of ``arch``, randomly initialised or loaded from ``checkpoint``."""
+    register_rsir_configs()
+    if arch not in open_clip.list_models():
+        raise UnsupportedModelError(
+            f"unknown open_clip architecture {arch!r}; see open_clip.list_models() or model/configs/"
+        )
+    # pretrained=None and no hub/text weights: nothing may be downloaded at run time.
+    model = open_clip.create_model(arch, pretrained=None, pretrained_text=False, device="cpu")
+    towers.check_supported(model, arch)
+    if checkpoint is not None:
+        load_into(model, Path(checkpoint))
+    return model
+
+
+class ClipEncoder:
+    """Encodes images and texts into the joint space, with tokens (see module docstring)."""
+
+    def __init__(self, config: EncoderConfig, model: torch.nn.Module | None = None) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        base = model if model is not None else build_model(config.arch, config.checkpoint)
+        towers.check_supported(base, config.arch)
+        self.model = base.to(self.device, self.dtype).eval()
+        self.checkpoint_sha256 = file_sha256(config.checkpoint) if config.checkpoint else None
+        self.tokenizer: Callable[..., torch.Tensor] = open_clip.get_tokenizer(config.arch)
+        self._special_ids = _special_ids(self.tokenizer)
+        visual = self.model.visual
+        self.image_size: tuple[int, int] = tuple(visual.image_size)  # type: ignore[assignment]
+        self.grid: tuple[int, int] = tuple(visual.grid_size)  # type: ignore[assignment]
+        preprocess_cfg = getattr(visual, "preprocess_cfg", {})
+        self.preprocess = open_clip.image_transform(
+            self.image_size,
+            is_train=False,
+            mean=preprocess_cfg.get("mean"),
+            std=preprocess_cfg.get("std"),
+        )
+        self._causal_text = self._text_tower_is_causal()
+
+    @property
+    def dim(self) -> int:
+        proj = self.model.visual.proj
+        return int(proj.shape[1]) if proj is not None else int(self.model.visual.output_dim)
+
+    @property
+    def context_length(self) -> int:
+        return int(getattr(self.model, "context_length", 77))
+
+    def describe(self) -> dict[str, Any]:
+        """What a manifest or ``/version`` needs to know about this encoder."""
+        return {
+            "arch": self.config.arch,
+            "checkpoint": str(self.config.checkpoint) if self.config.checkpoint else None,
+            "checkpoint_sha256": self.checkpoint_sha256,
+            "dim": self.dim,
+            "grid": list(self.grid),
+            "image_size": list(self.image_size),
+        }
+
+    # -- images -------------------------------------------------------------------------------------
+    def preprocess_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """PIL images -> ``[B,3,H,W]`` float32 pixels, resized/cropped/normalised for the model."""
+        return torch.stack([self.preprocess(img.convert("RGB")) for img in images])
+
+    def encode_images(self, images: Sequence[Image.Image]) -> ImageFeatures:
+        if len(images) == 0:
+            raise InvalidInputError("encode_images needs at least one image")
+        parts = [
+            self.encode_pixels(self.preprocess_images(images[i : i + self.config.batch_size]))
+            for i in range(0, len(images), self.config.batch_size)
+        ]
+        return ImageFeatures.cat(parts)
+
+    @torch.inference_mode()
+    def encode_pixels(self, pixels: torch.Tensor) -> ImageFeatures:
+        """``[B,3,H,W]`` preprocessed pixels -> normalised features (one forward pass per batch)."""
+        parts = []
+        for i in range(0, pixels.shape[0], self.config.batch_size):
+            batch = pixels[i : i + self.config.batch_size].to(self.device, self.dtype)
+            pooled, patches = towers.image_forward(self.model, batch)
+            parts.append(ImageFeatures(l2_normalize(pooled), l2_normalize(patches), self.grid))
+        return ImageFeatures.cat(parts)
+
+    # -- texts --------------------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """``[B, context_length]`` token ids (long texts truncated by open_clip, keeping the end token)."""
+        return self.tokenizer(list(texts), context_length=self.context_length)
+
+    def encode_texts(self, texts: Sequence[str]) -> TextFeatures:
+        if len(texts) == 0:
+            raise InvalidInputError("encode_texts needs at least one text")
+        parts = [
+            self.encode_token_ids(self.tokenize(texts[i : i + self.config.batch_size]))
+            for i in range(0, len(texts), self.config.batch_size)
+        ]
+        return TextFeatures.cat(parts)
+
+    @torch.inference_mode()
+    def encode_token_ids(self, token_ids: torch.Tensor) -> TextFeatures:
+        """``[B,L]`` ids -> features; word tokens are trimmed to the batch's longest text."""
+        mask = towers.word_mask(token_ids, self._special_ids)
+        # Under a causal mask, positions after the end token cannot change earlier outputs: run only
+        # up to the longest text (+start/end) instead of the full context.
+        used = int((token_ids != 0).sum(-1).max()) if self._causal_text else token_ids.shape[1]
+        ids = token_ids[:, : max(used, 1)].to(self.device)
+        pooled, tokens = towers.text_forward(self.model, ids)
+        n_words = max(int(mask.sum(-1).max()), 1)
+        # Words sit at positions 1..n (position 0 is the start token).
+        words = tokens[:, 1 : 1 + n_words]
+        word_mask = mask[:, 1 : 1 + n_words].to(self.device)
+        return TextFeatures(l2_normalize(pooled), l2_normalize(words) * word_mask[..., None], word_mask)
+
+    def _text_tower_is_causal(self) -> bool:
+        tower = getattr(self.model, "text", self.model)
+        return getattr(tower, "attn_mask", None) is not None
+
+
+def _special_ids(tokenizer: Any) -> tuple[int, ...]:
+    ids = [getattr(tokenizer, name, None) for name in ("sot_token_id", "eot_token_id")]
+    found = tuple(int(i) for i in ids if i is not None)
+    if len(found) != 2:
+        raise UnsupportedModelError(
+            f"tokenizer {type(tokenizer).__name__} exposes no start/end token ids; rsir needs them to "
+            "mask word tokens"
+        )
+    return found

@@ -1,0 +1,161 @@
+"""The FTF balanced text-guided interaction block (ALGORITHMS.md §2, stage 2). No learnable parameters.
+
+For one (text, image) pair with word tokens ``W`` (n x d, masked) and patch tokens ``P`` (M x d),
+``A = W P^T`` and temperature ``tau``:
+
+- text to visual: ``a_ij = softmax_j(A_ij / tau)``, ``vhat_i = sum_j a_ij p_j``,
+  ``s_tv = masked_mean_i cos(w_i, vhat_i)``;
+- visual to text: ``b_ji = softmax_i(A_ij / tau)`` over valid words, ``what_j = sum_i b_ji w_i``,
+  ``s_vt = mean_j cos(p_j, what_j)``;
+- ``s_f = (s_tv + s_vt) / 2``; fused with the coarse score by :func:`fuse`.
+
+Everything is computed for ``Q`` queries x ``K`` candidates at once. Both directions of search use
+the same function: a text query broadcasts ``W`` over its ``K`` image candidates, an image query
+broadcasts ``P`` over its ``K`` caption candidates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from model.errors import InvalidInputError
+
+DEFAULT_TAU = 0.05
+DEFAULT_LAMBDA = 0.5
+_EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class FTFParams:
+    """Hyperparameters of the block (not weights): softmax temperature and coarse/fine fusion weight."""
+
+    tau: float = DEFAULT_TAU
+    lam: float = DEFAULT_LAMBDA
+
+    def __post_init__(self) -> None:
+        if not self.tau > 0:
+            raise InvalidInputError(f"tau must be > 0, got {self.tau}")
+        if not 0.0 <= self.lam <= 1.0:
+            raise InvalidInputError(f"lam must be in [0, 1], got {self.lam}")
+
+
+@dataclass(frozen=True)
+class FTFOutput:
+    """Scores ``[Q, K]``; ``attention`` is ``a_ij`` as ``[Q, K, n, M]`` when requested, else None."""
+
+    fine: torch.Tensor
+    s_tv: torch.Tensor
+    s_vt: torch.Tensor
+    attention: torch.Tensor | None = None
+
+
+def interaction(
+    words: torch.Tensor,
+    word_mask: torch.Tensor,
+    patches: torch.Tensor,
+    tau: float = DEFAULT_TAU,
+    return_attention: bool = False,
+) -> FTFOutput:
+    """Fine scores for every (text, image) pair of a batch.
+
+    Args:
+        words: ``[Qw, Kw, n, d]`` word tokens.
+        word_mask: ``[Qw, Kw, n]`` bool, True for real words (padding, start and end tokens False).
+        patches: ``[Qp, Kp, M, d]`` patch tokens.
+        tau: softmax temperature.
+        return_attention: also return ``a_ij`` (text-to-visual attention, the explanation maps).
+
+    The leading dims broadcast to ``[Q, K]`` (e.g. a text query: ``words [Q,1,n,d]`` against
+    ``patches [Q,K,M,d]``). Returns :class:`FTFOutput` with ``[Q, K]`` scores.
+    """
+    _check_inputs(words, word_mask, patches, tau)
+    mask = word_mask.to(torch.bool)
+    A = torch.matmul(words, patches.transpose(-1, -2))  # [Q,K,n,M]
+    logits = A / tau
+
+    # Text to visual: each word attends over the patches.
+    a = torch.softmax(logits, dim=-1)
+    vhat = torch.matmul(a, patches)  # [Q,K,n,d]
+    cos_tv = F.cosine_similarity(words, vhat, dim=-1, eps=_EPS)  # [Q,K,n]
+    maskf = mask.to(cos_tv.dtype)
+    s_tv = (cos_tv * maskf).sum(-1) / maskf.sum(-1)
+
+    # Visual to text: each patch attends over the valid words only.
+    b = torch.softmax(logits.masked_fill(~mask.unsqueeze(-1), float("-inf")), dim=-2)  # [Q,K,n,M]
+    what = torch.matmul(b.transpose(-1, -2), words)  # [Q,K,M,d]
+    s_vt = F.cosine_similarity(patches, what, dim=-1, eps=_EPS).mean(-1)  # [Q,K]
+
+    return FTFOutput(
+        fine=(s_tv + s_vt) / 2,
+        s_tv=s_tv,
+        s_vt=s_vt,
+        attention=a if return_attention else None,
+    )
+
+
+def text_to_image(
+    words: torch.Tensor,
+    word_mask: torch.Tensor,
+    patches: torch.Tensor,
+    tau: float = DEFAULT_TAU,
+    return_attention: bool = False,
+) -> FTFOutput:
+    """Text queries over image candidates: ``words [Q,n,d]``, ``word_mask [Q,n]``, ``patches [Q,K,M,d]``."""
+    if words.dim() != 3 or word_mask.dim() != 2:
+        raise InvalidInputError(
+            f"text query tokens must be [Q,n,d] with mask [Q,n], got {tuple(words.shape)} "
+            f"and {tuple(word_mask.shape)}"
+        )
+    return interaction(words.unsqueeze(1), word_mask.unsqueeze(1), patches, tau, return_attention)
+
+
+def image_to_text(
+    patches: torch.Tensor,
+    words: torch.Tensor,
+    word_mask: torch.Tensor,
+    tau: float = DEFAULT_TAU,
+    return_attention: bool = False,
+) -> FTFOutput:
+    """Image queries over caption candidates: ``patches [Q,M,d]``, ``words [Q,K,n,d]``, ``mask [Q,K,n]``."""
+    if patches.dim() != 3:
+        raise InvalidInputError(f"image query tokens must be [Q,M,d], got {tuple(patches.shape)}")
+    return interaction(words, word_mask, patches.unsqueeze(1), tau, return_attention)
+
+
+def fuse(coarse: torch.Tensor, fine: torch.Tensor, lam: float = DEFAULT_LAMBDA) -> torch.Tensor:
+    """Final score ``lam * s_c + (1 - lam) * s_f`` (same shapes in, same shape out)."""
+    return lam * coarse + (1.0 - lam) * fine
+
+
+def _check_inputs(words: torch.Tensor, word_mask: torch.Tensor, patches: torch.Tensor, tau: float) -> None:
+    if words.dim() != 4 or patches.dim() != 4 or word_mask.dim() != 3:
+        raise InvalidInputError(
+            "expected words [Q,K,n,d], word_mask [Q,K,n], patches [Q,K,M,d]; got "
+            f"{tuple(words.shape)}, {tuple(word_mask.shape)}, {tuple(patches.shape)}"
+        )
+    if word_mask.shape != words.shape[:3]:
+        raise InvalidInputError(
+            f"word_mask shape {tuple(word_mask.shape)} does not match words {tuple(words.shape[:3])}"
+        )
+    if words.shape[-1] != patches.shape[-1]:
+        raise InvalidInputError(
+            f"word and patch tokens must share the embedding size, got {words.shape[-1]} and {patches.shape[-1]}"
+        )
+    for name, size in (("words", words.shape[2]), ("patches", patches.shape[2])):
+        if size == 0:
+            raise InvalidInputError(f"{name} has no tokens (size 0 along the token axis)")
+    for axis, label in ((0, "queries"), (1, "candidates")):
+        if words.shape[axis] == 0 or patches.shape[axis] == 0:
+            raise InvalidInputError(f"no {label} to score (size 0)")
+    empty = ~word_mask.to(torch.bool).any(dim=-1)
+    if bool(empty.any()):
+        where = tuple(int(i) for i in empty.nonzero()[0].tolist())
+        raise InvalidInputError(
+            f"text at (query, candidate) index {where[:2]} has no valid word tokens (all padding); "
+            "an empty text cannot be scored"
+        )
+    if not tau > 0:
+        raise InvalidInputError(f"tau must be > 0, got {tau}")
