@@ -83,10 +83,16 @@ def interaction(
     maskf = mask.to(cos_tv.dtype)
     s_tv = (cos_tv * maskf).sum(-1) / maskf.sum(-1)
 
-    # Visual to text: each patch attends over the valid words only.
+    # Visual to text: each patch attends over the valid words only. what_j = sum_i b_ji w_i would be a
+    # [Q,K,M,d] tensor; its dot with p_j is sum_i b_ji A_ij and its squared norm is b_j^T (W W^T) b_j,
+    # so only [Q,K,M,n] tensors are formed (n words << d dims).
     b = torch.softmax(logits.masked_fill(~mask.unsqueeze(-1), float("-inf")), dim=-2)  # [Q,K,n,M]
-    what = torch.matmul(b.transpose(-1, -2), words)  # [Q,K,M,d]
-    s_vt = F.cosine_similarity(patches, what, dim=-1, eps=_EPS).mean(-1)  # [Q,K]
+    bt = b.transpose(-1, -2)  # [Q,K,M,n]
+    dot_vt = (bt * A.transpose(-1, -2)).sum(-1)  # [Q,K,M]
+    gram = torch.matmul(words, words.transpose(-1, -2))  # [Qw,Kw,n,n]
+    what_sq = (torch.matmul(bt, gram) * bt).sum(-1)  # [Q,K,M]
+    what_norm = what_sq.clamp_min(0).sqrt().clamp_min(_EPS)
+    s_vt = (dot_vt / (patches.norm(dim=-1).clamp_min(_EPS) * what_norm)).mean(-1)  # [Q,K]
 
     return FTFOutput(
         fine=(s_tv + s_vt) / 2,
