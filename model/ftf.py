@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from model.errors import InvalidInputError
 
@@ -73,25 +72,25 @@ def interaction(
     """
     _check_inputs(words, word_mask, patches, tau)
     mask = word_mask.to(torch.bool)
-    A = torch.matmul(words, patches.transpose(-1, -2))  # [Q,K,n,M]
-    logits = A / tau
+    A = _match(words, patches)  # [Q,K,n,M]
+    logits = A * (1.0 / tau)
 
-    # Text to visual: each word attends over the patches.
+    # Text to visual: each word attends over the patches. w_i . vhat_i = sum_j a_ij A_ij, so only the
+    # norm of vhat_i needs the [.., n, d] product.
     a = torch.softmax(logits, dim=-1)
-    vhat = torch.matmul(a, patches)  # [Q,K,n,d]
-    cos_tv = F.cosine_similarity(words, vhat, dim=-1, eps=_EPS)  # [Q,K,n]
-    maskf = mask.to(cos_tv.dtype)
-    s_tv = (cos_tv * maskf).sum(-1) / maskf.sum(-1)
+    dot_tv = (a * A).sum(-1)  # [Q,K,n]
+    norms_tv = words.norm(dim=-1).clamp_min(_EPS) * _attended_norm(a, patches).clamp_min(_EPS)
+    maskf = mask.to(dot_tv.dtype)
+    s_tv = (dot_tv / norms_tv * maskf).sum(-1) / maskf.sum(-1)
 
     # Visual to text: each patch attends over the valid words only. what_j = sum_i b_ji w_i would be a
     # [Q,K,M,d] tensor; its dot with p_j is sum_i b_ji A_ij and its squared norm is b_j^T (W W^T) b_j,
     # so only [Q,K,M,n] tensors are formed (n words << d dims).
     b = torch.softmax(logits.masked_fill(~mask.unsqueeze(-1), float("-inf")), dim=-2)  # [Q,K,n,M]
     bt = b.transpose(-1, -2)  # [Q,K,M,n]
-    dot_vt = (bt * A.transpose(-1, -2)).sum(-1)  # [Q,K,M]
+    dot_vt = (b * A).sum(-2)  # [Q,K,M]
     gram = torch.matmul(words, words.transpose(-1, -2))  # [Qw,Kw,n,n]
-    what_sq = (torch.matmul(bt, gram) * bt).sum(-1)  # [Q,K,M]
-    what_norm = what_sq.clamp_min(0).sqrt().clamp_min(_EPS)
+    what_norm = (torch.matmul(bt, gram) * bt).sum(-1).clamp_min(0).sqrt().clamp_min(_EPS)
     s_vt = (dot_vt / (patches.norm(dim=-1).clamp_min(_EPS) * what_norm)).mean(-1)  # [Q,K]
 
     return FTFOutput(
@@ -134,6 +133,37 @@ def image_to_text(
 def fuse(coarse: torch.Tensor, fine: torch.Tensor, lam: float = DEFAULT_LAMBDA) -> torch.Tensor:
     """Final score ``lam * s_c + (1 - lam) * s_f`` (same shapes in, same shape out)."""
     return lam * coarse + (1.0 - lam) * fine
+
+
+def _match(words: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+    """``A = W P^T`` as ``[Q,K,n,M]``, one large GEMM when one side is shared across candidates.
+
+    ``torch.matmul`` would materialise the broadcast side K (or Q) times and run K*Q tiny products.
+    """
+    (Qw, Kw, n, d), (Qp, Kp, M, _) = words.shape, patches.shape
+    if Kw == 1 and Kp > 1 and Qw == Qp:  # text queries, each over its own candidates
+        return (patches.reshape(Qp, Kp * M, d) @ words[:, 0].transpose(-1, -2)).view(Qp, Kp, M, n).transpose(-1, -2)
+    if Kw == 1 and Qp == 1:  # text queries, all over the same candidates (exhaustive)
+        flat = patches[0].reshape(Kp * M, d) @ words[:, 0].reshape(Qw * n, d).T
+        return flat.view(Kp, M, Qw, n).permute(2, 0, 3, 1)
+    if Kp == 1 and Kw > 1 and Qw == Qp:  # image queries, each over its own caption candidates
+        return (words.reshape(Qw, Kw * n, d) @ patches[:, 0].transpose(-1, -2)).view(Qw, Kw, n, M)
+    if Kp == 1 and Qw == 1:  # image queries, all over the same captions (exhaustive)
+        flat = words[0].reshape(Kw * n, d) @ patches[:, 0].reshape(Qp * M, d).T
+        return flat.view(Kw, n, Qp, M).permute(2, 0, 1, 3)
+    return torch.matmul(words, patches.transpose(-1, -2))
+
+
+def _attended_norm(a: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+    """``|a_i P|`` as ``[Q,K,n]`` for ``a [Q,K,n,M]``; avoids expanding a shared ``patches``."""
+    Q, K, n, M = a.shape
+    Qp, Kp, _, d = patches.shape
+    if Qp == 1 and Kp == K and Q > 1:  # the same candidates for every query
+        out = a.permute(1, 0, 2, 3).reshape(K, Q * n, M) @ patches[0]
+        return out.norm(dim=-1).view(K, Q, n).permute(1, 0, 2)
+    if Kp == 1 and K > 1 and Qp == Q:  # one image per query, many captions
+        return (a.reshape(Q, K * n, M) @ patches[:, 0]).norm(dim=-1).view(Q, K, n)
+    return torch.matmul(a, patches).norm(dim=-1)
 
 
 def _check_inputs(words: torch.Tensor, word_mask: torch.Tensor, patches: torch.Tensor, tau: float) -> None:

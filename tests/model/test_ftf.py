@@ -142,3 +142,22 @@ def test_shape_errors_are_clear() -> None:
         text_to_image(torch.randn(1, 3, 8), torch.ones(1, 4, dtype=torch.bool), torch.randn(1, 2, 5, 8))
     with pytest.raises(InvalidInputError, match=r"\[Q,n,d\]"):
         text_to_image(torch.randn(3, 8), torch.ones(3, dtype=torch.bool), torch.randn(1, 2, 5, 8))
+
+
+def test_shared_candidates_layouts_match_pairwise() -> None:
+    # Exhaustive search shares one candidate set across queries: [Q,1,...] against [1,K,...].
+    gen = torch.Generator().manual_seed(21)
+    words, mask = _ragged_texts(gen, 3, 5, 8)
+    patches = _unit(torch.randn(6, 7, 8, generator=gen, dtype=torch.float64))  # K=6 images
+    shared = interaction(words[:, None], mask[:, None], patches[None]).fine
+    pairwise = text_to_image(words, mask, patches[None].expand(3, 6, 7, 8)).fine
+    torch.testing.assert_close(shared, pairwise)
+    images = _unit(torch.randn(4, 7, 8, generator=gen, dtype=torch.float64))  # Q=4 image queries
+    caps, cap_mask = _ragged_texts(gen, 5, 6, 8)  # K=5 captions
+    shared_i = interaction(caps[None], cap_mask[None], images[:, None]).fine
+    pairwise_i = image_to_text(images, caps[None].expand(4, 5, 6, 8), cap_mask[None].expand(4, 5, 6)).fine
+    torch.testing.assert_close(shared_i, pairwise_i)
+    for q in range(4):
+        for k in range(5):
+            valid = [w.tolist() for w, m in zip(caps[k], cap_mask[k], strict=True) if m]
+            assert shared_i[q, k].item() == pytest.approx(naive_pair(valid, images[q].tolist(), 0.05)[0], abs=1e-9)

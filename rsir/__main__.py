@@ -1,0 +1,3 @@
+from rsir.cli import main
+
+main()

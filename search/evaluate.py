@@ -1,0 +1,154 @@
+"""Evaluation (ALGORITHMS.md §6): embed a caption dataset, search it with the engine, report recalls.
+
+Text-to-image queries are the gallery's own captions; image-to-text queries are its own images. Both go
+through :class:`SearchEngine`, the same object the service uses.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from model.datasets import CaptionDataset, ImageRecord
+from model.encoders import ClipEncoder
+from model.errors import DatasetError, ImageDecodeError, InvalidInputError
+from model.features import ImageFeatures, TextFeatures
+from model.images import decode_image
+from model.metrics import KS, RecallReport, recall_report
+from search.engine import RerankMode, SearchEngine
+from search.gallery import Gallery, gallery_from_features
+
+# Query encoding is timed on a sample of captions: it does not depend on the mode or the gallery.
+ENCODE_SAMPLE = 256
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Recalls (percent) plus what every reported figure must state (§6)."""
+
+    dataset: str
+    n_images: int
+    n_captions: int
+    mode: str
+    recall_k: int | None
+    report: RecallReport
+    t2i_ms_per_query: float
+    i2t_ms_per_query: float
+    text_encode_ms_per_query: float | None
+    encoder: dict[str, Any]
+
+    @property
+    def ms_per_query(self) -> float:
+        """Search time (recall + rerank) per query, averaged over both directions' queries."""
+        n_q = self.n_captions + self.n_images
+        return (self.t2i_ms_per_query * self.n_captions + self.i2t_ms_per_query * self.n_images) / n_q
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = self.report.as_dict()
+        out.update(
+            mode=self.mode,
+            K=self.recall_k,
+            ms_per_query=self.ms_per_query,
+            t2i_ms_per_query=self.t2i_ms_per_query,
+            i2t_ms_per_query=self.i2t_ms_per_query,
+            text_encode_ms_per_query=self.text_encode_ms_per_query,
+            dataset=self.dataset,
+            n_images=self.n_images,
+            n_captions=self.n_captions,
+            encoder=self.encoder,
+        )
+        return out
+
+
+def load_images(records: Sequence[ImageRecord], batch_size: int) -> Iterator[list[Image.Image]]:
+    """Decode images batch by batch so memory holds one batch of pixels, not the dataset."""
+    for start in range(0, len(records), batch_size):
+        batch = []
+        for rec in records[start : start + batch_size]:
+            try:
+                batch.append(decode_image(rec.path))
+            except ImageDecodeError as exc:
+                raise DatasetError(f"evaluation image {rec.filename} cannot be used: {exc}") from exc
+            except FileNotFoundError as exc:
+                raise DatasetError(f"evaluation image {rec.filename} not found at {rec.path}") from exc
+        yield batch
+
+
+def embed_dataset(encoder: ClipEncoder, dataset: CaptionDataset) -> Gallery:
+    """Encode every image and caption of ``dataset`` into an in-memory :class:`Gallery`."""
+    if not dataset.images or not dataset.captions:
+        raise DatasetError(f"dataset {dataset.name} has {len(dataset.images)} images and "
+                           f"{len(dataset.captions)} captions; evaluation needs both")
+    images = ImageFeatures.cat(
+        [encoder.encode_images(batch) for batch in load_images(dataset.images, encoder.config.batch_size)]
+    )
+    captions = TextFeatures.cat(
+        [
+            encoder.encode_texts(dataset.captions[i : i + 4 * encoder.config.batch_size])
+            for i in range(0, len(dataset.captions), 4 * encoder.config.batch_size)
+        ]
+    )
+    return gallery_from_features(
+        [rec.filename for rec in dataset.images],
+        images,
+        captions,
+        texts=dataset.captions,
+        caption_image=dataset.caption_image,
+    )
+
+
+def evaluate(
+    engine: SearchEngine,
+    mode: RerankMode,
+    recall_k: int | None = None,
+    dataset_name: str = "",
+) -> EvalResult:
+    """Search every caption over the images and every image over the captions; report R@1/5/10 and mR."""
+    gallery = engine.gallery
+    if gallery.captions is None:
+        raise InvalidInputError("evaluation needs a gallery with captions")
+    k = max(KS)
+    n_images, n_captions = len(gallery), len(gallery.captions.texts)
+
+    t0 = time.perf_counter()
+    t2i = engine.search_text_features(gallery.caption_features(slice(None)), k, recall_k, mode)
+    t2i_ms = (time.perf_counter() - t0) * 1000 / n_captions
+    t0 = time.perf_counter()
+    i2t = engine.search_image_features(gallery.image_features(slice(None)), k, recall_k, mode, "captions")
+    i2t_ms = (time.perf_counter() - t0) * 1000 / n_images
+
+    encode_ms = None
+    if engine.encoder is not None:
+        sample = gallery.captions.texts[:ENCODE_SAMPLE]
+        t0 = time.perf_counter()
+        engine.encoder.encode_texts(sample)
+        encode_ms = (time.perf_counter() - t0) * 1000 / len(sample)
+
+    report = recall_report(_ranked(t2i, k), _ranked(i2t, k), gallery.captions.image_index)
+    return EvalResult(
+        dataset=dataset_name,
+        n_images=n_images,
+        n_captions=n_captions,
+        mode=mode,
+        recall_k=None if mode != "ftf" else (recall_k or engine.config.default_recall_k),
+        report=report,
+        t2i_ms_per_query=t2i_ms,
+        i2t_ms_per_query=i2t_ms,
+        text_encode_ms_per_query=encode_ms,
+        encoder=engine.encoder.describe() if engine.encoder else {},
+    )
+
+
+def _ranked(results: Sequence[Any], k: int) -> np.ndarray:
+    """Hit indices as ``[Q, k]``, padded with -1 where a gallery is smaller than ``k``."""
+    out = np.full((len(results), k), -1, dtype=np.int64)
+    for q, r in enumerate(results):
+        ids = [h.index for h in r.hits][:k]
+        out[q, : len(ids)] = ids
+    return out
+
