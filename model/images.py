@@ -42,7 +42,7 @@ def decode_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"{label}: image too large ({exc})") from exc
+        raise ImageDecodeError(f"{label}: image too large, over the limit of decodable pixels ({exc})") from exc
     except UnidentifiedImageError as exc:
         raise ImageDecodeError(f"{label}: not a recognised image format") from exc
     except (OSError, SyntaxError, ValueError) as exc:  # PIL reports truncation/corruption this way
