@@ -116,7 +116,7 @@ def _load_raw(path: Path, suffix: str) -> Any:
 
         return load_file(str(path), device="cpu")
     if is_torchscript_archive(path):
-        scripted = torch.jit.load(str(path), map_location="cpu")
+        scripted = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
         state = dict(scripted.state_dict())
         for key in _OPENAI_JIT_EXTRA_KEYS:
             state.pop(key, None)

@@ -52,15 +52,22 @@ def register_rsir_configs() -> None:
         open_clip.add_model_config(CONFIG_DIR)
 
 
-def build_model(arch: str, checkpoint: Path | None = None) -> torch.nn.Module:
-    """A float32 CPU open_clip model of ``arch``, randomly initialised or loaded from ``checkpoint``."""
+def build_model(arch: str, checkpoint: Path | None = None, seed: int = 0) -> torch.nn.Module:
+    """A float32 CPU open_clip model of ``arch``, loaded from ``checkpoint`` or randomly initialised.
+
+    Random initialisation is seeded so that two runs without a checkpoint share their weights.
+    """
     register_rsir_configs()
     if arch not in open_clip.list_models():
         raise UnsupportedModelError(
             f"unknown open_clip architecture {arch!r}; see open_clip.list_models() or model/configs/"
         )
-    # pretrained=None and no hub/text weights: nothing may be downloaded at run time.
-    model = open_clip.create_model(arch, pretrained=None, pretrained_text=False, device="cpu")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        # pretrained=None and no hub/text weights: nothing may be downloaded at run time.
+        model: torch.nn.Module = open_clip.create_model(
+            arch, pretrained=None, pretrained_text=False, device="cpu"
+        )
     towers.check_supported(model, arch)
     if checkpoint is not None:
         load_into(model, Path(checkpoint))
@@ -80,9 +87,9 @@ class ClipEncoder:
         self.checkpoint_sha256 = file_sha256(config.checkpoint) if config.checkpoint else None
         self.tokenizer: Callable[..., torch.Tensor] = open_clip.get_tokenizer(config.arch)
         self._special_ids = _special_ids(self.tokenizer)
-        visual = self.model.visual
-        self.image_size: tuple[int, int] = tuple(visual.image_size)  # type: ignore[assignment]
-        self.grid: tuple[int, int] = tuple(visual.grid_size)  # type: ignore[assignment]
+        visual: Any = self.model.visual
+        self.image_size: tuple[int, int] = (int(visual.image_size[0]), int(visual.image_size[1]))
+        self.grid: tuple[int, int] = (int(visual.grid_size[0]), int(visual.grid_size[1]))
         preprocess_cfg = getattr(visual, "preprocess_cfg", {})
         self.preprocess = open_clip.image_transform(
             self.image_size,
@@ -94,8 +101,8 @@ class ClipEncoder:
 
     @property
     def dim(self) -> int:
-        proj = self.model.visual.proj
-        return int(proj.shape[1]) if proj is not None else int(self.model.visual.output_dim)
+        visual: Any = self.model.visual
+        return int(visual.proj.shape[1]) if visual.proj is not None else int(visual.output_dim)
 
     @property
     def context_length(self) -> int:

@@ -42,7 +42,9 @@ class TextFeatures:
         return int(self.vectors.shape[0])
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> TextFeatures:
-        return TextFeatures(self.vectors.to(device, dtype), self.tokens.to(device, dtype), self.mask.to(device))
+        return TextFeatures(
+            self.vectors.to(device, dtype), self.tokens.to(device, dtype), self.mask.to(device)
+        )
 
     def select(self, index: torch.Tensor | slice) -> TextFeatures:
         return TextFeatures(self.vectors[index], self.tokens[index], self.mask[index])

@@ -142,7 +142,11 @@ def _match(words: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
     """
     (Qw, Kw, n, d), (Qp, Kp, M, _) = words.shape, patches.shape
     if Kw == 1 and Kp > 1 and Qw == Qp:  # text queries, each over its own candidates
-        return (patches.reshape(Qp, Kp * M, d) @ words[:, 0].transpose(-1, -2)).view(Qp, Kp, M, n).transpose(-1, -2)
+        return (
+            (patches.reshape(Qp, Kp * M, d) @ words[:, 0].transpose(-1, -2))
+            .view(Qp, Kp, M, n)
+            .transpose(-1, -2)
+        )
     if Kw == 1 and Qp == 1:  # text queries, all over the same candidates (exhaustive)
         flat = patches[0].reshape(Kp * M, d) @ words[:, 0].reshape(Qw * n, d).T
         return flat.view(Kp, M, Qw, n).permute(2, 0, 3, 1)
@@ -157,13 +161,15 @@ def _match(words: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
 def _attended_norm(a: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
     """``|a_i P|`` as ``[Q,K,n]`` for ``a [Q,K,n,M]``; avoids expanding a shared ``patches``."""
     Q, K, n, M = a.shape
-    Qp, Kp, _, d = patches.shape
+    Qp, Kp, _, _d = patches.shape
     if Qp == 1 and Kp == K and Q > 1:  # the same candidates for every query
-        out = a.permute(1, 0, 2, 3).reshape(K, Q * n, M) @ patches[0]
-        return out.norm(dim=-1).view(K, Q, n).permute(1, 0, 2)
-    if Kp == 1 and K > 1 and Qp == Q:  # one image per query, many captions
-        return (a.reshape(Q, K * n, M) @ patches[:, 0]).norm(dim=-1).view(Q, K, n)
-    return torch.matmul(a, patches).norm(dim=-1)
+        shared = a.permute(1, 0, 2, 3).reshape(K, Q * n, M) @ patches[0]
+        norm: torch.Tensor = shared.norm(dim=-1).view(K, Q, n).permute(1, 0, 2)
+    elif Kp == 1 and K > 1 and Qp == Q:  # one image per query, many captions
+        norm = (a.reshape(Q, K * n, M) @ patches[:, 0]).norm(dim=-1).view(Q, K, n)
+    else:
+        norm = torch.matmul(a, patches).norm(dim=-1)
+    return norm
 
 
 def _check_inputs(words: torch.Tensor, word_mask: torch.Tensor, patches: torch.Tensor, tau: float) -> None:
@@ -178,7 +184,8 @@ def _check_inputs(words: torch.Tensor, word_mask: torch.Tensor, patches: torch.T
         )
     if words.shape[-1] != patches.shape[-1]:
         raise InvalidInputError(
-            f"word and patch tokens must share the embedding size, got {words.shape[-1]} and {patches.shape[-1]}"
+            "word and patch tokens must share the embedding size, got "
+            f"{words.shape[-1]} and {patches.shape[-1]}"
         )
     for name, size in (("words", words.shape[2]), ("patches", patches.shape[2])):
         if size == 0:

@@ -42,7 +42,9 @@ def decode_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"{label}: image too large, over the limit of decodable pixels ({exc})") from exc
+        raise ImageDecodeError(
+            f"{label}: image too large, over the limit of decodable pixels ({exc})"
+        ) from exc
     except UnidentifiedImageError as exc:
         raise ImageDecodeError(f"{label}: not a recognised image format") from exc
     except (OSError, SyntaxError, ValueError) as exc:  # PIL reports truncation/corruption this way
@@ -66,7 +68,7 @@ def array_to_rgb(array: NDArray[np.generic]) -> NDArray[np.uint8]:
     for c in range(3):
         band = picked[:, :, c].astype(np.float64)
         finite = band[np.isfinite(band)]
-        lo, hi = (np.percentile(finite, [2, 98]) if finite.size else (0.0, 0.0))
+        lo, hi = np.percentile(finite, [2, 98]) if finite.size else (0.0, 0.0)
         scale = 255.0 / (hi - lo) if hi > lo else 0.0
         stretched = np.nan_to_num((band - lo) * scale, nan=0.0)
         out[:, :, c] = np.clip(stretched, 0, 255).astype(np.uint8)

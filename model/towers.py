@@ -9,6 +9,8 @@ and fail with :class:`UnsupportedModelError` for the others. Outputs are not nor
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from open_clip.transformer import TextTransformer, VisionTransformer, text_global_pool
 from torch import nn
@@ -42,8 +44,7 @@ def check_supported(model: nn.Module, name: str) -> None:
 
 def image_forward(model: nn.Module, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``pixels [B,3,H,W]`` -> (pooled ``[B,d]``, patch tokens ``[B,M,d]``) in the joint space."""
-    visual = model.visual
-    assert isinstance(visual, VisionTransformer)
+    visual: Any = model.visual
     x = visual.transformer(visual._embeds(pixels))
     pooled, tokens = visual._pool(x)
     if visual.final_ln_after_pool:
@@ -57,7 +58,8 @@ def image_forward(model: nn.Module, pixels: torch.Tensor) -> tuple[torch.Tensor,
 
 def text_forward(model: nn.Module, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``token_ids [B,L]`` -> (pooled ``[B,d]``, per-position tokens ``[B,L,d]``) in the joint space."""
-    tower: nn.Module = model.text if isinstance(getattr(model, "text", None), TextTransformer) else model
+    # open_clip's CLIP keeps its text tower's parts on the model itself; CustomTextCLIP has `.text`.
+    tower: Any = model.text if isinstance(getattr(model, "text", None), TextTransformer) else model
     cast_dtype = tower.transformer.get_cast_dtype()
     x = tower.token_embedding(token_ids).to(cast_dtype)
     x = x + tower.positional_embedding[: token_ids.shape[1]].to(cast_dtype)

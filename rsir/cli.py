@@ -31,8 +31,12 @@ DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1...")]
 
 @app.command("eval")
 def eval_cmd(
-    dataset: Annotated[Path, typer.Option(help="dataset.json (Karpathy), a folder holding one, or *_caps.txt")],
-    images: Annotated[Path | None, typer.Option(help="image folder (default: beside the dataset file)")] = None,
+    dataset: Annotated[
+        Path, typer.Option(help="dataset.json (Karpathy), a folder holding one, or *_caps.txt")
+    ],
+    images: Annotated[
+        Path | None, typer.Option(help="image folder (default: beside the dataset file)")
+    ] = None,
     split: Annotated[str, typer.Option(help="split to evaluate, or 'all'")] = "test",
     model: ModelOpt = "ViT-B-32-quickgelu",
     checkpoint: CheckpointOpt = None,
@@ -54,7 +58,9 @@ def eval_cmd(
     if rerank not in RERANK_MODES:
         raise typer.BadParameter(f"must be one of {', '.join(RERANK_MODES)}", param_hint="--rerank")
     ds = load_dataset(dataset, images, None if split == "all" else split)
-    encoder = ClipEncoder(EncoderConfig(arch=model, checkpoint=checkpoint, device=device, batch_size=batch_size))
+    encoder = ClipEncoder(
+        EncoderConfig(arch=model, checkpoint=checkpoint, device=device, batch_size=batch_size)
+    )
     gallery = embed_dataset(encoder, ds)
     config = EngineConfig(ftf=FTFParams(tau=tau, lam=lam), device=device, max_recall_k=max(1000, recall_k))
     engine = SearchEngine(gallery, encoder, config)

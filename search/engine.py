@@ -76,7 +76,9 @@ class SearchEngine:
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self.image_recall = DenseRecall(gallery.vectors)
         self.caption_recall = (
-            DenseRecall(gallery.captions.vectors) if gallery.captions and len(gallery.captions.texts) else None
+            DenseRecall(gallery.captions.vectors)
+            if gallery.captions and len(gallery.captions.texts)
+            else None
         )
 
     # -- public entry points ------------------------------------------------------------------------
@@ -158,7 +160,8 @@ class SearchEngine:
             rerank = rerank or "none"
             if rerank != "none":
                 raise InvalidInputError(
-                    "image-to-image search is coarse only (rerank='none'): the FTF block scores text-image pairs"
+                    "image-to-image search is coarse only (rerank='none'): "
+                    "the FTF block scores text-image pairs"
                 )
         else:
             rerank = rerank or "ftf"
@@ -264,7 +267,8 @@ class SearchEngine:
         scores, ids = self.image_recall.search(image.vectors.float().cpu().numpy(), k)
         ms = _ms_since(t0) / ids.shape[0]
         return [
-            self._result(ids[q], scores[q], scores[q], None, False) | {"recall": ms} for q in range(ids.shape[0])
+            self._result(ids[q], scores[q], scores[q], None, False) | {"recall": ms}
+            for q in range(ids.shape[0])
         ]
 
     def _score(

@@ -82,8 +82,10 @@ def load_images(records: Sequence[ImageRecord], batch_size: int) -> Iterator[lis
 def embed_dataset(encoder: ClipEncoder, dataset: CaptionDataset) -> Gallery:
     """Encode every image and caption of ``dataset`` into an in-memory :class:`Gallery`."""
     if not dataset.images or not dataset.captions:
-        raise DatasetError(f"dataset {dataset.name} has {len(dataset.images)} images and "
-                           f"{len(dataset.captions)} captions; evaluation needs both")
+        raise DatasetError(
+            f"dataset {dataset.name} has {len(dataset.images)} images and "
+            f"{len(dataset.captions)} captions; evaluation needs both"
+        )
     images = ImageFeatures.cat(
         [encoder.encode_images(batch) for batch in load_images(dataset.images, encoder.config.batch_size)]
     )
@@ -151,4 +153,3 @@ def _ranked(results: Sequence[Any], k: int) -> np.ndarray:
         ids = [h.index for h in r.hits][:k]
         out[q, : len(ids)] = ids
     return out
-

@@ -50,7 +50,8 @@ class Gallery:
         n = len(self.ids)
         if self.vectors.shape[0] != n or self.patches.shape[0] != n:
             raise InvalidInputError(
-                f"gallery arrays disagree: {n} ids, vectors {self.vectors.shape}, patches {self.patches.shape}"
+                f"gallery arrays disagree: {n} ids, vectors {self.vectors.shape}, "
+                f"patches {self.patches.shape}"
             )
         if self.patches.shape[1] != self.grid[0] * self.grid[1]:
             raise InvalidInputError(f"patches {self.patches.shape} do not fill the {self.grid} grid")

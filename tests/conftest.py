@@ -37,11 +37,11 @@ def _test_model_configs() -> None:
 @pytest.fixture(scope="session")
 def tiny_encoder(_test_model_configs: None) -> ClipEncoder:
     torch.manual_seed(0)
-    return ClipEncoder(EncoderConfig(arch=TINY_ARCH, device="cpu", batch_size=4), model=build_model(TINY_ARCH))
+    return ClipEncoder(
+        EncoderConfig(arch=TINY_ARCH, device="cpu", batch_size=4), model=build_model(TINY_ARCH)
+    )
 
 
 def random_images(n: int, seed: int = 0, size: tuple[int, int] = (72, 96)) -> list[Image.Image]:
     rng = np.random.default_rng(seed)
-    return [
-        Image.fromarray(rng.integers(0, 256, (size[0], size[1], 3), dtype=np.uint8)) for _ in range(n)
-    ]
+    return [Image.fromarray(rng.integers(0, 256, (size[0], size[1], 3), dtype=np.uint8)) for _ in range(n)]

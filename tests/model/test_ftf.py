@@ -12,7 +12,8 @@ from model.ftf import FTFParams, fuse, image_to_text, interaction, text_to_image
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
-    return x / x.norm(dim=-1, keepdim=True)
+    unit: torch.Tensor = x / x.norm(dim=-1, keepdim=True)
+    return unit
 
 
 def naive_pair(W: list[list[float]], P: list[list[float]], tau: float) -> tuple[float, list[list[float]]]:
@@ -98,9 +99,7 @@ def test_broadcast_equals_explicit_expand_and_float32_close() -> None:
     words, mask = _ragged_texts(gen, 3, 7, 16)
     patches = _unit(torch.randn(3, 10, 12, 16, generator=gen, dtype=torch.float64))
     broadcast = text_to_image(words, mask, patches).fine
-    expanded = interaction(
-        words[:, None].expand(3, 10, 7, 16), mask[:, None].expand(3, 10, 7), patches
-    ).fine
+    expanded = interaction(words[:, None].expand(3, 10, 7, 16), mask[:, None].expand(3, 10, 7), patches).fine
     torch.testing.assert_close(broadcast, expanded)
     single = text_to_image(words.float(), mask, patches.float()).fine
     torch.testing.assert_close(single.double(), broadcast, atol=1e-5, rtol=0)
@@ -160,4 +159,6 @@ def test_shared_candidates_layouts_match_pairwise() -> None:
     for q in range(4):
         for k in range(5):
             valid = [w.tolist() for w, m in zip(caps[k], cap_mask[k], strict=True) if m]
-            assert shared_i[q, k].item() == pytest.approx(naive_pair(valid, images[q].tolist(), 0.05)[0], abs=1e-9)
+            assert shared_i[q, k].item() == pytest.approx(
+                naive_pair(valid, images[q].tolist(), 0.05)[0], abs=1e-9
+            )

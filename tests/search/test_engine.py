@@ -60,7 +60,9 @@ def _reference_t2i(engine: SearchEngine, q: TextFeatures, recall_k: int) -> list
     return ranked
 
 
-def test_coarse_only_is_exact_inner_product_order(world: tuple[SearchEngine, TextFeatures, ImageFeatures]) -> None:
+def test_coarse_only_is_exact_inner_product_order(
+    world: tuple[SearchEngine, TextFeatures, ImageFeatures],
+) -> None:
     engine, queries, _ = world
     results = engine.search_text_features(queries, k=10, rerank="none")
     coarse = queries.vectors.numpy() @ engine.gallery.vectors.T
@@ -95,7 +97,9 @@ def test_exhaustive_equals_two_stage_over_whole_gallery(
         assert [h.index for h in a.hits] == [h.index for h in b.hits]
         np.testing.assert_allclose([h.score for h in a.hits], [h.score for h in b.hits], atol=1e-5)
         np.testing.assert_allclose([h.coarse for h in a.hits], [h.coarse for h in b.hits], atol=1e-5)
-    to_captions = engine.search_image_features(images, k=10, recall_k=N_CAPTIONS, rerank="ftf", target="captions")
+    to_captions = engine.search_image_features(
+        images, k=10, recall_k=N_CAPTIONS, rerank="ftf", target="captions"
+    )
     exhaustive_c = engine.search_image_features(images, k=10, rerank="exhaustive", target="captions")
     for a, b in zip(to_captions, exhaustive_c, strict=True):
         assert [h.index for h in a.hits] == [h.index for h in b.hits]
@@ -120,7 +124,9 @@ def test_image_to_captions_matches_reference(world: tuple[SearchEngine, TextFeat
         assert r.hits[0].id == f"caption {r.hits[0].index}"
 
 
-def test_explain_returns_attention_over_the_grid(world: tuple[SearchEngine, TextFeatures, ImageFeatures]) -> None:
+def test_explain_returns_attention_over_the_grid(
+    world: tuple[SearchEngine, TextFeatures, ImageFeatures],
+) -> None:
     engine, queries, _ = world
     results = engine.search_text_features(queries, k=3, recall_k=10, explain=True)
     for i, r in enumerate(results):
