@@ -20,7 +20,7 @@ from PIL import Image
 from model import towers
 from model.checkpoint import file_sha256, load_into
 from model.errors import InvalidInputError, UnsupportedModelError
-from model.features import ImageFeatures, TextFeatures, l2_normalize
+from model.features import ImageFeatures, TextFeatures
 
 # rsir's own architectures (JSON, open_clip's config schema) live beside this module.
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -86,7 +86,7 @@ class ClipEncoder:
         self.model = base.to(self.device, self.dtype).eval()
         self.checkpoint_sha256 = file_sha256(config.checkpoint) if config.checkpoint else None
         self.tokenizer: Callable[..., torch.Tensor] = open_clip.get_tokenizer(config.arch)
-        self._special_ids = _special_ids(self.tokenizer)
+        self._special_ids = special_ids(self.tokenizer)
         visual: Any = self.model.visual
         self.image_size: tuple[int, int] = (int(visual.image_size[0]), int(visual.image_size[1]))
         self.grid: tuple[int, int] = (int(visual.grid_size[0]), int(visual.grid_size[1]))
@@ -97,7 +97,7 @@ class ClipEncoder:
             mean=preprocess_cfg.get("mean"),
             std=preprocess_cfg.get("std"),
         )
-        self._causal_text = self._text_tower_is_causal()
+        self._causal_text = towers.is_causal(self.model)
 
     @property
     def dim(self) -> int:
@@ -139,8 +139,8 @@ class ClipEncoder:
         parts = []
         for i in range(0, pixels.shape[0], self.config.batch_size):
             batch = pixels[i : i + self.config.batch_size].to(self.device, self.dtype)
-            pooled, patches = towers.image_forward(self.model, batch)
-            parts.append(ImageFeatures(l2_normalize(pooled), l2_normalize(patches), self.grid))
+            vectors, patches = towers.image_features(self.model, batch)
+            parts.append(ImageFeatures(vectors, patches, self.grid))
         return ImageFeatures.cat(parts)
 
     # -- texts --------------------------------------------------------------------------------------
@@ -160,24 +160,13 @@ class ClipEncoder:
     @torch.inference_mode()
     def encode_token_ids(self, token_ids: torch.Tensor) -> TextFeatures:
         """``[B,L]`` ids -> features; word tokens are trimmed to the batch's longest text."""
-        mask = towers.word_mask(token_ids, self._special_ids)
-        # Under a causal mask, positions after the end token cannot change earlier outputs: run only
-        # up to the longest text (+start/end) instead of the full context.
-        used = int((token_ids != 0).sum(-1).max()) if self._causal_text else token_ids.shape[1]
-        ids = token_ids[:, : max(used, 1)].to(self.device)
-        pooled, tokens = towers.text_forward(self.model, ids)
-        n_words = max(int(mask.sum(-1).max()), 1)
-        # Words sit at positions 1..n (position 0 is the start token).
-        words = tokens[:, 1 : 1 + n_words]
-        word_mask = mask[:, 1 : 1 + n_words].to(self.device)
-        return TextFeatures(l2_normalize(pooled), l2_normalize(words) * word_mask[..., None], word_mask)
-
-    def _text_tower_is_causal(self) -> bool:
-        tower = getattr(self.model, "text", self.model)
-        return getattr(tower, "attn_mask", None) is not None
+        vectors, words, mask = towers.text_features(
+            self.model, token_ids.to(self.device), self._special_ids, self._causal_text
+        )
+        return TextFeatures(vectors, words, mask)
 
 
-def _special_ids(tokenizer: Any) -> tuple[int, ...]:
+def special_ids(tokenizer: Any) -> tuple[int, ...]:
     ids = [getattr(tokenizer, name, None) for name in ("sot_token_id", "eot_token_id")]
     found = tuple(int(i) for i in ids if i is not None)
     if len(found) != 2:

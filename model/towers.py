@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from open_clip.transformer import TextTransformer, VisionTransformer, text_global_pool
 from torch import nn
 
@@ -78,6 +79,36 @@ def text_forward(model: nn.Module, token_ids: torch.Tensor) -> tuple[torch.Tenso
         else:
             pooled, x = pooled @ projection, x @ projection
     return pooled, x
+
+
+def text_features(
+    model: nn.Module, token_ids: torch.Tensor, special_ids: tuple[int, ...], causal: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``token_ids [B,L]`` -> unit (global ``[B,d]``, words ``[B,n,d]``, mask ``[B,n]``); differentiable.
+
+    Words are the positions after the start token, trimmed to the batch's longest text; padded
+    positions are zero. Under a causal attention mask, positions after a text's end token cannot
+    change earlier outputs, so the forward pass runs only to the longest text instead of the context.
+    """
+    mask = word_mask(token_ids, special_ids)
+    used = int((token_ids != 0).sum(-1).max()) if causal else token_ids.shape[1]
+    pooled, tokens = text_forward(model, token_ids[:, : max(used, 1)])
+    n_words = max(int(mask.sum(-1).max()), 1)
+    words_mask = mask[:, 1 : 1 + n_words].to(tokens.device)
+    words = F.normalize(tokens[:, 1 : 1 + n_words], dim=-1) * words_mask[..., None]
+    return F.normalize(pooled, dim=-1), words, words_mask
+
+
+def image_features(model: nn.Module, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``pixels [B,3,H,W]`` -> unit (global ``[B,d]``, patches ``[B,M,d]``); differentiable."""
+    pooled, patches = image_forward(model, pixels)
+    return F.normalize(pooled, dim=-1), F.normalize(patches, dim=-1)
+
+
+def is_causal(model: nn.Module) -> bool:
+    """True when the text tower uses a causal mask (all of open_clip's CLIP text transformers)."""
+    tower = getattr(model, "text", model)
+    return getattr(tower, "attn_mask", None) is not None
 
 
 def word_mask(token_ids: torch.Tensor, special_ids: tuple[int, ...]) -> torch.Tensor:

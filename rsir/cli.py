@@ -81,6 +81,48 @@ def eval_cmd(
     Console().print(table)
 
 
+@app.command("train")
+def train_cmd(
+    data: Annotated[
+        Path, typer.Option(help="dataset.json (Karpathy) or a folder holding one, e.g. from rsir synth")
+    ],
+    out: Annotated[Path, typer.Option(help="run folder: last.pt (resumable) and weights.safetensors")],
+    arch: Annotated[str, typer.Option(help="open_clip architecture or rsir's own")] = "rsir-vit-tiny",
+    init_checkpoint: CheckpointOpt = None,
+    split: Annotated[str, typer.Option(help="split to train on")] = "train",
+    epochs: int = 6,
+    batch_size: int = 64,
+    lr: float = 5e-4,
+    warmup_steps: int = 100,
+    max_steps: Annotated[int | None, typer.Option(help="stop after this many steps")] = None,
+    eba: Annotated[bool, typer.Option(help="EBA: drop the least similar positives as anchors (§4)")] = False,
+    seed: int = 0,
+    device: DeviceOpt = "auto",
+    resume: Annotated[bool, typer.Option(help="continue from OUT/last.pt when present")] = True,
+) -> None:
+    """Train with the FTF loss (L_inter + L_intra); export fp16 open_clip weights as safetensors."""
+    from model.datasets import load_dataset
+    from model.train import TrainConfig, train
+
+    config = TrainConfig(
+        arch=arch,
+        init_checkpoint=init_checkpoint,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        warmup_steps=warmup_steps,
+        max_steps=max_steps,
+        eba=eba,
+        seed=seed,
+        device=device,
+    )
+    report = train(config, load_dataset(data, split=split), out, resume=resume)
+    Console().print(
+        f"trained {report.steps} steps ({report.epochs_done} epochs) in {report.seconds:.0f} s; "
+        f"loss {report.first_loss:.3f} -> {report.last_loss:.3f}; weights: {report.weights}"
+    )
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,245 @@
+"""Training an open_clip model with the FTF loss (§2) and optional EBA (§4) on a caption dataset.
+
+Seeded, resumable (``last.pt`` holds model, optimiser, schedule, step and RNG states after every
+epoch and every ``save_every`` steps), CPU or GPU. The exported weights are a plain open_clip state
+dict in safetensors (fp16), loadable by the same loader as any real checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import open_clip
+import structlog
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from safetensors.torch import save_file
+
+from model import towers
+from model.datasets import CaptionDataset
+from model.eba import EBAFilter
+from model.encoders import build_model, resolve_device, special_ids
+from model.errors import InvalidInputError
+from model.images import decode_image
+from model.losses import ftf_loss
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    arch: str = "rsir-vit-tiny"
+    init_checkpoint: Path | None = None
+    epochs: int = 6
+    batch_size: int = 64
+    lr: float = 5e-4
+    weight_decay: float = 0.1
+    warmup_steps: int = 100
+    temperature: float = 0.05
+    tau: float = 0.05
+    eba: bool = False
+    eba_start_epoch: int = 4
+    max_steps: int | None = None
+    save_every: int = 200
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 2:
+            raise InvalidInputError("batch_size must be >= 2: InfoNCE needs in-batch negatives")
+        if self.epochs < 1:
+            raise InvalidInputError("epochs must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    steps: int
+    epochs_done: int
+    first_loss: float
+    last_loss: float
+    seconds: float
+    weights: Path
+
+
+class PairSource:
+    """A split's images (preprocessed once, kept as uint8) and tokenised captions."""
+
+    def __init__(
+        self,
+        dataset: CaptionDataset,
+        preprocess: Callable[[Any], torch.Tensor],
+        tokenizer: Any,
+        context_length: int,
+    ) -> None:
+        if not dataset.images or not dataset.captions:
+            raise InvalidInputError(f"dataset {dataset.name} has no image-caption pairs to train on")
+        pixels = [preprocess(decode_image(rec.path)) for rec in dataset.images]
+        stacked = torch.stack(pixels)  # [N,3,H,W] normalised floats
+        # Store as uint8 after an affine map: 4x less memory than float32 for a whole split.
+        self.lo, self.hi = float(stacked.min()), float(stacked.max())
+        self.pixels = ((stacked - self.lo) / (self.hi - self.lo) * 255).round().to(torch.uint8)
+        self.tokens = tokenizer(dataset.captions, context_length=context_length)
+        owner = dataset.caption_image_array()
+        self.captions_of = [np.flatnonzero(owner == i) for i in range(len(dataset.images))]
+        self.usable = np.array([i for i, c in enumerate(self.captions_of) if len(c)], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return int(self.usable.size)
+
+    def batches(
+        self, batch_size: int, rng: np.random.Generator
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch: each image once, with one of its captions drawn at random; full batches only."""
+        order = rng.permutation(self.usable)
+        for start in range(0, order.size - batch_size + 1, batch_size):
+            images = order[start : start + batch_size]
+            captions = [int(rng.choice(self.captions_of[i])) for i in images]
+            pixels = self.pixels[images].float() / 255 * (self.hi - self.lo) + self.lo
+            yield pixels, self.tokens[captions]
+
+
+def train(config: TrainConfig, dataset: CaptionDataset, out_dir: Path, resume: bool = True) -> TrainReport:
+    """Train on ``dataset`` (its train split already selected) and export ``out_dir/weights.safetensors``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    model = build_model(config.arch, config.init_checkpoint, seed=config.seed).to(device).train()
+    tokenizer = open_clip.get_tokenizer(config.arch)
+    specials = special_ids(tokenizer)
+    causal = towers.is_causal(model)
+    visual: Any = model.visual
+    preprocess = open_clip.image_transform(
+        visual.image_size,
+        is_train=False,
+        mean=visual.preprocess_cfg.get("mean"),
+        std=visual.preprocess_cfg.get("std"),
+    )
+    source = PairSource(dataset, preprocess, tokenizer, int(getattr(model, "context_length", 77)))
+    steps_per_epoch = len(source) // config.batch_size
+    if steps_per_epoch == 0:
+        raise InvalidInputError(
+            f"{len(source)} training images is fewer than one batch of {config.batch_size}"
+        )
+    total_steps = config.epochs * steps_per_epoch
+    # max_steps stops the run early without changing the schedule, so a stopped run resumes exactly.
+    stop_at = min(total_steps, config.max_steps or total_steps)
+
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(config.warmup_steps, total_steps))
+    eba = EBAFilter() if config.eba else None
+    state: dict[str, Any] = {"step": 0, "epoch": 0, "first_loss": math.nan, "last_loss": math.nan}
+    rng = np.random.default_rng(config.seed)
+    last = out_dir / "last.pt"
+    if resume and last.exists():
+        saved = torch.load(last, map_location="cpu", weights_only=False)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        state = saved["state"]
+        rng = saved["rng"]
+        torch.set_rng_state(saved["torch_rng"])
+        if eba is not None and saved.get("eba") is not None:
+            eba.load_state_dict(saved["eba"])
+        log.info("resumed", step=state["step"], epoch=state["epoch"])
+
+    def checkpoint() -> None:
+        payload = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "state": state,
+            "rng": rng,
+            "torch_rng": torch.get_rng_state(),
+            "eba": eba.state_dict() if eba is not None else None,
+            "config": asdict(config),
+        }
+        tmp = last.with_suffix(".tmp")
+        torch.save(payload, tmp)
+        tmp.replace(last)  # atomic: a kill mid-save leaves the previous checkpoint intact
+
+    t0 = time.perf_counter()
+    with _progress() as progress:
+        task = progress.add_task("train", total=stop_at, completed=state["step"], loss="")
+        while state["step"] < stop_at and state["epoch"] < config.epochs:
+            epoch_rng = np.random.default_rng([config.seed, int(state["epoch"])])
+            skip = state["step"] - state["epoch"] * steps_per_epoch  # resume mid-epoch: same batches
+            for i, (pixels, ids) in enumerate(source.batches(config.batch_size, epoch_rng)):
+                if i < skip:
+                    continue
+                if state["step"] >= stop_at:
+                    break
+                v, p = towers.image_features(model, pixels.to(device))
+                t, w, m = towers.text_features(model, ids.to(device), specials, causal)
+                anchors = None
+                if eba is not None:
+                    anchors = eba.anchors((t * v).sum(-1).detach(), state["epoch"] >= config.eba_start_epoch)
+                parts = ftf_loss(v, p, t, w, m, config.temperature, config.tau, anchors)
+                optimizer.zero_grad(set_to_none=True)
+                parts.total.backward()  # type: ignore[no-untyped-call]
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                schedule.step()
+                loss = float(parts.total.detach())
+                state["first_loss"] = loss if math.isnan(state["first_loss"]) else state["first_loss"]
+                state["last_loss"] = loss
+                state["step"] += 1
+                progress.update(task, advance=1, loss=f"loss {loss:.3f}")
+                if state["step"] % config.save_every == 0:
+                    checkpoint()
+            else:
+                state["epoch"] += 1
+            checkpoint()
+            log.info("epoch", epoch=state["epoch"], step=state["step"], loss=state["last_loss"])
+    weights = export_weights(model, out_dir / "weights.safetensors")
+    return TrainReport(
+        steps=int(state["step"]),
+        epochs_done=int(state["epoch"]),
+        first_loss=float(state["first_loss"]),
+        last_loss=float(state["last_loss"]),
+        seconds=time.perf_counter() - t0,
+        weights=weights,
+    )
+
+
+def export_weights(model: torch.nn.Module, path: Path, dtype: torch.dtype = torch.float16) -> Path:
+    """Write an open_clip state dict as safetensors (fp16 halves the size; loading casts back)."""
+    tensors = {
+        k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+        for k, v in model.state_dict().items()
+    }
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={"format": "open_clip"})
+    tmp.replace(path)
+    return path
+
+
+def _warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[loss]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )

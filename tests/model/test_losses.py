@@ -1,0 +1,81 @@
+"""Losses against hand-computed cases and direct formulas."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model.eba import EBAFilter
+from model.ftf import text_to_image
+from model.losses import ftf_loss, info_nce, paired_views
+
+
+def test_info_nce_hand_computed() -> None:
+    # 2x2 grid, temperature 1: row 0 logits [1, 0] -> -log(e/(e+1)); row 1 logits [0, 1] -> same.
+    scores = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    expected = -math.log(math.e / (math.e + 1))
+    assert info_nce(scores, 1.0).item() == pytest.approx(expected)
+    # Asymmetric: rows see [2,0] and [1,0]; columns see [2,1] and [0,0].
+    scores = torch.tensor([[2.0, 0.0], [1.0, 0.0]])
+    rows = -math.log(math.exp(2) / (math.exp(2) + 1)) - math.log(1 / (math.exp(1) + 1))
+    cols = -math.log(math.exp(2) / (math.exp(2) + math.exp(1))) - math.log(0.5)
+    assert info_nce(scores, 1.0).item() == pytest.approx((rows / 2 + cols / 2) / 2)
+
+
+def test_info_nce_anchor_mask_drops_rows_but_keeps_negatives() -> None:
+    scores = torch.tensor([[2.0, 0.5, 0.1], [0.3, -1.0, 0.2], [0.0, 0.4, 1.5]])
+    keep = torch.tensor([True, False, True])
+    per_row = F.cross_entropy(scores, torch.arange(3), reduction="none")
+    per_col = F.cross_entropy(scores.T, torch.arange(3), reduction="none")
+    expected = (per_row[[0, 2]].sum() + per_col[[0, 2]].sum()) / 4
+    assert info_nce(scores, 1.0, keep).item() == pytest.approx(expected.item())
+    assert info_nce(scores, 1.0, torch.zeros(3, dtype=torch.bool)).item() == pytest.approx(
+        info_nce(scores, 1.0).item()
+    )
+
+
+def test_paired_views_direct_formula() -> None:
+    gen = torch.Generator().manual_seed(0)
+    words = F.normalize(torch.randn(3, 4, 8, generator=gen), dim=-1)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.bool)
+    patches = F.normalize(torch.randn(3, 5, 8, generator=gen), dim=-1)
+    visual, text = paired_views(words, mask, patches, tau=0.1)
+    for b in range(3):
+        W, P = words[b][mask[b]], patches[b]
+        A = W @ P.T
+        vhat = torch.softmax(A / 0.1, dim=1) @ P
+        what = torch.softmax(A / 0.1, dim=0).T @ W
+        torch.testing.assert_close(visual[b], F.normalize(vhat.mean(0), dim=0))
+        torch.testing.assert_close(text[b], F.normalize(what.mean(0), dim=0))
+
+
+def test_ftf_loss_terms_and_gradients() -> None:
+    gen = torch.Generator().manual_seed(1)
+    B, n, M, d = 4, 5, 6, 8
+    v = F.normalize(torch.randn(B, d, generator=gen), dim=-1).requires_grad_()
+    p = F.normalize(torch.randn(B, M, d, generator=gen), dim=-1)
+    t = F.normalize(torch.randn(B, d, generator=gen), dim=-1)
+    w = F.normalize(torch.randn(B, n, d, generator=gen), dim=-1)
+    m = torch.ones(B, n, dtype=torch.bool)
+    parts = ftf_loss(v, p, t, w, m, temperature=0.05, tau=0.05)
+    assert parts.coarse.item() == pytest.approx(info_nce(t @ v.T, 0.05).item())
+    fine_grid = torch.stack([text_to_image(w[i : i + 1], m[i : i + 1], p[None]).fine[0] for i in range(B)])
+    assert parts.fine.item() == pytest.approx(info_nce(fine_grid, 0.05).item(), rel=1e-5)
+    total = parts.coarse + parts.fine + parts.intra_images + parts.intra_texts
+    assert parts.total.item() == pytest.approx(total.item())
+    parts.total.backward()  # type: ignore[no-untyped-call]
+    assert v.grad is not None and torch.isfinite(v.grad).all() and v.grad.abs().sum() > 0
+
+
+def test_eba_filter_drops_low_positives_once_active() -> None:
+    eba = EBAFilter(size=100)
+    assert eba.anchors(torch.linspace(0.0, 0.99, 100), active=False) is None
+    mask = eba.anchors(torch.tensor([-0.5, 0.5, 0.005]), active=True)
+    assert mask is not None and mask.tolist() == [False, True, False]  # 1st percentile ~ 0.0099
+    state = eba.state_dict()
+    other = EBAFilter(size=100)
+    other.load_state_dict(state)
+    assert other.filled == 100 and torch.equal(other.queue, eba.queue)

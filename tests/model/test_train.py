@@ -1,0 +1,67 @@
+"""A short training run lowers the loss, resumes exactly, and exports loadable weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from model.datasets import load_dataset
+from model.encoders import ClipEncoder, EncoderConfig
+from model.train import TrainConfig, train
+from tests.conftest import TINY_ARCH, random_images
+
+COLOURS = ["red", "grey", "white", "green"]
+
+
+def _dataset(root: Path, n: int = 16) -> Path:
+    (root / "images").mkdir(parents=True)
+    entries = []
+    for i, img in enumerate(random_images(n, seed=8, size=(64, 64))):
+        img.save(root / "images" / f"{i}.png")
+        sentences = [{"raw": f"{i % 5 + 1} {COLOURS[i % 4]} planes near runway {i} ."} for _ in range(2)]
+        entries.append({"filename": f"{i}.png", "split": "train", "sentences": sentences})
+    (root / "dataset.json").write_text(json.dumps({"dataset": "t", "images": entries}))
+    return root / "dataset.json"
+
+
+def _config(**kw: object) -> TrainConfig:
+    base: dict[str, object] = dict(
+        arch=TINY_ARCH, batch_size=8, lr=2e-3, warmup_steps=2, epochs=12, device="cpu", save_every=3
+    )
+    base.update(kw)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+def test_training_lowers_the_loss_and_exports_open_clip_weights(tmp_path: Path) -> None:
+    ds = load_dataset(_dataset(tmp_path / "data"), split="train")
+    report = train(_config(), ds, tmp_path / "run")
+    assert report.steps == 24 and report.epochs_done == 12
+    assert report.last_loss < 0.7 * report.first_loss
+    state = load_file(str(report.weights))
+    assert state["visual.proj"].dtype == torch.float16
+    enc = ClipEncoder(EncoderConfig(arch=TINY_ARCH, checkpoint=report.weights, device="cpu"))
+    assert enc.encode_texts(["red planes"]).vectors.shape == (1, 32)
+
+
+def test_resume_gives_the_same_weights_as_one_run(tmp_path: Path) -> None:
+    ds = load_dataset(_dataset(tmp_path / "data"), split="train")
+    straight = train(_config(epochs=3), ds, tmp_path / "straight")
+    # Stop after 3 steps (mid-epoch 1, right after a save), then resume to the end.
+    stopped = train(_config(epochs=3, max_steps=3), ds, tmp_path / "split")
+    assert stopped.steps == 3
+    (tmp_path / "split" / "weights.safetensors").unlink()
+    resumed = train(_config(epochs=3), ds, tmp_path / "split")
+    assert resumed.steps == straight.steps == 6
+    a, b = load_file(str(straight.weights)), load_file(str(resumed.weights))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_too_small_dataset_is_a_clear_error(tmp_path: Path) -> None:
+    ds = load_dataset(_dataset(tmp_path / "data", n=4), split="train")
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        train(_config(), ds, tmp_path / "run")
