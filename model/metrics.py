@@ -96,17 +96,33 @@ def recall_report(
     ranked_images: NDArray[np.integer[Any]],
     ranked_captions: NDArray[np.integer[Any]],
     caption_image: NDArray[np.integer[Any]],
+    query_captions: NDArray[np.integer[Any]] | None = None,
+    query_images: NDArray[np.integer[Any]] | None = None,
 ) -> RecallReport:
     """Both directions at K = 1, 5, 10.
 
     ``ranked_images`` ``[Nc, k_max]``, ``ranked_captions`` ``[Ni, k_max']``, ``caption_image`` ``[Nc]``;
     ``Ni`` (the image gallery size) is ``ranked_captions.shape[0]``.
+
+    On a large gallery only some items may be queried: then row ``r`` of ``ranked_images`` is the
+    query of caption ``query_captions[r]`` and row ``r`` of ``ranked_captions`` that of image
+    ``query_images[r]``; the image gallery size is then ``1 + caption_image.max()``.
     """
     rc = _as_rank_matrix(ranked_captions, "ranked_captions")
     cap_img = _as_index_vector(caption_image, "caption_image")
-    ri = _as_rank_matrix(ranked_images, "ranked_images", n_rows=cap_img.shape[0])
-    i2t = _i2t(rc, cap_img, KS)
-    t2i = _t2i(ri, cap_img, KS, n_images=rc.shape[0])
+    if query_captions is None and query_images is None:
+        ri = _as_rank_matrix(ranked_images, "ranked_images", n_rows=cap_img.shape[0])
+        i2t = _i2t(rc, cap_img, KS)
+        t2i = _t2i(ri, cap_img, KS, n_images=rc.shape[0])
+    else:
+        qc = _as_index_vector(
+            np.arange(cap_img.shape[0]) if query_captions is None else query_captions, "query_captions"
+        )
+        n_images = int(cap_img.max()) + 1
+        qi = _as_index_vector(np.arange(n_images) if query_images is None else query_images, "query_images")
+        ri = _as_rank_matrix(ranked_images, "ranked_images", n_rows=qc.shape[0])
+        t2i = _t2i(ri, cap_img[qc], KS, n_images=n_images)
+        i2t = _i2t(_as_rank_matrix(rc, "ranked_captions", n_rows=qi.shape[0]), cap_img, KS, qi)
     return RecallReport(
         t2i_r1=t2i[1], t2i_r5=t2i[5], t2i_r10=t2i[10], i2t_r1=i2t[1], i2t_r5=i2t[5], i2t_r10=i2t[10]
     )
@@ -168,8 +184,16 @@ def _t2i(
     return {K: 100.0 * float(np.mean(first < K)) for K in ks}
 
 
-def _i2t(ranked: NDArray[np.int64], cap_img: NDArray[np.int64], ks: tuple[int, ...]) -> dict[int, float]:
+def _i2t(
+    ranked: NDArray[np.int64],
+    cap_img: NDArray[np.int64],
+    ks: tuple[int, ...],
+    query_images: NDArray[np.int64] | None = None,
+) -> dict[int, float]:
     n_images, n_captions = ranked.shape[0], cap_img.shape[0]
+    if query_images is not None:  # a subset of the images queried: row r is image query_images[r]
+        n_images = max(int(cap_img.max()) + 1, int(query_images.max()) + 1)
+    queries = np.arange(ranked.shape[0]) if query_images is None else query_images
     if int(cap_img.max()) >= n_images:
         raise InvalidInputError(
             f"caption_image has image index {int(cap_img.max())} but ranked_captions has only "
@@ -181,10 +205,10 @@ def _i2t(ranked: NDArray[np.int64], cap_img: NDArray[np.int64], ks: tuple[int, .
         )
     _check_depth(ranked, ks, n_captions, "ranked_captions")
     _check_no_repeats(ranked, "ranked_captions")
-    has_caption = np.bincount(cap_img, minlength=n_images) > 0
+    has_caption = (np.bincount(cap_img, minlength=n_images) > 0)[queries]
     valid = ranked >= 0
     owner = np.where(valid, cap_img[np.where(valid, ranked, 0)], -1)
-    first = _first_hit(owner == np.arange(n_images)[:, None])[has_caption]
+    first = _first_hit(owner == queries[:, None])[has_caption]
     return {K: 100.0 * float(np.mean(first < K)) for K in ks}
 
 

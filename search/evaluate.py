@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image
 
 from model.datasets import CaptionDataset, ImageRecord
@@ -109,19 +110,28 @@ def evaluate(
     mode: RerankMode,
     recall_k: int | None = None,
     dataset_name: str = "",
+    caption_queries: NDArray[np.int64] | None = None,
+    image_queries: NDArray[np.int64] | None = None,
 ) -> EvalResult:
-    """Search every caption over the images and every image over the captions; report R@1/5/10 and mR."""
+    """Search the captions over the images and the images over the captions; report R@1/5/10 and mR.
+
+    By default every caption and every image is a query; on large galleries ``caption_queries`` and
+    ``image_queries`` (indices into the gallery's captions / images) pick a subset.
+    """
     gallery = engine.gallery
     if gallery.captions is None:
         raise InvalidInputError("evaluation needs a gallery with captions")
     k = max(KS)
-    n_images, n_captions = len(gallery), len(gallery.captions.texts)
+    subset = caption_queries is not None or image_queries is not None
+    cq = np.arange(len(gallery.captions.texts)) if caption_queries is None else caption_queries
+    iq = np.arange(len(gallery)) if image_queries is None else image_queries
+    n_images, n_captions = len(iq), len(cq)
 
     t0 = time.perf_counter()
-    t2i = engine.search_text_features(gallery.caption_features(slice(None)), k, recall_k, mode)
+    t2i = engine.search_text_features(gallery.caption_features(cq), k, recall_k, mode)
     t2i_ms = (time.perf_counter() - t0) * 1000 / n_captions
     t0 = time.perf_counter()
-    i2t = engine.search_image_features(gallery.image_features(slice(None)), k, recall_k, mode, "captions")
+    i2t = engine.search_image_features(gallery.image_features(iq), k, recall_k, mode, "captions")
     i2t_ms = (time.perf_counter() - t0) * 1000 / n_images
 
     encode_ms = None
@@ -131,7 +141,11 @@ def evaluate(
         engine.encoder.encode_texts(sample)
         encode_ms = (time.perf_counter() - t0) * 1000 / len(sample)
 
-    report = recall_report(_ranked(t2i, k), _ranked(i2t, k), gallery.captions.image_index)
+    owners = gallery.captions.image_index
+    if subset:
+        report = recall_report(_ranked(t2i, k), _ranked(i2t, k), owners, query_captions=cq, query_images=iq)
+    else:
+        report = recall_report(_ranked(t2i, k), _ranked(i2t, k), owners)
     return EvalResult(
         dataset=dataset_name,
         n_images=n_images,

@@ -219,3 +219,18 @@ def test_report_as_dict() -> None:
 def test_bad_input_is_rejected(call, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         call()
+
+
+def test_query_subsets_equal_the_rows_of_the_full_evaluation() -> None:
+    rng = np.random.default_rng(5)
+    n_img, owner = 12, np.repeat(np.arange(12), 3)
+    sim = rng.normal(size=(n_img, owner.size))
+    full_t2i = ranks_from_similarity(sim.T, 10)
+    full_i2t = ranks_from_similarity(sim, 10)
+    qc, qi = np.array([0, 4, 5, 30, 35]), np.array([1, 7, 11])
+    sub = recall_report(full_t2i[qc], full_i2t[qi], owner, query_captions=qc, query_images=qi)
+    # Independent: hit lists per query, averaged by hand.
+    t2i_hit = [[owner[c] in full_t2i[c, :k] for c in qc] for k in (1, 5, 10)]
+    i2t_hit = [[any(owner[j] == i for j in full_i2t[i, :k]) for i in qi] for k in (1, 5, 10)]
+    assert [sub.t2i_r1, sub.t2i_r5, sub.t2i_r10] == pytest.approx([100 * np.mean(h) for h in t2i_hit])
+    assert [sub.i2t_r1, sub.i2t_r5, sub.i2t_r10] == pytest.approx([100 * np.mean(h) for h in i2t_hit])

@@ -96,6 +96,8 @@ def test_perfect_features_give_perfect_recall() -> None:
     for mode in modes:
         report = evaluate(engine, mode, recall_k=5).report
         assert report.mR == pytest.approx(100.0), mode
+        some = evaluate(engine, mode, 5, caption_queries=np.array([0, 7, 20]), image_queries=np.array([3, 9]))
+        assert some.report.mR == pytest.approx(100.0) and (some.n_captions, some.n_images) == (3, 2)
 
 
 def test_real_images_end_to_end(tiny_encoder: ClipEncoder) -> None:
