@@ -47,6 +47,7 @@ class TrainConfig:
     eba_start_epoch: int = 4
     max_steps: int | None = None
     save_every: int = 200
+    log_every: int = 50
     seed: int = 0
     device: str = "auto"
 
@@ -70,23 +71,22 @@ class TrainReport:
 class PairSource:
     """A split's images (preprocessed once, kept as uint8) and tokenised captions."""
 
-    def __init__(
-        self,
-        dataset: CaptionDataset,
-        preprocess: Callable[[Any], torch.Tensor],
-        tokenizer: Any,
-        context_length: int,
-    ) -> None:
+    def __init__(self, dataset: CaptionDataset, preprocess: Any, tokenizer: Any, context_length: int) -> None:
         if not dataset.images or not dataset.captions:
             raise InvalidInputError(f"dataset {dataset.name} has no image-caption pairs to train on")
-        pixels = [preprocess(decode_image(rec.path)) for rec in dataset.images]
-        stacked = torch.stack(pixels)  # [N,3,H,W] normalised floats
-        # Store as uint8 after an affine map: 4x less memory than float32 for a whole split.
-        self.lo, self.hi = float(stacked.min()), float(stacked.max())
-        self.pixels = ((stacked - self.lo) / (self.hi - self.lo) * 255).round().to(torch.uint8)
+        # open_clip's eval transform is [resize, crop, to-RGB, ToTensor, Normalize]. Keep the pixels
+        # as uint8 before Normalize (exact: ToTensor only divides by 255) so a whole split fits in RAM.
+        *geometric, normalize = preprocess.transforms
+        self.mean = torch.tensor(normalize.mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(normalize.std).view(1, 3, 1, 1)
+        first = _to_uint8(geometric, decode_image(dataset.images[0].path))
+        self.pixels = torch.empty((len(dataset.images), *first.shape), dtype=torch.uint8)
+        for i, rec in enumerate(dataset.images):
+            self.pixels[i] = first if i == 0 else _to_uint8(geometric, decode_image(rec.path))
         self.tokens = tokenizer(dataset.captions, context_length=context_length)
         owner = dataset.caption_image_array()
-        self.captions_of = [np.flatnonzero(owner == i) for i in range(len(dataset.images))]
+        counts = np.bincount(owner, minlength=len(dataset.images))
+        self.captions_of = np.split(np.argsort(owner, kind="stable"), np.cumsum(counts)[:-1])
         self.usable = np.array([i for i, c in enumerate(self.captions_of) if len(c)], dtype=np.int64)
 
     def __len__(self) -> int:
@@ -100,8 +100,15 @@ class PairSource:
         for start in range(0, order.size - batch_size + 1, batch_size):
             images = order[start : start + batch_size]
             captions = [int(rng.choice(self.captions_of[i])) for i in images]
-            pixels = self.pixels[images].float() / 255 * (self.hi - self.lo) + self.lo
+            pixels = (self.pixels[images].float() / 255 - self.mean) / self.std
             yield pixels, self.tokens[captions]
+
+
+def _to_uint8(transforms: list[Any], image: Any) -> torch.Tensor:
+    for t in transforms:
+        image = t(image)
+    pixels: torch.Tensor = (image * 255).round().to(torch.uint8)
+    return pixels
 
 
 def train(config: TrainConfig, dataset: CaptionDataset, out_dir: Path, resume: bool = True) -> TrainReport:
@@ -195,6 +202,8 @@ def train(config: TrainConfig, dataset: CaptionDataset, out_dir: Path, resume: b
                 state["last_loss"] = loss
                 state["step"] += 1
                 progress.update(task, advance=1, loss=f"loss {loss:.3f}")
+                if state["step"] % config.log_every == 0:  # the bar is invisible when stdout is a file
+                    log.info("step", step=state["step"], lr=schedule.get_last_lr()[0], **parts.as_floats())
                 if state["step"] % config.save_every == 0:
                     checkpoint()
             else:

@@ -1,0 +1,162 @@
+"""The two-stage accuracy/speed table: modes none, ftf@K (10, 50, 100) and exhaustive, in one run.
+
+1. The SynthRS test split (every caption and image is a query).
+2. A large gallery: the test split plus distractor images (another SynthRS seed) up to
+   ``--gallery-size`` images; a seeded sample of the test captions/images are the queries, the same
+   sample for every mode.
+
+Run (see BENCHMARKS.md for the exact commands behind the recorded figures)::
+
+    .venv/bin/python -m bench.two_stage_table --data data/synthrs --distractors data/synthrs-distractors \\
+        --checkpoint model/weights/rsir-vit-tiny.safetensors --out bench/results/two_stage.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.datasets import CaptionDataset, load_dataset
+from model.encoders import ClipEncoder, EncoderConfig
+from model.features import ImageFeatures, TextFeatures
+from search.engine import EngineConfig, RerankMode, SearchEngine
+from search.evaluate import evaluate, load_images
+from search.gallery import Gallery, gallery_from_features
+
+MODES: list[tuple[RerankMode, int | None]] = [
+    ("none", None),
+    ("ftf", 10),
+    ("ftf", 50),
+    ("ftf", 100),
+    ("exhaustive", None),
+]
+
+
+def embed(encoder: ClipEncoder, ds: CaptionDataset) -> tuple[ImageFeatures, TextFeatures]:
+    images = ImageFeatures.cat([encoder.encode_images(b) for b in load_images(ds.images, 128)])
+    texts = TextFeatures.cat(
+        [encoder.encode_texts(ds.captions[i : i + 512]) for i in range(0, len(ds.captions), 512)]
+    )
+    return images, texts
+
+
+def build(parts: list[tuple[CaptionDataset, ImageFeatures, TextFeatures]]) -> Gallery:
+    ids: list[str] = []
+    owners: list[int] = []
+    texts: list[str] = []
+    for ds, _, _ in parts:
+        offset = len(ids)
+        ids += [rec.filename for rec in ds.images]
+        owners += [offset + i for i in ds.caption_image]
+        texts += ds.captions
+    images = ImageFeatures.cat([p[1] for p in parts])
+    captions = TextFeatures.cat([p[2] for p in parts])
+    return gallery_from_features(ids, images, captions, texts=texts, caption_image=owners)
+
+
+def run_modes(
+    engine: SearchEngine, label: str, cq: np.ndarray | None, iq: np.ndarray | None
+) -> list[dict[str, Any]]:
+    rows = []
+    for mode, k in MODES:
+        t0 = time.perf_counter()
+        result = evaluate(engine, mode, k, label, caption_queries=cq, image_queries=iq)
+        row = result.as_dict() | {"gallery": label, "wall_s": time.perf_counter() - t0}
+        row.pop("encoder")
+        rows.append(row)
+        print(
+            f"  {label} {mode:<10} K={k!s:<4} mR={row['mR']:6.2f} t2i={row['t2i_ms_per_query']:8.2f} ms "
+            f"i2t={row['i2t_ms_per_query']:8.2f} ms",
+            flush=True,
+        )
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    head = "| gallery | mode | K | t2i R@1 | R@5 | R@10 | i2t R@1 | R@5 | R@10 | mR | t2i ms/q | i2t ms/q |"
+    lines = [head, "|" + "---|" * 12]
+    for r in rows:
+        vals = (r["t2i_r1"], r["t2i_r5"], r["t2i_r10"], r["i2t_r1"], r["i2t_r5"], r["i2t_r10"], r["mR"])
+        lines.append(
+            f"| {r['gallery']} | {r['mode']} | {r['K'] or '-'} | "
+            + " | ".join(f"{v:.2f}" for v in vals)
+            + f" | {r['t2i_ms_per_query']:.2f} | {r['i2t_ms_per_query']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, required=True, help="SynthRS folder; its test split is used")
+    parser.add_argument("--distractors", type=Path, help="another SynthRS folder for the large gallery")
+    parser.add_argument("--gallery-size", type=int, default=20_000)
+    parser.add_argument("--caption-queries", type=int, default=500, help="large gallery: caption queries")
+    parser.add_argument("--image-queries", type=int, default=100, help="large gallery: image queries")
+    parser.add_argument("--arch", default="rsir-vit-tiny")
+    parser.add_argument("--checkpoint", type=Path)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    encoder = ClipEncoder(EncoderConfig(arch=args.arch, checkpoint=args.checkpoint, device=args.device))
+    config = EngineConfig(device=args.device)
+    test = load_dataset(args.data, split="test")
+    t0 = time.perf_counter()
+    test_feats = embed(encoder, test)
+    print(
+        f"embedded test split: {len(test.images)} images, {len(test.captions)} captions "
+        f"in {time.perf_counter() - t0:.0f} s",
+        flush=True,
+    )
+    small = build([(test, *test_feats)])
+    rows = run_modes(SearchEngine(small, encoder, config), f"test {len(test.images)}", None, None)
+
+    if args.distractors is not None:
+        extra = load_dataset(args.distractors)
+        need = args.gallery_size - len(test.images)
+        keep = extra.images[:need]
+        n_keep = len(keep)
+        captions = [(c, o) for c, o in zip(extra.captions, extra.caption_image, strict=True) if o < n_keep]
+        distract = CaptionDataset(
+            name=extra.name,
+            images=keep,
+            captions=[c for c, _ in captions],
+            caption_image=[o for _, o in captions],
+        )
+        t0 = time.perf_counter()
+        big = build([(test, *test_feats), (distract, *embed(encoder, distract))])
+        print(f"embedded {n_keep} distractors in {time.perf_counter() - t0:.0f} s", flush=True)
+        rng = np.random.default_rng(0)
+        cq = np.sort(
+            rng.choice(len(test.captions), min(args.caption_queries, len(test.captions)), replace=False)
+        )
+        iq = np.sort(rng.choice(len(test.images), min(args.image_queries, len(test.images)), replace=False))
+        rows += run_modes(SearchEngine(big, encoder, config), f"large {len(big)}", cq, iq)
+
+    table = markdown(rows)
+    print(table)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "date": date.today().isoformat(),
+            "machine": platform.node(),
+            "torch_threads": torch.get_num_threads(),
+            "encoder": encoder.describe(),
+            "args": {k: str(v) for k, v in vars(args).items()},
+        }
+        args.out.write_text(json.dumps({"meta": meta, "rows": rows, "markdown": table}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

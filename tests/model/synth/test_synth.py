@@ -1,0 +1,221 @@
+"""SynthRS: determinism, caption truth (independent checker), class coverage, splits, dataset shape."""
+
+from __future__ import annotations
+
+import collections
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model.errors import InvalidInputError
+from model.synth import (
+    CLASS_NAMES,
+    SynthConfig,
+    captions_for,
+    make_scene,
+    render_scene,
+    split_of,
+    write_dataset,
+)
+from model.synth.png import encode_png
+from model.synth.sampler import CLASSES, sample_attributes
+from tests.model.synth.checker import COLOURS, NUMBERS, check_caption
+
+N_SMALL = 24  # > one family per class is not needed here; 24 images take well under a second
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("synth_a")
+    write_dataset(SynthConfig(n=N_SMALL, seed=3, size=64), out, progress=False)
+    return out
+
+
+def test_same_seed_gives_identical_files(small_dataset: Path, tmp_path: Path) -> None:
+    report = write_dataset(SynthConfig(n=N_SMALL, seed=3, size=64), tmp_path, progress=False)
+    assert report.n_images == N_SMALL and report.out == tmp_path and report.images_per_second > 0
+    first, second = _files(small_dataset), _files(tmp_path)
+    assert len(first) == N_SMALL + 1
+    assert first == second
+
+
+def test_two_workers_match_one(small_dataset: Path, tmp_path: Path) -> None:
+    write_dataset(SynthConfig(n=N_SMALL, seed=3, size=64, workers=2), tmp_path, progress=False)
+    assert _files(tmp_path) == _files(small_dataset)
+
+
+def test_different_seeds_differ(tmp_path: Path) -> None:
+    write_dataset(SynthConfig(n=4, seed=4, size=64), tmp_path, progress=False)
+    other = json.loads((tmp_path / "dataset.json").read_text())
+    ours = [make_scene(3, i).to_json() for i in range(4)]
+    assert [im["scene"] for im in other["images"]] != ours
+    a = render_scene(make_scene(0, 0), 64).tobytes()
+    b = render_scene(make_scene(1, 0), 64).tobytes()
+    assert a != b
+
+
+def test_scene_does_not_depend_on_n(small_dataset: Path) -> None:
+    doc = json.loads((small_dataset / "dataset.json").read_text())
+    for index in (0, 7, N_SMALL - 1):
+        assert doc["images"][index]["scene"] == make_scene(3, index).to_json()
+        assert [s["raw"] for s in doc["images"][index]["sentences"]] == captions_for(
+            make_scene(3, index), 3, index
+        )
+
+
+def test_dataset_json_is_karpathy_shaped(small_dataset: Path) -> None:
+    doc = json.loads((small_dataset / "dataset.json").read_text())
+    assert doc["dataset"] == "synthrs"
+    assert len(doc["images"]) == N_SMALL
+    for index, image in enumerate(doc["images"]):
+        assert image["filename"] == f"synth_{index:06d}.png"
+        assert image["split"] in ("train", "val", "test")
+        assert len(image["sentences"]) == 5
+        assert all(isinstance(s["raw"], str) and s["raw"].endswith(" .") for s in image["sentences"])
+        scene = image["scene"]
+        assert scene["class"] in CLASS_NAMES
+        for obj in scene["objects"]:
+            assert set(obj) == {"type", "count", "colour", "position", "bbox"}
+            assert obj["position"] in ("left", "right", "top", "bottom", "center", "around")
+        with Image.open(small_dataset / "images" / image["filename"]) as img:
+            assert img.size == (64, 64) and img.mode == "RGB"
+
+
+def test_captions_are_true_of_their_scene() -> None:
+    """Every number, colour, noun and position word in 200 scenes' captions matches the scene JSON."""
+    problems = []
+    for seed, index in [(s, i) for s in (0, 5) for i in range(100)]:
+        scene = make_scene(seed, index)
+        captions = captions_for(scene, seed, index)
+        assert len(captions) == 5 and len(set(captions)) == 5
+        for caption in captions:
+            problems += [
+                f"{scene.cls} #{index}: {caption!r}: {p}" for p in check_caption(caption, scene.to_json())
+            ]
+    assert not problems, "\n".join(problems[:20])
+
+
+def test_checker_catches_false_captions() -> None:
+    """Guards the checker itself: wrong counts, colours, sides and missing objects are reported."""
+    scene = {
+        "objects": [
+            {"type": "plane", "count": 3, "colour": "white", "position": "left"},
+            {"type": "terminal", "count": 1, "colour": None, "position": "right"},
+        ],
+        "relations": [{"subject": "plane", "relation": "left of", "object": "terminal"}],
+    }
+    assert check_caption("three white planes are on the left of the terminal .", scene) == []
+    for false in (
+        "four white planes are parked .",
+        "three red planes are parked .",
+        "three white planes are on the right side .",
+        "three planes are on the right of the terminal .",
+        "a plane is parked next to two cars .",
+        "a white runway .",
+    ):
+        assert check_caption(false, scene), false
+
+
+def test_captions_state_exact_counts_and_details() -> None:
+    counted = 0
+    for index in range(150):
+        scene = make_scene(2, index)
+        attrs = dict(scene.attributes)
+        captions = captions_for(scene, 2, index)
+        with_number = [c for c in captions if any(w in NUMBERS for w in c.split())]
+        positive = [v for k, v in attrs.items() if k.endswith("_count") and isinstance(v, int) and v > 0]
+        # A count of one is often stated as "a ship", which is exact but has no number word.
+        if positive and min(positive) >= 2:
+            counted += 1
+            assert len(with_number) >= 2, captions
+        if any(k.endswith("_colour") for k in attrs):
+            assert any(w in COLOURS for c in captions for w in c.split()), captions
+    assert counted > 80
+
+
+def test_twins_differ_in_one_stated_detail() -> None:
+    """Hard negatives: each family pair has one class and exactly one changed attribute, and almost
+    always at least one caption of one twin is false of the other."""
+    distinguishable = pairs = 0
+    for family in range(150):
+        a, b = make_scene(1, 2 * family), make_scene(1, 2 * family + 1)
+        assert a.cls == b.cls and a.family == b.family
+        changed = [k for (k, va), (_, vb) in zip(a.attributes, b.attributes, strict=True) if va != vb]
+        assert len(changed) == 1
+        ja, jb = a.to_json(), b.to_json()
+        crossed = [c for c in captions_for(a, 1, 2 * family) if check_caption(c, jb)]
+        crossed += [c for c in captions_for(b, 1, 2 * family + 1) if check_caption(c, ja)]
+        pairs += 1
+        distinguishable += bool(crossed)
+    assert distinguishable / pairs > 0.95
+
+
+def test_attributes_vary_independently() -> None:
+    """Within every class, each pair of attributes shows every combination of values."""
+    for spec in CLASSES:
+        draws = [sample_attributes(spec, 0, family, 0) for family in range(1500)]
+        names = [name for name, _ in spec.domains]
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                seen = {(d[a], d[b]) for d in draws}
+                sizes = dict(spec.domains)
+                assert len(seen) == len(sizes[a]) * len(sizes[b]), (spec.name, a, b)
+
+
+def test_every_class_appears_in_500_images() -> None:
+    counts = collections.Counter(make_scene(0, i).cls for i in range(500))
+    assert set(counts) == set(CLASS_NAMES)
+    assert len(CLASS_NAMES) >= 12
+    assert min(counts.values()) >= 20
+
+
+def test_split_fractions_are_close() -> None:
+    splits = (0.8, 0.1, 0.1)
+    counts = collections.Counter(split_of(7, i, splits) for i in range(2000))
+    for name, fraction in zip(("train", "val", "test"), splits, strict=True):
+        assert abs(counts[name] / 2000 - fraction) < 0.02, counts
+    assert split_of(7, 10, splits) == split_of(7, 11, splits)  # twins share a split
+
+
+def test_render_is_deterministic_and_sized() -> None:
+    scene = make_scene(9, 17)
+    first, second = render_scene(scene, 96), render_scene(make_scene(9, 17), 96)
+    assert first.size == (96, 96) and first.mode == "RGB"
+    assert first.tobytes() == second.tobytes()
+    assert np.asarray(first).std() > 5  # textured, not a flat fill
+
+
+def test_png_encoder_round_trips() -> None:
+    pixels = np.asarray(render_scene(make_scene(0, 5), 48))
+    decoded = np.asarray(Image.open(io.BytesIO(encode_png(pixels))))
+    assert np.array_equal(decoded, pixels)
+
+
+def test_invalid_config_is_rejected(tmp_path: Path) -> None:
+    for cfg in (
+        SynthConfig(n=0),
+        SynthConfig(n=1, seed=-1),
+        SynthConfig(n=1, size=8),
+        SynthConfig(n=1, workers=0),
+        SynthConfig(n=1, splits=(0.5, 0.2, 0.2)),
+    ):
+        with pytest.raises(InvalidInputError):
+            write_dataset(cfg, tmp_path, progress=False)
+    with pytest.raises(InvalidInputError):
+        make_scene(-1, 0)
+
+
+def test_captions_are_lower_case_sentences() -> None:
+    pattern = re.compile(r"^[a-z][a-z ]* \.$")
+    for index in range(60):
+        for caption in captions_for(make_scene(4, index), 4, index):
+            assert pattern.match(caption), caption
