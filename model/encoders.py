@@ -8,12 +8,15 @@ and fp32 on CPU.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import open_clip
+import structlog
 import torch
 from PIL import Image
 
@@ -24,13 +27,23 @@ from model.features import ImageFeatures, TextFeatures
 
 # rsir's own architectures (JSON, open_clip's config schema) live beside this module.
 CONFIG_DIR = Path(__file__).parent / "configs"
+# The shipped default model: trained on SynthRS by the command in BENCHMARKS.md.
+DEFAULT_ARCH = "rsir-vit-tiny"
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "rsir-vit-tiny.safetensors"
+
+log = structlog.get_logger(__name__)
+
+
+def default_checkpoint(arch: str) -> Path | None:
+    """The shipped weights for the default architecture; None (random init) for any other."""
+    return DEFAULT_WEIGHTS if arch == DEFAULT_ARCH and DEFAULT_WEIGHTS.is_file() else None
 
 
 @dataclass(frozen=True)
 class EncoderConfig:
     """Which model to run and where. ``device="auto"`` picks CUDA when present."""
 
-    arch: str = "ViT-B-32-quickgelu"
+    arch: str = DEFAULT_ARCH
     checkpoint: Path | None = None
     device: str = "auto"
     batch_size: int = 64
@@ -62,7 +75,7 @@ def build_model(arch: str, checkpoint: Path | None = None, seed: int = 0) -> tor
         raise UnsupportedModelError(
             f"unknown open_clip architecture {arch!r}; see open_clip.list_models() or model/configs/"
         )
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _quiet_open_clip():
         torch.manual_seed(seed)
         # pretrained=None and no hub/text weights: nothing may be downloaded at run time.
         model: torch.nn.Module = open_clip.create_model(
@@ -71,7 +84,24 @@ def build_model(arch: str, checkpoint: Path | None = None, seed: int = 0) -> tor
     towers.check_supported(model, arch)
     if checkpoint is not None:
         load_into(model, Path(checkpoint))
+    else:
+        log.warning("random_weights", arch=arch, reason="no checkpoint given: features are meaningless")
     return model
+
+
+@contextlib.contextmanager
+def _quiet_open_clip() -> Iterator[None]:
+    """Drop open_clip's "No pretrained weights loaded" line: rsir loads (or reports) weights itself."""
+
+    def drop(record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+    root = logging.getLogger()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
 
 
 class ClipEncoder:

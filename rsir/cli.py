@@ -24,7 +24,12 @@ def _root() -> None:
 
 ModelOpt = Annotated[str, typer.Option("--model", help="open_clip architecture name (or rsir's own)")]
 CheckpointOpt = Annotated[
-    Path | None, typer.Option("--checkpoint", help="local .pt/.bin/.safetensors or OpenAI TorchScript file")
+    Path | None,
+    typer.Option(
+        "--checkpoint",
+        help="local .pt/.bin/.safetensors or OpenAI TorchScript file; default: the shipped weights "
+        "for rsir-vit-tiny, random weights (with a warning) for other architectures",
+    ),
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1...")]
 
@@ -38,7 +43,7 @@ def eval_cmd(
         Path | None, typer.Option(help="image folder (default: beside the dataset file)")
     ] = None,
     split: Annotated[str, typer.Option(help="split to evaluate, or 'all'")] = "test",
-    model: ModelOpt = "ViT-B-32-quickgelu",
+    model: ModelOpt = "rsir-vit-tiny",
     checkpoint: CheckpointOpt = None,
     rerank: Annotated[str, typer.Option(help="none | ftf | exhaustive")] = "ftf",
     recall_k: Annotated[int, typer.Option(help="K candidates kept by recall for the ftf rerank")] = 100,
@@ -50,7 +55,7 @@ def eval_cmd(
 ) -> None:
     """Recall@1/5/10 both ways and mR of a caption dataset, searched through the engine."""
     from model.datasets import load_dataset
-    from model.encoders import ClipEncoder, EncoderConfig
+    from model.encoders import ClipEncoder, EncoderConfig, default_checkpoint
     from model.ftf import FTFParams
     from search.engine import RERANK_MODES, EngineConfig, SearchEngine
     from search.evaluate import embed_dataset, evaluate
@@ -58,9 +63,8 @@ def eval_cmd(
     if rerank not in RERANK_MODES:
         raise typer.BadParameter(f"must be one of {', '.join(RERANK_MODES)}", param_hint="--rerank")
     ds = load_dataset(dataset, images, None if split == "all" else split)
-    encoder = ClipEncoder(
-        EncoderConfig(arch=model, checkpoint=checkpoint, device=device, batch_size=batch_size)
-    )
+    weights = checkpoint or default_checkpoint(model)
+    encoder = ClipEncoder(EncoderConfig(arch=model, checkpoint=weights, device=device, batch_size=batch_size))
     gallery = embed_dataset(encoder, ds)
     config = EngineConfig(ftf=FTFParams(tau=tau, lam=lam), device=device, max_recall_k=max(1000, recall_k))
     engine = SearchEngine(gallery, encoder, config)

@@ -175,3 +175,17 @@ def test_unsupported_architectures_fail_clearly() -> None:
         build_model("no-such-model")
     with pytest.raises(UnsupportedModelError, match="exposes no patch tokens"):
         build_model("RN50")
+
+
+def test_shipped_default_model_loads_through_the_common_loader() -> None:
+    from model.encoders import DEFAULT_ARCH, DEFAULT_WEIGHTS, default_checkpoint
+
+    if not DEFAULT_WEIGHTS.is_file():
+        pytest.skip(f"no shipped weights at {DEFAULT_WEIGHTS}")
+    assert default_checkpoint(DEFAULT_ARCH) == DEFAULT_WEIGHTS
+    assert default_checkpoint(ARCH) is None
+    assert DEFAULT_WEIGHTS.stat().st_size <= 40 * 2**20
+    enc = ClipEncoder(EncoderConfig(checkpoint=DEFAULT_WEIGHTS, device="cpu"))
+    assert enc.describe()["arch"] == DEFAULT_ARCH and enc.checkpoint_sha256 is not None
+    txt = enc.encode_texts(["three white planes are parked on the right side of the airport ."])
+    assert txt.vectors.shape == (1, enc.dim) and torch.isfinite(txt.tokens).all()
