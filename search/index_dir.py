@@ -1,0 +1,119 @@
+"""The on-disk index directory: what the builder writes and the engine (and service) loads.
+
+One version is a folder holding ``manifest.json`` (written last: its presence marks the version
+complete) and the artifacts::
+
+    manifest.json          format version, encoder (arch, checkpoint hash, dims, grid), counts, codecs
+    images.json            image ids (file names), in gallery order
+    image_vectors.npy      float32 [N, d]
+    patches.{codec}.npy    [N, M, d] patch tokens (+ patches.scale.npy for int8)
+    captions.json          caption texts and their image index
+    caption_vectors.npy    float32 [Nc, d]
+    caption_tokens.{codec}.npy, caption_mask.npy   [Nc, n, d] word tokens and [Nc, n] bool
+
+Token arrays are memory-mapped on load, so opening a large index costs no RAM until rows are read.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model.errors import RsirError
+from search.atomic import save_npy, write_text
+from search.gallery import CaptionStore, Gallery
+from search.token_store import Codec, open_tokens, write_tokens
+
+FORMAT_VERSION = 1
+
+
+class IndexFormatError(RsirError):
+    """An index directory is incomplete, of another format version, or made by another encoder."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Build parameters saved with the artifact; a service refuses an index that does not match it."""
+
+    encoder: dict[str, Any]
+    n_images: int
+    n_captions: int
+    token_codec: Codec
+    dim: int
+    grid: tuple[int, int]
+    format_version: int = FORMAT_VERSION
+    created_unix: float = field(default_factory=time.time)
+    source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def read(folder: Path) -> Manifest:
+        path = folder / "manifest.json"
+        if not path.is_file():
+            raise IndexFormatError(f"{folder} is not a complete index: no manifest.json")
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("format_version") != FORMAT_VERSION:
+            raise IndexFormatError(
+                f"{folder}: index format version {data.get('format_version')}, "
+                f"this rsir reads {FORMAT_VERSION}"
+            )
+        data["grid"] = tuple(data["grid"])
+        return Manifest(**data)
+
+
+def save_gallery(gallery: Gallery, folder: Path, manifest: Manifest) -> None:
+    """Write ``gallery`` as one index version; the manifest goes last so a torn write is detectable."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text(folder / "images.json", json.dumps(gallery.ids))
+    save_npy(folder / "image_vectors.npy", np.asarray(gallery.vectors, dtype=np.float32))
+    write_tokens(folder, "patches", np.asarray(gallery.patches[:]), manifest.token_codec)
+    if gallery.captions is not None:
+        c = gallery.captions
+        write_text(
+            folder / "captions.json",
+            json.dumps({"texts": c.texts, "image_index": c.image_index.tolist()}),
+        )
+        save_npy(folder / "caption_vectors.npy", np.asarray(c.vectors, dtype=np.float32))
+        write_tokens(folder, "caption_tokens", np.asarray(c.tokens[:]), manifest.token_codec)
+        save_npy(folder / "caption_mask.npy", np.asarray(c.mask, dtype=np.bool_))
+    write_text(folder / "manifest.json", json.dumps(asdict(manifest), indent=1))
+
+
+def load_gallery(folder: Path, expect_encoder: dict[str, Any] | None = None) -> tuple[Gallery, Manifest]:
+    """Open an index version; ``expect_encoder`` (``ClipEncoder.describe()``) must match the manifest's."""
+    manifest = Manifest.read(folder)
+    if expect_encoder is not None:
+        _check_encoder(folder, manifest.encoder, expect_encoder)
+    ids = json.loads((folder / "images.json").read_text(encoding="utf-8"))
+    captions = None
+    if (folder / "captions.json").is_file():
+        meta = json.loads((folder / "captions.json").read_text(encoding="utf-8"))
+        captions = CaptionStore(
+            texts=meta["texts"],
+            image_index=np.asarray(meta["image_index"], dtype=np.int64),
+            vectors=np.load(folder / "caption_vectors.npy"),
+            tokens=open_tokens(folder, "caption_tokens", manifest.token_codec),  # type: ignore[arg-type]
+            mask=np.load(folder / "caption_mask.npy", mmap_mode="r"),
+        )
+    gallery = Gallery(
+        ids=ids,
+        vectors=np.load(folder / "image_vectors.npy"),
+        patches=open_tokens(folder, "patches", manifest.token_codec),  # type: ignore[arg-type]
+        grid=manifest.grid,
+        captions=captions,
+    )
+    return gallery, manifest
+
+
+def _check_encoder(folder: Path, built: dict[str, Any], running: dict[str, Any]) -> None:
+    for key in ("arch", "checkpoint_sha256", "dim", "grid"):
+        if built.get(key) != running.get(key):
+            raise IndexFormatError(
+                f"{folder} was built with {key}={built.get(key)!r} but the running encoder has "
+                f"{key}={running.get(key)!r}; rebuild the index or load the matching model"
+            )

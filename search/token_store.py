@@ -1,0 +1,78 @@
+"""The per-item token store: ``[N, T, d]`` token arrays on disk, memory-mapped when read.
+
+Two codecs: ``fp16`` (half the bytes of fp32, exact enough for the rerank) and ``int8`` with one fp16
+scale per token vector (a quarter of fp32; ``x ~= q * scale``, ``scale = max|x| / 127``). Reading
+gives an object that gathers rows as float32 with numpy fancy indexing, so the engine does not care
+which codec is behind it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from model.errors import InvalidInputError
+from search.atomic import save_npy
+
+Codec = Literal["fp16", "int8"]
+CODECS: tuple[str, ...] = ("fp16", "int8")
+
+
+def quantize_int8(tokens: NDArray[np.floating]) -> tuple[NDArray[np.int8], NDArray[np.float16]]:
+    """``[..., d]`` floats -> (int8 codes ``[..., d]``, fp16 scales ``[...]``); zero vectors get scale 0."""
+    x = np.asarray(tokens, dtype=np.float32)
+    peak = np.abs(x).max(axis=-1)
+    scale = (peak / 127.0).astype(np.float16)
+    safe = np.where(scale > 0, scale.astype(np.float32), 1.0)
+    codes = np.clip(np.rint(x / safe[..., None]), -127, 127).astype(np.int8)
+    return codes, scale
+
+
+def dequantize_int8(codes: NDArray[np.int8], scale: NDArray[np.float16]) -> NDArray[np.float32]:
+    out: NDArray[np.float32] = codes.astype(np.float32) * scale.astype(np.float32)[..., None]
+    return out
+
+
+class Int8Tokens:
+    """Read view over int8 codes + scales that dequantises whatever rows are indexed."""
+
+    def __init__(self, codes: NDArray[np.int8], scale: NDArray[np.float16]) -> None:
+        if codes.shape[:-1] != scale.shape:
+            raise InvalidInputError(f"int8 codes {codes.shape} and scales {scale.shape} disagree")
+        self.codes, self.scale = codes, scale
+        self.shape = codes.shape
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return int(self.shape[0])
+
+    def __getitem__(self, index: Any) -> NDArray[np.float32]:
+        return dequantize_int8(np.asarray(self.codes[index]), np.asarray(self.scale[index]))
+
+
+def write_tokens(folder: Path, name: str, tokens: NDArray[np.floating], codec: Codec = "fp16") -> None:
+    """Write ``tokens [N,T,d]`` as ``{name}.fp16.npy`` or ``{name}.int8.npy`` + ``{name}.scale.npy``."""
+    if codec not in CODECS:
+        raise InvalidInputError(f"token codec must be one of {CODECS}, got {codec!r}")
+    if codec == "fp16":
+        save_npy(folder / f"{name}.fp16.npy", np.asarray(tokens, dtype=np.float16))
+        return
+    codes, scale = quantize_int8(tokens)
+    save_npy(folder / f"{name}.int8.npy", codes)
+    save_npy(folder / f"{name}.scale.npy", scale)
+
+
+def open_tokens(folder: Path, name: str, codec: Codec) -> NDArray[np.float16] | Int8Tokens:
+    """Memory-map what :func:`write_tokens` wrote; rows are read from disk only when indexed."""
+    if codec == "fp16":
+        array: NDArray[np.float16] = np.load(folder / f"{name}.fp16.npy", mmap_mode="r")
+        return array
+    if codec == "int8":
+        return Int8Tokens(
+            np.load(folder / f"{name}.int8.npy", mmap_mode="r"),
+            np.load(folder / f"{name}.scale.npy", mmap_mode="r"),
+        )
+    raise InvalidInputError(f"token codec must be one of {CODECS}, got {codec!r}")
