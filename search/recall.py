@@ -1,6 +1,15 @@
-"""Stage 1: text-agnostic recall of the top-K gallery items by inner product of global vectors."""
+"""Stage 1: text-agnostic recall of the top-K gallery items by inner product of global vectors.
+
+The FAISS index type comes from a factory string. ``"auto"`` picks exact search below
+``EXACT_LIMIT`` vectors (it is fast enough there and loses nothing) and IVF above, with about
+``4 * sqrt(N)`` lists trained on a sample. Per-request knobs (``nprobe``) are passed as FAISS
+``SearchParameters`` to each call, never set on the shared index (a race under concurrency).
+"""
 
 from __future__ import annotations
+
+import math
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -8,29 +17,76 @@ from numpy.typing import NDArray
 
 from model.errors import InvalidInputError
 
+EXACT_LIMIT = 100_000
+TRAIN_SAMPLE_PER_LIST = 64  # FAISS warns below 39 training points per centroid
+DEFAULT_NPROBE = 16
+
+
+def auto_factory(n: int) -> str:
+    """The factory string ``"auto"`` resolves to for ``n`` vectors."""
+    if n < EXACT_LIMIT:
+        return "Flat"
+    return f"IVF{int(4 * math.sqrt(n))},Flat"
+
 
 class DenseRecall:
-    """Exact inner-product search over unit vectors (cosine), backed by a FAISS flat index.
+    """Inner-product search over unit vectors (cosine); ``vectors [N,d]`` float32.
 
-    ``vectors [N,d]`` float32. The index-builder issue adds approximate indexes behind this interface.
+    ``factory``: a FAISS factory string (``"Flat"``, ``"IVF1024,Flat"``, ``"IVF1024,PQ32"``,
+    ``"HNSW32"``...) or ``"auto"``.
     """
 
-    def __init__(self, vectors: NDArray[np.float32]) -> None:
+    def __init__(self, vectors: NDArray[np.float32], factory: str = "auto", seed: int = 0) -> None:
         if vectors.ndim != 2 or vectors.shape[0] == 0:
             raise InvalidInputError(f"recall needs a non-empty [N,d] matrix, got shape {vectors.shape}")
-        self.dim = int(vectors.shape[1])
-        self.index = faiss.IndexFlatIP(self.dim)
-        self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        data = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.dim = int(data.shape[1])
+        self.factory = auto_factory(data.shape[0]) if factory == "auto" else factory
+        try:
+            self.index = faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as exc:
+            raise InvalidInputError(f"invalid FAISS factory string {self.factory!r}: {exc}") from exc
+        if not self.index.is_trained:
+            rng = np.random.default_rng(seed)
+            ivf = faiss.try_extract_index_ivf(self.index)
+            centroids = ivf.nlist if ivf is not None else 256  # 256: a PQ codebook's size
+            sample = min(data.shape[0], centroids * TRAIN_SAMPLE_PER_LIST)
+            self.index.train(data[np.sort(rng.choice(data.shape[0], sample, replace=False))])
+        self.index.add(data)
+
+    @classmethod
+    def load(cls, path: Path) -> DenseRecall:
+        self = cls.__new__(cls)
+        self.index = faiss.read_index(str(path))
+        self.dim = int(self.index.d)
+        self.factory = "loaded"
+        return self
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        faiss.write_index(self.index, str(tmp))
+        tmp.replace(path)
 
     @property
     def size(self) -> int:
         return int(self.index.ntotal)
 
-    def search(self, queries: NDArray[np.float32], k: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        """``queries [Q,d]`` -> (scores ``[Q,k']``, ids ``[Q,k']``), best first, ``k' = min(k, N)``."""
+    def search(
+        self, queries: NDArray[np.float32], k: int, nprobe: int | None = None
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """``queries [Q,d]`` -> (scores ``[Q,k']``, ids ``[Q,k']``), best first, ``k' = min(k, N)``.
+
+        ``nprobe`` (IVF only): lists visited for this call; more is slower and closer to exact.
+        """
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise InvalidInputError(f"queries must be [Q,{self.dim}], got shape {queries.shape}")
         if k < 1:
             raise InvalidInputError(f"k must be >= 1, got {k}")
-        scores, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, self.size))
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        kk = min(k, self.size)
+        if faiss.try_extract_index_ivf(self.index) is not None:
+            params = faiss.SearchParametersIVF(nprobe=nprobe or DEFAULT_NPROBE)  # type: ignore[call-arg]
+            scores, ids = self.index.search(q, kk, params=params)
+        else:
+            scores, ids = self.index.search(q, kk)
         return scores, ids

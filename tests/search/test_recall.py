@@ -1,0 +1,51 @@
+"""FAISS recall: exact search against numpy, IVF at full probing against exact, save/load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.errors import InvalidInputError
+from search.recall import DenseRecall, auto_factory
+
+
+def _unit(n: int, d: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    unit: np.ndarray = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return unit
+
+
+def test_flat_equals_numpy_argsort() -> None:
+    g, q = _unit(500, 24, 0), _unit(7, 24, 1)
+    scores, ids = DenseRecall(g, "Flat").search(q, 10)
+    ref = q @ g.T
+    for i in range(7):
+        assert list(ids[i]) == list(np.argsort(-ref[i])[:10])
+        np.testing.assert_allclose(scores[i], np.sort(ref[i])[::-1][:10], rtol=1e-5)
+
+
+def test_ivf_with_all_lists_probed_is_exact_and_fewer_probes_may_miss() -> None:
+    g, q = _unit(3000, 16, 2), _unit(20, 16, 3)
+    exact = DenseRecall(g, "Flat").search(q, 50)[1]
+    ivf = DenseRecall(g, "IVF32,Flat")
+    full = ivf.search(q, 50, nprobe=32)[1]
+    assert np.array_equal(np.sort(full, axis=1), np.sort(exact, axis=1))
+    one = ivf.search(q, 50, nprobe=1)[1]
+    overlap = np.mean([len(set(a) & set(b)) / 50 for a, b in zip(one, exact, strict=True)])
+    assert overlap < 1.0  # one list of 32 cannot hold every true neighbour of 20 random queries
+
+
+def test_auto_factory_and_k_clipping_and_errors(tmp_path: Path) -> None:
+    assert auto_factory(99_999) == "Flat" and auto_factory(1_000_000) == "IVF4000,Flat"
+    small = DenseRecall(_unit(5, 8, 4))
+    assert small.search(_unit(2, 8, 5), 50)[1].shape == (2, 5)
+    with pytest.raises(InvalidInputError, match="invalid FAISS factory"):
+        DenseRecall(_unit(5, 8, 4), "NotAnIndex")
+    with pytest.raises(InvalidInputError, match=r"queries must be \[Q,8\]"):
+        small.search(_unit(2, 9, 5), 3)
+    small.save(tmp_path / "x.faiss")
+    again = DenseRecall.load(tmp_path / "x.faiss")
+    q = _unit(3, 8, 6)
+    assert np.array_equal(again.search(q, 5)[1], small.search(q, 5)[1])
