@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import structlog
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -20,6 +21,9 @@ _err = Console(stderr=True)
 @app.callback()
 def _root() -> None:
     """Remote-sensing image-text retrieval: evaluate, build indexes, serve."""
+    # Logs go to stderr so that stdout carries only results (e.g. `rsir eval --json | jq`); the
+    # stream is looked up per logger, not captured once, so a replaced sys.stderr is honoured.
+    structlog.configure(logger_factory=lambda *_: structlog.PrintLogger(file=sys.stderr))
 
 
 ModelOpt = Annotated[str, typer.Option("--model", help="open_clip architecture name (or rsir's own)")]

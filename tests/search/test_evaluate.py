@@ -45,7 +45,7 @@ def _tiny_dataset(root: Path) -> Path:
 def _run_eval(*args: str) -> dict[str, object]:
     result = CliRunner().invoke(app, ["eval", *args, "--model", TINY_ARCH, "--device", "cpu", "--json"])
     assert result.exit_code == 0, result.output
-    return dict(json.loads(result.output))
+    return dict(json.loads(result.stdout))
 
 
 def test_rsir_eval_json_end_to_end(tmp_path: Path) -> None:
