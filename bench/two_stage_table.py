@@ -27,6 +27,7 @@ import torch
 from model.datasets import CaptionDataset, load_dataset
 from model.encoders import ClipEncoder, EncoderConfig
 from model.features import ImageFeatures, TextFeatures
+from model.ftf import FTFParams
 from search.engine import EngineConfig, RerankMode, SearchEngine
 from search.evaluate import evaluate, load_images
 from search.gallery import Gallery, gallery_from_features
@@ -98,6 +99,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", type=Path, required=True, help="SynthRS folder; its test split is used")
+    parser.add_argument("--split", default="test", help="split of --data to query (val for tuning)")
     parser.add_argument("--distractors", type=Path, help="another SynthRS folder for the large gallery")
     parser.add_argument("--gallery-size", type=int, default=20_000)
     parser.add_argument("--caption-queries", type=int, default=500, help="large gallery: caption queries")
@@ -105,13 +107,16 @@ def main() -> None:
     parser.add_argument("--arch", default="rsir-vit-tiny")
     parser.add_argument("--checkpoint", type=Path)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--tau", type=float, default=0.05, help="FTF softmax temperature")
+    parser.add_argument("--lam", type=float, default=0.5, help="coarse weight in the fused score")
+    parser.add_argument("--skip-small", action="store_true", help="only the large gallery")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
     torch.manual_seed(0)
     encoder = ClipEncoder(EncoderConfig(arch=args.arch, checkpoint=args.checkpoint, device=args.device))
-    config = EngineConfig(device=args.device)
-    test = load_dataset(args.data, split="test")
+    config = EngineConfig(ftf=FTFParams(tau=args.tau, lam=args.lam), device=args.device)
+    test = load_dataset(args.data, split=args.split)
     t0 = time.perf_counter()
     test_feats = embed(encoder, test)
     print(
@@ -119,8 +124,10 @@ def main() -> None:
         f"in {time.perf_counter() - t0:.0f} s",
         flush=True,
     )
-    small = build([(test, *test_feats)])
-    rows = run_modes(SearchEngine(small, encoder, config), f"test {len(test.images)}", None, None)
+    rows: list[dict[str, Any]] = []
+    if not args.skip_small:
+        small = build([(test, *test_feats)])
+        rows += run_modes(SearchEngine(small, encoder, config), f"test {len(test.images)}", None, None)
 
     if args.distractors is not None:
         extra = load_dataset(args.distractors)
