@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	# torch and torchvision first, as an exact pair: this machine ships these wheels on disk.
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[$(FAISS),dev]'
+	$(PY) -m pip install -q -e '.[$(FAISS),ray,dev]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import structlog
 import typer
@@ -13,6 +13,10 @@ from rich.console import Console
 from rich.table import Table
 
 from model.errors import RsirError
+
+if TYPE_CHECKING:
+    from index_builder.build import BuildConfig, BuildReport
+    from model.encoders import ClipEncoder
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Remote-sensing image-text retrieval.")
 _err = Console(stderr=True)
@@ -41,8 +45,12 @@ DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1...")]
 @app.command("eval")
 def eval_cmd(
     dataset: Annotated[
-        Path, typer.Option(help="dataset.json (Karpathy), a folder holding one, or *_caps.txt")
-    ],
+        Path | None, typer.Option(help="dataset.json (Karpathy), a folder holding one, or *_caps.txt")
+    ] = None,
+    index: Annotated[
+        Path | None,
+        typer.Option(help="evaluate a built index (root or version) instead: its captions are the queries"),
+    ] = None,
     images: Annotated[
         Path | None, typer.Option(help="image folder (default: beside the dataset file)")
     ] = None,
@@ -59,24 +67,30 @@ def eval_cmd(
 ) -> None:
     """Recall@1/5/10 both ways and mR of a caption dataset, searched through the engine."""
     from model.datasets import load_dataset
-    from model.encoders import ClipEncoder, EncoderConfig, default_checkpoint
     from model.ftf import FTFParams
     from search.engine import RERANK_MODES, EngineConfig, SearchEngine
     from search.evaluate import embed_dataset, evaluate
+    from search.index_dir import load_index
 
     if rerank not in RERANK_MODES:
         raise typer.BadParameter(f"must be one of {', '.join(RERANK_MODES)}", param_hint="--rerank")
-    ds = load_dataset(dataset, images, None if split == "all" else split)
-    weights = checkpoint or default_checkpoint(model)
-    encoder = ClipEncoder(EncoderConfig(arch=model, checkpoint=weights, device=device, batch_size=batch_size))
-    gallery = embed_dataset(encoder, ds)
+    if (dataset is None) == (index is None):
+        raise typer.BadParameter("give exactly one of --dataset and --index", param_hint="--dataset")
+    encoder = _encoder(model, checkpoint, device, batch_size)
     config = EngineConfig(ftf=FTFParams(tau=tau, lam=lam), device=device, max_recall_k=max(1000, recall_k))
-    engine = SearchEngine(gallery, encoder, config)
-    result = evaluate(engine, rerank, recall_k, dataset_name=f"{ds.name}:{split}")  # type: ignore[arg-type]
+    if index is not None:
+        loaded = load_index(index, encoder.describe())
+        engine = SearchEngine.from_index(loaded, encoder, config)
+        name = f"{loaded.folder}"
+    else:
+        ds = load_dataset(_present(dataset), images, None if split == "all" else split)
+        engine = SearchEngine(embed_dataset(encoder, ds), encoder, config)
+        name = f"{ds.name}:{split}"
+    result = evaluate(engine, rerank, recall_k, dataset_name=name)  # type: ignore[arg-type]
     if as_json:
         typer.echo(json.dumps(result.as_dict()))
         return
-    table = Table(title=f"{ds.name} ({split}): {result.n_images} images, {result.n_captions} captions")
+    table = Table(title=f"{name}: {result.n_images} images, {result.n_captions} captions")
     for col in ("mode", "K", "t2i R@1", "R@5", "R@10", "i2t R@1", "R@5", "R@10", "mR", "ms/query"):
         table.add_column(col, justify="right")
     r = result.report
@@ -149,9 +163,191 @@ def train_cmd(
     )
 
 
+ArchiveOpt = Annotated[
+    Path,
+    typer.Option(
+        "--archive",
+        help="a folder of images, a folder of webdataset .tar shards (or one .tar), "
+        "or a Karpathy-style caption .json (or a folder holding dataset.json)",
+    ),
+]
+MetadataOpt = Annotated[
+    Path | None, typer.Option(help="CSV or JSONL: id, lon_min, lat_min, lon_max, lat_max, time, sensor, tags")
+]
+# Exit status of build-index / index add when the index was built but some files were left out.
+EXIT_SKIPPED = 3
+
+
+def _build_options(
+    shard_size: int,
+    batch_size: int,
+    workers: int,
+    token_codec: str,
+    factory: str,
+    split: str | None,
+    engine: str,
+) -> BuildConfig:
+    from index_builder.build import BuildConfig
+
+    return BuildConfig(
+        shard_size=shard_size,
+        batch_size=batch_size,
+        workers=workers,
+        token_codec=token_codec,  # type: ignore[arg-type]
+        factory=factory,
+        split=split,
+        engine=engine,  # type: ignore[arg-type]
+        progress=sys.stderr.isatty(),
+    )
+
+
+def _report_build(report: BuildReport) -> None:
+    console = Console()
+    console.print(
+        f"published {report.version} ({report.n_images} images, {report.n_captions} captions); "
+        f"embedded {report.n_embedded} images in {report.embed_seconds:.1f} s "
+        f"({report.images_per_second:.1f} img/s), {report.shards_reused} shards reused from an earlier run",
+        soft_wrap=True,
+    )
+    if report.skipped:
+        where = report.version / "skipped.json"
+        _err.print(f"[bold yellow]{len(report.skipped)} files skipped[/]; reasons in {where}")
+        for row in report.skipped[:10]:
+            _err.print(f"  {row['id']}: {row['reason']}")
+        raise typer.Exit(EXIT_SKIPPED)
+
+
+@app.command("build-index")
+def build_index_cmd(
+    archive: ArchiveOpt,
+    out: Annotated[Path, typer.Option(help="index root: versions v0001... and a CURRENT pointer")],
+    metadata: MetadataOpt = None,
+    model: ModelOpt = "rsir-vit-tiny",
+    checkpoint: CheckpointOpt = None,
+    device: DeviceOpt = "auto",
+    split: Annotated[str | None, typer.Option(help="only this split of a caption JSON")] = None,
+    batch_size: Annotated[int, typer.Option(help="images per encoder forward pass")] = 64,
+    shard_size: Annotated[int, typer.Option(help="images per committed (resumable) shard")] = 1024,
+    workers: Annotated[int, typer.Option(help="image decoding processes")] = 2,
+    token_codec: Annotated[str, typer.Option(help="fp16 | int8 (per-vector scales)")] = "fp16",
+    factory: Annotated[
+        str, typer.Option(help="FAISS factory string, or auto (Flat < 100k, IVF above)")
+    ] = "auto",
+    engine: Annotated[str, typer.Option(help="local | ray (Ray Data actor pool)")] = "local",
+) -> None:
+    """Embed an image archive into a new index root (resumable: run it again after a kill).
+
+    Exit status: 0 when every file was indexed, 3 when the index was built but some files were
+    skipped (listed with reasons in the version's skipped.json), 2 on an error.
+    """
+    from index_builder.build import build
+
+    encoder = _encoder(model, checkpoint, device, batch_size)
+    config = _build_options(shard_size, batch_size, workers, token_codec, factory, split, engine)
+    _report_build(build(archive, out, encoder, config, metadata))
+
+
+index_app = typer.Typer(
+    no_args_is_help=True, help="Update an index: add images, delete ids, switch versions."
+)
+app.add_typer(index_app, name="index")
+
+
+@index_app.command("add")
+def index_add_cmd(
+    archive: ArchiveOpt,
+    index: Annotated[Path, typer.Option(help="index root")],
+    metadata: MetadataOpt = None,
+    model: ModelOpt = "rsir-vit-tiny",
+    checkpoint: CheckpointOpt = None,
+    device: DeviceOpt = "auto",
+    split: Annotated[str | None, typer.Option(help="only this split of a caption JSON")] = None,
+    batch_size: int = 64,
+    shard_size: int = 1024,
+    workers: int = 2,
+    engine: str = "local",
+) -> None:
+    """Publish a new version holding the current one plus the archive's images it lacks (by id)."""
+    from index_builder.build import add
+    from search.index_dir import Manifest, resolve_version
+
+    encoder = _encoder(model, checkpoint, device, batch_size)
+    current = Manifest.read(resolve_version(index))
+    config = _build_options(shard_size, batch_size, workers, current.token_codec, "auto", split, engine)
+    _report_build(add(archive, index, encoder, config, metadata))
+
+
+@index_app.command("delete")
+def index_delete_cmd(
+    index: Annotated[Path, typer.Option(help="index root")],
+    ids: Annotated[list[str] | None, typer.Argument(help="image ids to delete")] = None,
+    ids_file: Annotated[Path | None, typer.Option(help="a file with one id per line")] = None,
+) -> None:
+    """Publish a new version in which these image ids are tombstoned (never returned by search)."""
+    from index_builder.build import delete
+
+    wanted = list(ids or [])
+    if ids_file is not None:
+        wanted += [line.strip() for line in ids_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not wanted:
+        raise typer.BadParameter("give ids as arguments or with --ids-file", param_hint="IDS")
+    Console().print(f"published {delete(index, wanted)} with {len(set(wanted))} more ids deleted")
+
+
+@index_app.command("list")
+def index_list_cmd(index: Annotated[Path, typer.Option(help="index root")]) -> None:
+    """The versions of an index root; the served one is marked."""
+    from search.index_dir import Manifest, list_versions, read_tombstones, resolve_version
+
+    current = resolve_version(index).name
+    table = Table()
+    for col in ("version", "images", "captions", "deleted", "codec", "model", "source"):
+        table.add_column(col)
+    for name in list_versions(index):
+        m = Manifest.read(index / name)
+        table.add_row(
+            f"{name} *" if name == current else name,
+            str(m.n_images),
+            str(m.n_captions),
+            str(len(read_tombstones(index / name))),
+            m.token_codec,
+            str(m.encoder.get("arch")),
+            m.source,
+        )
+    Console().print(table)
+
+
+@index_app.command("use")
+def index_use_cmd(
+    index: Annotated[Path, typer.Option(help="index root")],
+    version: Annotated[str, typer.Argument(help="version to serve, e.g. v0002 (a rollback is the same)")],
+) -> None:
+    """Point CURRENT at another complete version."""
+    from search.index_dir import switch_current
+
+    switch_current(index, version)
+    Console().print(f"{index}: serving {version}")
+
+
+def _encoder(model: str, checkpoint: Path | None, device: str, batch_size: int) -> ClipEncoder:
+    from model.encoders import ClipEncoder, EncoderConfig, default_checkpoint
+
+    weights = checkpoint or default_checkpoint(model)
+    return ClipEncoder(EncoderConfig(arch=model, checkpoint=weights, device=device, batch_size=batch_size))
+
+
+def _present(value: Path | None) -> Path:
+    assert value is not None
+    return value
+
+
 def main() -> None:
     try:
         app()
     except RsirError as exc:
         _err.print(f"[bold red]error:[/] {exc}")
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

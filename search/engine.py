@@ -23,6 +23,7 @@ from model.encoders import ClipEncoder, resolve_device
 from model.errors import InvalidInputError
 from model.features import ImageFeatures, TextFeatures
 from search.gallery import Gallery
+from search.index_dir import LoadedIndex
 from search.recall import DenseRecall
 
 RerankMode = Literal["none", "ftf", "exhaustive"]
@@ -68,18 +69,53 @@ class SearchResult:
 
 
 class SearchEngine:
-    def __init__(self, gallery: Gallery, encoder: ClipEncoder | None, config: EngineConfig) -> None:
+    """Search over one gallery. ``image_recall``/``caption_recall``: prebuilt FAISS indexes (an index
+    directory's); exact ones are built from the gallery when absent. ``deleted``: image indices that
+    are never returned (tombstones), nor are their captions.
+    """
+
+    def __init__(
+        self,
+        gallery: Gallery,
+        encoder: ClipEncoder | None,
+        config: EngineConfig,
+        image_recall: DenseRecall | None = None,
+        caption_recall: DenseRecall | None = None,
+        deleted: NDArray[np.int64] | None = None,
+    ) -> None:
         self.gallery = gallery
         self.encoder = encoder
         self.config = config
         self.device = resolve_device(config.device)
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-        self.image_recall = DenseRecall(gallery.vectors)
-        self.caption_recall = (
-            DenseRecall(gallery.captions.vectors)
-            if gallery.captions and len(gallery.captions.texts)
-            else None
+        self.image_recall = image_recall or DenseRecall(gallery.vectors)
+        has_captions = gallery.captions is not None and len(gallery.captions.texts) > 0
+        self.caption_recall = caption_recall or (
+            DenseRecall(_present(gallery.captions).vectors) if has_captions else None
         )
+        for name, recall, rows in (
+            ("image", self.image_recall, len(gallery)),
+            ("caption", self.caption_recall, len(gallery.captions.texts) if gallery.captions else 0),
+        ):
+            if recall is not None and recall.size != rows:
+                raise InvalidInputError(f"the {name} recall index holds {recall.size} vectors, not {rows}")
+        self.deleted = np.unique(np.asarray(deleted if deleted is not None else [], dtype=np.int64))
+        self.deleted_captions = (
+            np.flatnonzero(np.isin(gallery.captions.image_index, self.deleted)).astype(np.int64)
+            if gallery.captions is not None and self.deleted.size
+            else np.zeros(0, np.int64)
+        )
+
+    @classmethod
+    def from_index(
+        cls, index: LoadedIndex, encoder: ClipEncoder | None, config: EngineConfig
+    ) -> SearchEngine:
+        """An engine over an opened index directory (see :func:`search.index_dir.load_index`)."""
+        return cls(index.gallery, encoder, config, index.image_recall, index.caption_recall, index.deleted)
+
+    @property
+    def live_images(self) -> int:
+        return len(self.gallery) - int(self.deleted.size)
 
     # -- public entry points ------------------------------------------------------------------------
     def search_text(
@@ -194,7 +230,8 @@ class SearchEngine:
         t0 = time.perf_counter()
         query_vectors = (text.vectors if text is not None else _present(image).vectors).float().cpu().numpy()
         recall = self.image_recall if text is not None else _present(self.caption_recall)
-        coarse_np, ids_np = recall.search(query_vectors, recall_k)
+        exclude = self.deleted if text is not None else self.deleted_captions
+        coarse_np, ids_np = recall.search(query_vectors, recall_k, exclude=exclude)
         n_queries = ids_np.shape[0]
         recall_ms = _ms_since(t0) / n_queries
         if rerank == "none":
@@ -208,6 +245,8 @@ class SearchEngine:
         ids = torch.from_numpy(ids_np)
         out = self._score(text, image, ids_np, return_attention=explain)
         fused = ftf.fuse(coarse, out.fine, self.config.ftf.lam)
+        missing = torch.from_numpy(ids_np < 0).to(fused.device)  # fewer live items than recall_k
+        fused = fused.masked_fill(missing, float("-inf"))
         top = torch.topk(fused.float(), min(k, fused.shape[1]), dim=1).indices.cpu()
         rerank_ms = _ms_since(t1) / n_queries
         results = []
@@ -245,6 +284,9 @@ class SearchEngine:
             coarse = queries @ gallery_vectors.T  # [Q,C]
             ids = np.broadcast_to(chunk, (queries.shape[0], chunk.size))
             fused = ftf.fuse(coarse, self._score(text, image, ids).fine, self.config.ftf.lam).float()
+            dead = np.isin(chunk, self.deleted_captions if captions else self.deleted)
+            if dead.any():
+                fused[:, torch.from_numpy(dead).to(fused.device)] = float("-inf")
             top = torch.topk(fused, min(k, fused.shape[1]), dim=1)
             best_scores.append(top.values.cpu())
             best_ids.append(torch.from_numpy(chunk)[top.indices.cpu()])
@@ -254,17 +296,18 @@ class SearchEngine:
         ms = _ms_since(t0) / queries.shape[0]
         results = []
         for q in range(queries.shape[0]):
-            ids_q = ids_all[q, order[q]].numpy()
+            live = torch.isfinite(scores[q, order[q]])  # -inf: deleted items, when too few are alive
+            ids_q = ids_all[q, order[q]][live].numpy()
             coarse_q = (queries[q : q + 1] @ self._gallery_vectors(ids_q, captions).T)[0].float().cpu()
             results.append(
-                self._result(ids_q, scores[q, order[q]].numpy(), coarse_q.numpy(), None, captions)
+                self._result(ids_q, scores[q, order[q]][live].numpy(), coarse_q.numpy(), None, captions)
                 | {"exhaustive": ms}
             )
         return results
 
     def _image_to_image(self, image: ImageFeatures, k: int) -> list[SearchResult]:
         t0 = time.perf_counter()
-        scores, ids = self.image_recall.search(image.vectors.float().cpu().numpy(), k)
+        scores, ids = self.image_recall.search(image.vectors.float().cpu().numpy(), k, exclude=self.deleted)
         ms = _ms_since(t0) / ids.shape[0]
         return [
             self._result(ids[q], scores[q], scores[q], None, False) | {"recall": ms}

@@ -12,6 +12,13 @@ complete) and the artifacts::
     caption_tokens.{codec}.npy, caption_mask.npy   [Nc, n, d] word tokens and [Nc, n] bool
 
 Token arrays are memory-mapped on load, so opening a large index costs no RAM until rows are read.
+A built index also holds ``recall.faiss`` / ``caption_recall.faiss`` (the FAISS indexes, so loading
+trains nothing), ``metadata.parquet``, ``skipped.json`` (files the build left out, with reasons) and
+``tombstones.json`` (ids deleted since the build; search never returns them).
+
+An index *root* holds versions ``v0001/``, ``v0002/``... and a ``CURRENT`` file naming the served one.
+A version is staged in a hidden folder and renamed into place before ``CURRENT`` is replaced
+(atomically), so a reader never sees a half-written version, and older versions stay loadable.
 """
 
 from __future__ import annotations
@@ -23,10 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from model.errors import RsirError
 from search.atomic import save_npy, write_text
 from search.gallery import CaptionStore, Gallery
+from search.recall import DenseRecall
 from search.token_store import Codec, open_tokens, write_tokens
 
 FORMAT_VERSION = 1
@@ -64,6 +73,75 @@ class Manifest:
             )
         data["grid"] = tuple(data["grid"])
         return Manifest(**data)
+
+
+CURRENT = "CURRENT"
+
+
+@dataclass(frozen=True)
+class LoadedIndex:
+    """An opened version: the gallery, its manifest, its FAISS indexes and its deleted image indices."""
+
+    folder: Path
+    gallery: Gallery
+    manifest: Manifest
+    image_recall: DenseRecall | None
+    caption_recall: DenseRecall | None
+    deleted: NDArray[np.int64]
+
+
+def resolve_version(path: Path) -> Path:
+    """``path`` itself when it is a version; the version ``CURRENT`` names when it is an index root."""
+    path = Path(path)
+    if (path / "manifest.json").is_file():
+        return path
+    pointer = path / CURRENT
+    if pointer.is_file():
+        return path / pointer.read_text(encoding="utf-8").strip()
+    if not path.exists():
+        raise IndexFormatError(f"index {path} does not exist")
+    raise IndexFormatError(f"{path} is neither an index version (no manifest.json) nor a root (no {CURRENT})")
+
+
+def list_versions(root: Path) -> list[str]:
+    return sorted(p.name for p in Path(root).glob("v[0-9]*") if (p / "manifest.json").is_file())
+
+
+def next_version_name(root: Path) -> str:
+    names = [int(p.name[1:]) for p in Path(root).glob("v[0-9]*") if p.name[1:].isdigit()]
+    return f"v{max(names, default=0) + 1:04d}"
+
+
+def publish(root: Path, staged: Path, name: str) -> Path:
+    """Move a complete staged version into ``root/name`` and point ``CURRENT`` at it."""
+    Manifest.read(staged)  # refuse to publish a version without its manifest
+    final = Path(root) / name
+    staged.rename(final)
+    switch_current(root, name)
+    return final
+
+
+def switch_current(root: Path, name: str) -> None:
+    if not (Path(root) / name / "manifest.json").is_file():
+        raise IndexFormatError(f"{root} has no complete version {name!r}; versions: {list_versions(root)}")
+    write_text(Path(root) / CURRENT, name + "\n")
+
+
+def read_tombstones(folder: Path) -> list[str]:
+    path = folder / "tombstones.json"
+    return list(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else []
+
+
+def load_index(path: Path, expect_encoder: dict[str, Any] | None = None) -> LoadedIndex:
+    """Open a version (or a root's current version) with its FAISS indexes, if it has them."""
+    folder = resolve_version(path)
+    gallery, manifest = load_gallery(folder, expect_encoder)
+    image_recall = DenseRecall.load(folder / "recall.faiss") if (folder / "recall.faiss").is_file() else None
+    caption_file = folder / "caption_recall.faiss"
+    caption_recall = DenseRecall.load(caption_file) if caption_file.is_file() else None
+    position = {ident: i for i, ident in enumerate(gallery.ids)}
+    deleted = np.asarray(sorted(position[i] for i in read_tombstones(folder) if i in position), np.int64)
+    return LoadedIndex(folder, gallery, manifest, image_recall, caption_recall, deleted)
 
 
 def save_gallery(gallery: Gallery, folder: Path, manifest: Manifest) -> None:

@@ -72,11 +72,17 @@ class DenseRecall:
         return int(self.index.ntotal)
 
     def search(
-        self, queries: NDArray[np.float32], k: int, nprobe: int | None = None
+        self,
+        queries: NDArray[np.float32],
+        k: int,
+        nprobe: int | None = None,
+        exclude: NDArray[np.int64] | None = None,
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """``queries [Q,d]`` -> (scores ``[Q,k']``, ids ``[Q,k']``), best first, ``k' = min(k, N)``.
 
         ``nprobe`` (IVF only): lists visited for this call; more is slower and closer to exact.
+        ``exclude``: ids never returned (deleted items); FAISS skips them while searching, so the
+        result still has ``k`` live items when there are that many. Missing slots have id ``-1``.
         """
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise InvalidInputError(f"queries must be [Q,{self.dim}], got shape {queries.shape}")
@@ -84,9 +90,16 @@ class DenseRecall:
             raise InvalidInputError(f"k must be >= 1, got {k}")
         q = np.ascontiguousarray(queries, dtype=np.float32)
         kk = min(k, self.size)
+        kwargs: dict[str, object] = {}
+        if exclude is not None and exclude.size:
+            # `batch` is a local so that it outlives the search: SWIG does not keep it alive for `sel`.
+            batch = faiss.IDSelectorBatch(np.ascontiguousarray(exclude, dtype=np.int64))
+            kwargs["sel"] = faiss.IDSelectorNot(batch)
         if faiss.try_extract_index_ivf(self.index) is not None:
-            params = faiss.SearchParametersIVF(nprobe=nprobe or DEFAULT_NPROBE)  # type: ignore[call-arg]
-            scores, ids = self.index.search(q, kk, params=params)
+            kwargs["nprobe"] = nprobe or DEFAULT_NPROBE
+            scores, ids = self.index.search(q, kk, params=faiss.SearchParametersIVF(**kwargs))
+        elif kwargs:
+            scores, ids = self.index.search(q, kk, params=faiss.SearchParameters(**kwargs))
         else:
             scores, ids = self.index.search(q, kk)
         return scores, ids

@@ -76,3 +76,37 @@ def open_tokens(folder: Path, name: str, codec: Codec) -> NDArray[np.float16] | 
             np.load(folder / f"{name}.scale.npy", mmap_mode="r"),
         )
     raise InvalidInputError(f"token codec must be one of {CODECS}, got {codec!r}")
+
+
+class TokenWriter:
+    """Streams ``[N,T,d]`` tokens into the files :func:`open_tokens` reads, one chunk at a time.
+
+    The arrays are preallocated memory maps, so a writer never holds more than the chunk it is given.
+    """
+
+    def __init__(self, folder: Path, name: str, shape: tuple[int, int, int], codec: Codec) -> None:
+        if codec not in CODECS:
+            raise InvalidInputError(f"token codec must be one of {CODECS}, got {codec!r}")
+        self.codec = codec
+        fmt = np.lib.format
+        if codec == "fp16":
+            self.values = fmt.open_memmap(folder / f"{name}.fp16.npy", "w+", np.float16, shape)
+            self.scale = None
+        else:
+            self.values = fmt.open_memmap(folder / f"{name}.int8.npy", "w+", np.int8, shape)
+            self.scale = fmt.open_memmap(folder / f"{name}.scale.npy", "w+", np.float16, shape[:2])
+
+    def write(self, start: int, tokens: NDArray[np.floating]) -> None:
+        """Rows ``start : start + len(tokens)``; ``tokens`` may have fewer token slots (zero-padded)."""
+        stop, width = start + tokens.shape[0], tokens.shape[1]
+        if self.scale is None:
+            self.values[start:stop, :width] = tokens
+            return
+        codes, scale = quantize_int8(tokens)
+        self.values[start:stop, :width] = codes
+        self.scale[start:stop, :width] = scale
+
+    def close(self) -> None:
+        for array in (self.values, self.scale):
+            if array is not None:
+                array.flush()

@@ -1,0 +1,149 @@
+"""Assembling committed shards (after an optional base version) into one index version folder.
+
+Arrays are streamed shard by shard into preallocated memory maps, so peak memory is one shard plus
+the global vectors the FAISS index holds anyway, whatever the archive's size.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from index_builder import shards
+from index_builder.metadata import write_metadata
+from search.atomic import write_text
+from search.index_dir import LoadedIndex, Manifest, read_tombstones
+from search.recall import DenseRecall
+from search.token_store import Codec, TokenWriter
+
+
+class _Part:
+    """A run of rows to copy: a committed shard, or the whole base version."""
+
+    def __init__(self, arrays: dict[str, Any], ids: list[str], captions: list[str]) -> None:
+        self.arrays, self.ids, self.captions = arrays, ids, captions
+
+    @staticmethod
+    def of_shard(work: Path, number: int) -> _Part:
+        meta = shards.read_shard_meta(work, number)
+        names = ("vectors", "patches", "caption_image", "caption_vectors", "caption_tokens", "caption_mask")
+        return _Part(
+            {n: shards.load_shard_array(work, number, n) for n in names}, meta["ids"], meta["captions"]
+        )
+
+    @staticmethod
+    def of_version(base: LoadedIndex) -> _Part:
+        g, c = base.gallery, base.gallery.captions
+        arrays: dict[str, Any] = {"vectors": g.vectors, "patches": g.patches}
+        if c is not None:
+            arrays |= {
+                "caption_image": c.image_index,
+                "caption_vectors": c.vectors,
+                "caption_tokens": c.tokens,
+                "caption_mask": c.mask,
+            }
+        return _Part(arrays, list(g.ids), list(c.texts) if c is not None else [])
+
+    def rows(self, name: str, start: int, stop: int) -> NDArray[Any]:
+        return np.asarray(self.arrays[name][start:stop])
+
+
+def assemble(
+    work: Path,
+    numbers: Sequence[int],
+    staged: Path,
+    *,
+    encoder: dict[str, Any],
+    codec: Codec,
+    factory: str,
+    source: str,
+    metadata: dict[str, dict[str, Any]],
+    base: LoadedIndex | None = None,
+    extra: dict[str, Any] | None = None,
+    chunk: int = 2048,
+) -> Manifest:
+    """Write the version folder ``staged`` (manifest last) from ``base`` plus shards ``numbers``."""
+    staged.mkdir(parents=True)
+    parts = ([_Part.of_version(base)] if base is not None else []) + [
+        _Part.of_shard(work, n) for n in numbers
+    ]
+    ids = [i for p in parts for i in p.ids]
+    texts = [t for p in parts for t in p.captions]
+    dim = int(encoder["dim"])
+    grid = (int(encoder["grid"][0]), int(encoder["grid"][1]))
+    m = grid[0] * grid[1]
+    n_words = max(
+        (p.arrays["caption_tokens"].shape[1] for p in parts if "caption_tokens" in p.arrays), default=0
+    )
+
+    fmt = np.lib.format
+    vectors = fmt.open_memmap(staged / "image_vectors.npy", "w+", np.float32, (len(ids), dim))
+    patches = TokenWriter(staged, "patches", (len(ids), m, dim), codec)
+    cap_vectors = fmt.open_memmap(staged / "caption_vectors.npy", "w+", np.float32, (len(texts), dim))
+    cap_tokens = TokenWriter(staged, "caption_tokens", (len(texts), n_words, dim), codec)
+    cap_mask = fmt.open_memmap(staged / "caption_mask.npy", "w+", np.bool_, (len(texts), n_words))
+    cap_image = np.zeros(len(texts), np.int64)
+    row = cap_row = 0
+    for part in parts:
+        n, nc = len(part.ids), len(part.captions)
+        for s in range(0, n, chunk):
+            e = min(s + chunk, n)
+            vectors[row + s : row + e] = part.rows("vectors", s, e)
+            patches.write(row + s, part.rows("patches", s, e))
+        for s in range(0, nc, chunk):
+            e = min(s + chunk, nc)
+            cap_vectors[cap_row + s : cap_row + e] = part.rows("caption_vectors", s, e)
+            cap_tokens.write(cap_row + s, part.rows("caption_tokens", s, e))
+            mask = part.rows("caption_mask", s, e)
+            cap_mask[cap_row + s : cap_row + e, : mask.shape[1]] = mask
+        if nc:
+            cap_image[cap_row : cap_row + nc] = part.rows("caption_image", 0, nc) + row
+        row, cap_row = row + n, cap_row + nc
+    for array in (vectors, cap_vectors, cap_mask):
+        array.flush()
+    patches.close()
+    cap_tokens.close()
+
+    write_text(staged / "images.json", json.dumps(ids))
+    write_text(staged / "captions.json", json.dumps({"texts": texts, "image_index": cap_image.tolist()}))
+    _write_recall(staged, "recall.faiss", vectors, base.image_recall if base else None, factory)
+    if texts:
+        _write_recall(
+            staged, "caption_recall.faiss", cap_vectors, base.caption_recall if base else None, factory
+        )
+    write_metadata(staged / "metadata.parquet", ids, metadata)
+    skipped = [s for n in numbers for s in shards.read_shard_meta(work, n)["skipped"]]
+    write_text(staged / "skipped.json", json.dumps(skipped, indent=1))
+    write_text(staged / "tombstones.json", json.dumps(read_tombstones(base.folder) if base else []))
+    manifest = Manifest(
+        encoder=encoder,
+        n_images=len(ids),
+        n_captions=len(texts),
+        token_codec=codec,
+        dim=dim,
+        grid=grid,
+        created_unix=time.time(),
+        source=source,
+        extra={"n_skipped": len(skipped), **(extra or {})},
+    )
+    write_text(staged / "manifest.json", json.dumps(asdict(manifest), indent=1))
+    return manifest
+
+
+def _write_recall(
+    staged: Path, name: str, vectors: NDArray[np.float32], base: DenseRecall | None, factory: str
+) -> None:
+    """A new FAISS index, or the base version's extended with the new rows (no retraining)."""
+    if base is None:
+        recall = DenseRecall(np.asarray(vectors), factory)
+    else:
+        recall = base
+        recall.index.add(np.ascontiguousarray(vectors[recall.size :], dtype=np.float32))
+    recall.save(staged / name)

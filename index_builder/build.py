@@ -1,0 +1,294 @@
+"""The build job: list the archive, embed it shard by shard (resumable), assemble, publish a version.
+
+Layout of an index root (see :mod:`search.index_dir` for a version's files)::
+
+    ROOT/CURRENT            the served version's name
+    ROOT/v0001/ ...         complete versions (never modified once published)
+    ROOT/.work/<plan>/      shards of a build in progress, keyed by what determines their contents
+
+``build`` makes the first version, ``add`` a version with new images appended, ``delete`` a version
+with more tombstones. A killed job started again with the same arguments finds its plan's committed
+shards and embeds only the rest; the result is the same as an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from index_builder import shards
+from index_builder.assemble import assemble
+from index_builder.embed import ShardAccumulator, decode_batches
+from index_builder.metadata import read_metadata
+from index_builder.sources import ArchiveItem, scan_archive
+from model.encoders import ClipEncoder
+from model.errors import DatasetError, InvalidInputError
+from model.images import DEFAULT_MAX_PIXELS
+from search.atomic import write_text
+from search.index_dir import (
+    LoadedIndex,
+    list_versions,
+    load_index,
+    next_version_name,
+    publish,
+    read_tombstones,
+    resolve_version,
+)
+from search.token_store import CODECS, Codec
+
+Engine = Literal["local", "ray"]
+WORK = ".work"
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """How to build; the shard size and batch size are part of a plan (they fix the float results)."""
+
+    shard_size: int = 1024
+    batch_size: int = 64
+    workers: int = 2
+    token_codec: Codec = "fp16"
+    factory: str = "auto"
+    split: str | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    engine: Engine = "local"
+    ray_actors: int = 2
+    progress: bool = True
+    stop_after_shards: int | None = None  # testing aid: behave like a job killed after N shards
+
+    def __post_init__(self) -> None:
+        if self.shard_size < 1 or self.batch_size < 1 or self.workers < 0:
+            raise InvalidInputError("shard_size and batch_size must be >= 1 and workers >= 0")
+        if self.token_codec not in CODECS:
+            raise InvalidInputError(f"token codec must be one of {CODECS}, got {self.token_codec!r}")
+        if self.engine not in ("local", "ray"):
+            raise InvalidInputError(f"engine must be 'local' or 'ray', got {self.engine!r}")
+
+
+@dataclass
+class BuildReport:
+    version: Path
+    n_images: int
+    n_captions: int
+    n_new: int
+    n_embedded: int  # by this run: the rest came from shards an interrupted run had committed
+    skipped: list[dict[str, str]]
+    seconds: float
+    embed_seconds: float
+    shards_reused: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.n_embedded / self.embed_seconds if self.embed_seconds > 0 else float("nan")
+
+
+class BuildInterruptedError(RuntimeError):
+    """Raised by ``stop_after_shards``: the job stopped as if killed, leaving its shards for a resume."""
+
+
+def build(
+    archive: Path, root: Path, encoder: ClipEncoder, config: BuildConfig, metadata: Path | None = None
+) -> BuildReport:
+    """Build the first version of ``root`` from ``archive`` (refuses a root that has versions)."""
+    root = Path(root)
+    if list_versions(root):
+        raise InvalidInputError(
+            f"{root} already holds an index ({list_versions(root)}); use `rsir index add`"
+        )
+    items = scan_archive(archive, config.split)
+    if not items:
+        raise DatasetError(f"archive {archive} holds no images")
+    return _run(items, root, encoder, config, metadata, None, str(archive))
+
+
+def add(
+    archive: Path, root: Path, encoder: ClipEncoder, config: BuildConfig, metadata: Path | None = None
+) -> BuildReport:
+    """A new version: the current one plus the archive's images whose ids it does not hold yet."""
+    base = load_index(root, encoder.describe())
+    known = set(base.gallery.ids)
+    items = [i for i in scan_archive(archive, config.split) if i.id not in known]
+    if not items:
+        raise InvalidInputError(f"{archive} has no images that {base.folder.name} does not already hold")
+    return _run(items, Path(root), encoder, config, metadata, base, str(archive))
+
+
+def delete(root: Path, ids: Sequence[str]) -> Path:
+    """A new version whose tombstones also hold ``ids``; the arrays are hard links to the current one's."""
+    root = Path(root)
+    current = resolve_version(root)
+    known = set(json.loads((current / "images.json").read_text(encoding="utf-8")))
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise InvalidInputError(f"{len(unknown)} ids are not in {current.name}: {unknown[:5]}")
+    name = next_version_name(root)
+    staged = root / f".{name}.tmp"
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir()
+    for path in current.iterdir():
+        if path.name not in ("manifest.json", "tombstones.json"):
+            os.link(path, staged / path.name)
+    tombstones = sorted(set(read_tombstones(current)) | set(ids))
+    write_text(staged / "tombstones.json", json.dumps(tombstones))
+    manifest = json.loads((current / "manifest.json").read_text(encoding="utf-8"))
+    manifest["extra"] = {**manifest.get("extra", {}), "parent": current.name, "n_deleted": len(tombstones)}
+    manifest["created_unix"] = time.time()
+    write_text(staged / "manifest.json", json.dumps(manifest, indent=1))
+    return publish(root, staged, name)
+
+
+def _run(
+    items: list[ArchiveItem],
+    root: Path,
+    encoder: ClipEncoder,
+    config: BuildConfig,
+    metadata: Path | None,
+    base: LoadedIndex | None,
+    source: str,
+) -> BuildReport:
+    t0 = time.perf_counter()
+    rows = read_metadata(metadata) if metadata is not None else {}
+    for item in items:  # metadata shipped inside tar shards, under the file's own
+        if item.meta:
+            rows[item.id] = {**{k: str(v) for k, v in item.meta.items()}, **rows.get(item.id, {})}
+    work = root / WORK / _plan_key(items, encoder, config, base)
+    work.mkdir(parents=True, exist_ok=True)
+    shards.clear_partial(work)
+    bounds = [(s, min(s + config.shard_size, len(items))) for s in range(0, len(items), config.shard_size)]
+    pending = [n for n in range(len(bounds)) if not shards.is_done(work, n)]
+    reused = len(bounds) - len(pending)
+    t_embed = time.perf_counter()
+    embed: Callable[..., None] = _embed_local
+    if config.engine == "ray":
+        from index_builder.ray_engine import embed_with_ray
+
+        embed = embed_with_ray
+    embed(items, bounds, pending, work, encoder, config)
+    embed_seconds = time.perf_counter() - t_embed
+
+    name = next_version_name(root)
+    staged = root / f".{name}.tmp"
+    shutil.rmtree(staged, ignore_errors=True)
+    extra = {
+        "version": name,
+        "parent": base.folder.name if base else None,
+        "build_config": _plan_config(config),
+    }
+    manifest = assemble(
+        work,
+        range(len(bounds)),
+        staged,
+        encoder=encoder.describe(),
+        codec=config.token_codec,
+        factory=config.factory,
+        source=source,
+        metadata=rows,
+        base=base,
+        extra=extra,
+    )
+    skipped = json.loads((staged / "skipped.json").read_text(encoding="utf-8"))
+    if manifest.n_images == 0:
+        shutil.rmtree(staged)
+        raise DatasetError(f"no image of {source} could be decoded ({len(skipped)} skipped)")
+    version = publish(root, staged, name)
+    shutil.rmtree(work, ignore_errors=True)
+    return BuildReport(
+        version=version,
+        n_images=manifest.n_images,
+        n_captions=manifest.n_captions,
+        n_new=len(items) - len(skipped),
+        n_embedded=sum(bounds[n][1] - bounds[n][0] for n in pending),
+        skipped=skipped,
+        seconds=time.perf_counter() - t0,
+        embed_seconds=embed_seconds,
+        shards_reused=reused,
+    )
+
+
+def _embed_local(
+    items: Sequence[ArchiveItem],
+    bounds: Sequence[tuple[int, int]],
+    pending: Sequence[int],
+    work: Path,
+    encoder: ClipEncoder,
+    config: BuildConfig,
+) -> None:
+    todo = [bounds[n] for n in pending]
+    total = sum(stop - start for start, stop in todo)
+    with _progress(config.progress) as progress:
+        task = progress.add_task("embed", total=total)
+        batches = decode_batches(items, todo, encoder, config.batch_size, config.workers, config.max_pixels)
+        for done, (number, (start, stop)) in enumerate(zip(pending, todo, strict=True)):
+            if config.stop_after_shards is not None and done >= config.stop_after_shards:
+                raise BuildInterruptedError(f"stopped after {done} shards")
+            acc = ShardAccumulator(encoder, items)
+            for _ in range(start, stop, config.batch_size):
+                batch = next(batches)
+                acc.add(batch)
+                progress.advance(task, len(batch))
+            shards.write_shard(work, number, acc.finish())
+
+
+def _plan_config(config: BuildConfig) -> dict[str, Any]:
+    return {
+        "shard_size": config.shard_size,
+        "batch_size": config.batch_size,
+        "max_pixels": config.max_pixels,
+        "token_codec": config.token_codec,
+        "factory": config.factory,
+        "split": config.split,
+    }
+
+
+def _plan_key(
+    items: Sequence[ArchiveItem], encoder: ClipEncoder, config: BuildConfig, base: LoadedIndex | None
+) -> str:
+    """What fixes the shards' contents: the items, the encoder, the sharding and the base version."""
+    h = hashlib.sha256()
+    plan = {
+        "encoder": encoder.describe(),
+        "config": _plan_config(config),
+        "base": base.folder.name if base else None,
+    }
+    h.update(json.dumps(plan, sort_keys=True).encode())
+    for item in items:
+        h.update(f"{item.id}\0{item.path}\0{item.span}\0{len(item.captions)}\n".encode())
+    return h.hexdigest()[:16]
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:.1f} img/s" if task.speed else "... img/s")
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.completed}/{task.total} images"),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+    )

@@ -1,0 +1,131 @@
+"""The embedding stage on one machine: decode in worker processes, encode in batches, one shard at a time.
+
+Decoding and preprocessing run in a torch ``DataLoader``'s workers (they are the CPU-heavy part);
+the encoder runs in this process on the GPU when there is one. A file that cannot be decoded is
+reported with its reason and left out; it never stops the job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from index_builder.shards import Shard
+from index_builder.sources import ArchiveItem
+from model.encoders import ClipEncoder
+from model.errors import ImageDecodeError
+from model.features import TextFeatures
+from model.images import DEFAULT_MAX_PIXELS, decode_image
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded item: ``pixels [3,H,W]`` ready for the model, or ``error`` saying why not."""
+
+    position: int
+    pixels: torch.Tensor | None
+    error: str | None
+
+
+class DecodeDataset(Dataset[Decoded]):
+    def __init__(
+        self, items: Sequence[ArchiveItem], preprocess: Callable[..., torch.Tensor], max_pixels: int
+    ) -> None:
+        self.items = items
+        self.preprocess = preprocess
+        self.max_pixels = max_pixels
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, position: int) -> Decoded:
+        item = self.items[position]
+        try:
+            image = decode_image(item.read_bytes(), max_pixels=self.max_pixels)
+            return Decoded(position, self.preprocess(image), None)
+        except ImageDecodeError as exc:
+            return Decoded(position, None, str(exc).removeprefix("upload: "))
+        except OSError as exc:  # unreadable file, vanished file, short tar member
+            return Decoded(position, None, f"unreadable: {exc}")
+
+
+def _collate(batch: list[Decoded]) -> list[Decoded]:
+    return batch
+
+
+def decode_batches(
+    items: Sequence[ArchiveItem],
+    shards: Sequence[tuple[int, int]],
+    encoder: ClipEncoder,
+    batch_size: int,
+    workers: int,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Iterator[list[Decoded]]:
+    """Decoded batches of ``items``; each batch lies inside one ``(start, stop)`` shard, in order."""
+    batches = [
+        list(range(b, min(b + batch_size, stop)))
+        for start, stop in shards
+        for b in range(start, stop, batch_size)
+    ]
+    loader = DataLoader(
+        DecodeDataset(items, encoder.preprocess, max_pixels),
+        batch_sampler=batches,
+        num_workers=workers,
+        collate_fn=_collate,
+        prefetch_factor=4 if workers else None,
+    )
+    yield from loader
+
+
+class ShardAccumulator:
+    """Collects one shard's encoded batches (features only: pixels are dropped batch by batch)."""
+
+    def __init__(self, encoder: ClipEncoder, items: Sequence[ArchiveItem]) -> None:
+        self.encoder = encoder
+        self.items = items
+        self.kept: list[ArchiveItem] = []
+        self.skipped: list[dict[str, str]] = []
+        self.vectors: list[np.ndarray] = []
+        self.patches: list[np.ndarray] = []
+
+    def add(self, batch: Sequence[Decoded]) -> None:
+        good = [d for d in batch if d.pixels is not None]
+        self.skipped += [
+            {"id": self.items[d.position].id, "reason": str(d.error)} for d in batch if d.pixels is None
+        ]
+        if not good:
+            return
+        self.kept += [self.items[d.position] for d in good]
+        feats = self.encoder.encode_pixels(torch.stack([d.pixels for d in good if d.pixels is not None]))
+        self.vectors.append(feats.vectors.float().cpu().numpy())
+        self.patches.append(feats.patches.cpu().numpy().astype(np.float16))
+
+    def finish(self) -> Shard:
+        """The shard: image features so far, plus the kept images' captions encoded now."""
+        enc = self.encoder
+        m = enc.grid[0] * enc.grid[1]
+        vectors = np.concatenate(self.vectors) if self.vectors else np.zeros((0, enc.dim), np.float32)
+        patches = np.concatenate(self.patches) if self.patches else np.zeros((0, m, enc.dim), np.float16)
+        texts = [c for item in self.kept for c in item.captions]
+        owner = np.asarray([i for i, item in enumerate(self.kept) for _ in item.captions], dtype=np.int64)
+        if texts:
+            t = enc.encode_texts(texts)
+        else:
+            t = TextFeatures(
+                torch.zeros(0, enc.dim), torch.zeros(0, 0, enc.dim), torch.zeros(0, 0, dtype=torch.bool)
+            )
+        return Shard(
+            ids=[item.id for item in self.kept],
+            skipped=self.skipped,
+            vectors=vectors,
+            patches=patches,
+            captions=texts,
+            caption_image=owner,
+            caption_vectors=t.vectors.float().cpu().numpy(),
+            caption_tokens=t.tokens.cpu().numpy().astype(np.float16),
+            caption_mask=t.mask.cpu().numpy(),
+        )
