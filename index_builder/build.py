@@ -53,6 +53,7 @@ from search.index_dir import (
     read_tombstones,
     resolve_version,
 )
+from search.recall import check_factory
 from search.token_store import CODECS, Codec
 
 Engine = Literal["local", "ray"]
@@ -167,6 +168,7 @@ def _run(
     source: str,
 ) -> BuildReport:
     t0 = time.perf_counter()
+    check_factory(encoder.dim, config.factory)
     rows = read_metadata(metadata) if metadata is not None else {}
     for item in items:  # metadata shipped inside tar shards, under the file's own
         if item.meta:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -234,6 +235,7 @@ def build_index_cmd(
         str, typer.Option(help="FAISS factory string, or auto (Flat < 100k, IVF above)")
     ] = "auto",
     engine: Annotated[str, typer.Option(help="local | ray (Ray Data actor pool)")] = "local",
+    ray_actors: Annotated[int, typer.Option(help="model copies on Ray (e.g. one per GPU worker)")] = 2,
 ) -> None:
     """Embed an image archive into a new index root (resumable: run it again after a kill).
 
@@ -244,6 +246,7 @@ def build_index_cmd(
 
     encoder = _encoder(model, checkpoint, device, batch_size)
     config = _build_options(shard_size, batch_size, workers, token_codec, factory, split, engine)
+    config = dataclasses.replace(config, ray_actors=ray_actors)
     _report_build(build(archive, out, encoder, config, metadata))
 
 

@@ -29,6 +29,16 @@ def auto_factory(n: int) -> str:
     return f"IVF{int(4 * math.sqrt(n))},Flat"
 
 
+def check_factory(dim: int, factory: str) -> None:
+    """Fail fast on a factory string FAISS cannot parse (before an hour of embedding, not after)."""
+    if factory == "auto":
+        return
+    try:
+        faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        raise InvalidInputError(f"invalid FAISS factory string {factory!r}: {exc}") from exc
+
+
 class DenseRecall:
     """Inner-product search over unit vectors (cosine); ``vectors [N,d]`` float32.
 

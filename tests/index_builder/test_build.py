@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -185,6 +186,11 @@ def test_add_and_delete_publish_new_versions_and_keep_old_ones(
     assert load_index(root).deleted.size == 0
     with pytest.raises(InvalidInputError, match="not in v0002"):
         delete(root, ["nope.png"])
+    with pytest.raises(InvalidInputError, match="invalid FAISS factory"):
+        build(
+            tmp_path / "b", tmp_path / "other", tiny_encoder, dataclasses.replace(SMALL, factory="IVFx,Flat")
+        )
+    assert not (tmp_path / "other" / ".work").exists()  # refused before any embedding
     with pytest.raises(InvalidInputError, match="already holds"):
         build(tmp_path / "a", root, tiny_encoder, SMALL)
 
