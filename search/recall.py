@@ -39,6 +39,23 @@ def check_factory(dim: int, factory: str) -> None:
         raise InvalidInputError(f"invalid FAISS factory string {factory!r}: {exc}") from exc
 
 
+def gpu_count() -> int:
+    """GPUs FAISS can use: 0 with faiss-cpu, or with faiss-gpu on a machine without a GPU."""
+    get = getattr(faiss, "get_num_gpus", None)
+    return int(get()) if get is not None else 0
+
+
+def _to_gpus(index: faiss.Index) -> faiss.Index | None:
+    """A GPU clone of ``index`` for training/adding, or None (no GPU, or a type FAISS has no GPU
+    version of, such as HNSW)."""
+    if gpu_count() == 0:
+        return None
+    try:
+        return faiss.index_cpu_to_all_gpus(index)
+    except (RuntimeError, AttributeError):
+        return None
+
+
 class DenseRecall:
     """Inner-product search over unit vectors (cosine); ``vectors [N,d]`` float32.
 
@@ -46,7 +63,9 @@ class DenseRecall:
     ``"HNSW32"``...) or ``"auto"``.
     """
 
-    def __init__(self, vectors: NDArray[np.float32], factory: str = "auto", seed: int = 0) -> None:
+    def __init__(
+        self, vectors: NDArray[np.float32], factory: str = "auto", seed: int = 0, use_gpu: bool = True
+    ) -> None:
         if vectors.ndim != 2 or vectors.shape[0] == 0:
             raise InvalidInputError(f"recall needs a non-empty [N,d] matrix, got shape {vectors.shape}")
         data = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -56,13 +75,19 @@ class DenseRecall:
             self.index = faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
             raise InvalidInputError(f"invalid FAISS factory string {self.factory!r}: {exc}") from exc
-        if not self.index.is_trained:
+        # Training (k-means) and adding run on the GPUs when FAISS has them; the kept index is a CPU
+        # copy, so saving, loading and per-request SearchParameters work the same everywhere.
+        work = _to_gpus(self.index) if use_gpu else None
+        target = work if work is not None else self.index
+        if not target.is_trained:
             rng = np.random.default_rng(seed)
             ivf = faiss.try_extract_index_ivf(self.index)
             centroids = ivf.nlist if ivf is not None else 256  # 256: a PQ codebook's size
             sample = min(data.shape[0], centroids * TRAIN_SAMPLE_PER_LIST)
-            self.index.train(data[np.sort(rng.choice(data.shape[0], sample, replace=False))])
-        self.index.add(data)
+            target.train(data[np.sort(rng.choice(data.shape[0], sample, replace=False))])
+        target.add(data)
+        if work is not None:
+            self.index = faiss.index_gpu_to_cpu(work)
 
     @classmethod
     def load(cls, path: Path) -> DenseRecall:

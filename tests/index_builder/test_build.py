@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -222,3 +224,31 @@ def test_ray_engine_gives_the_same_vectors_as_the_local_engine(
     local, remote = _arrays(tmp_path / "local"), _arrays(tmp_path / "ray")
     for name in local:
         np.testing.assert_allclose(local[name], remote[name], atol=1e-6)
+
+
+def test_geotiff_tiles_are_indexed_and_cli_evaluates_a_built_index(tmp_path: Path) -> None:
+    import tifffile
+    from typer.testing import CliRunner
+
+    from rsir.cli import app
+
+    captions = write_tar_shards(tmp_path / "tars", n=6, per_shard=6)
+    rng = np.random.default_rng(3)
+    tile = rng.integers(200, 4000, (80, 80, 4), dtype=np.uint16)  # 16-bit, 4 bands
+    tifffile.imwrite(tmp_path / "tile.tif", tile, photometric="minisblack", planarconfig="contig")
+    with tarfile.open(tmp_path / "tars" / "shard-009.tar", "w") as tar:
+        for name, data in (("geo.tif", (tmp_path / "tile.tif").read_bytes()), ("geo.txt", b"a bright tile")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    runner = CliRunner()
+    common = ["--model", "test-vit-tiny", "--device", "cpu"]
+    archive = ["--archive", str(tmp_path / "tars"), "--out", str(tmp_path / "i")]
+    built = runner.invoke(app, ["build-index", *archive, *common, "--workers", "0"])
+    assert built.exit_code == 0, built.output
+    assert "geo" in load_index(tmp_path / "i").gallery.ids
+    done = runner.invoke(app, ["eval", "--index", str(tmp_path / "i"), *common, "--rerank", "ftf", "--json"])
+    assert done.exit_code == 0, done.output
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["n_images"] == 7 and result["n_captions"] == sum(map(len, captions.values())) + 1
+    assert 0 <= result["mR"] <= 100 and result["K"] == 100

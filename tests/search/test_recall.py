@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from model.errors import InvalidInputError
-from search.recall import DenseRecall, auto_factory
+from search.recall import DenseRecall, auto_factory, gpu_count
 
 
 def _unit(n: int, d: int, seed: int) -> np.ndarray:
@@ -63,3 +63,14 @@ def test_excluded_ids_are_skipped_and_k_live_results_remain(factory: str) -> Non
         assert not set(ids[i]) & set(exclude.tolist()) and (ids[i] >= 0).all()
         if factory != "HNSW16":  # HNSW is approximate; the other two are exact here
             assert list(ids[i]) == list(np.argsort(-ref[i])[:10])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(gpu_count() == 0, reason="FAISS sees no GPU")
+def test_gpu_trained_ivf_searches_like_the_cpu_trained_one() -> None:
+    g, q = _unit(20_000, 32, 7), _unit(50, 32, 8)
+    cpu, gpu = DenseRecall(g, "IVF64,Flat", use_gpu=False), DenseRecall(g, "IVF64,Flat", use_gpu=True)
+    exact = DenseRecall(g, "Flat").search(q, 10)[1]
+    for recall in (cpu, gpu):
+        ids = recall.search(q, 10, nprobe=64)[1]
+        assert (ids == exact).mean() > 0.99  # all lists probed: exact up to ties
