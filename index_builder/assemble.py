@@ -21,7 +21,7 @@ from index_builder.metadata import write_metadata
 from search.atomic import write_text
 from search.index_dir import LoadedIndex, Manifest, read_tombstones
 from search.recall import DenseRecall
-from search.token_store import Codec, TokenWriter
+from search.token_store import Codec, NpyAppender, TokenWriter
 
 
 class _Part:
@@ -83,41 +83,36 @@ def assemble(
         (p.arrays["caption_tokens"].shape[1] for p in parts if "caption_tokens" in p.arrays), default=0
     )
 
-    fmt = np.lib.format
-    vectors = fmt.open_memmap(staged / "image_vectors.npy", "w+", np.float32, (len(ids), dim))
+    vectors = NpyAppender(staged / "image_vectors.npy", np.float32, (len(ids), dim))
     patches = TokenWriter(staged, "patches", (len(ids), m, dim), codec)
-    cap_vectors = fmt.open_memmap(staged / "caption_vectors.npy", "w+", np.float32, (len(texts), dim))
+    cap_vectors = NpyAppender(staged / "caption_vectors.npy", np.float32, (len(texts), dim))
     cap_tokens = TokenWriter(staged, "caption_tokens", (len(texts), n_words, dim), codec)
-    cap_mask = fmt.open_memmap(staged / "caption_mask.npy", "w+", np.bool_, (len(texts), n_words))
+    cap_mask = NpyAppender(staged / "caption_mask.npy", np.bool_, (len(texts), n_words))
     cap_image = np.zeros(len(texts), np.int64)
     row = cap_row = 0
     for part in parts:
         n, nc = len(part.ids), len(part.captions)
         for s in range(0, n, chunk):
             e = min(s + chunk, n)
-            vectors[row + s : row + e] = part.rows("vectors", s, e)
-            patches.write(row + s, part.rows("patches", s, e))
+            vectors.append(part.rows("vectors", s, e))
+            patches.append(part.rows("patches", s, e))
         for s in range(0, nc, chunk):
             e = min(s + chunk, nc)
-            cap_vectors[cap_row + s : cap_row + e] = part.rows("caption_vectors", s, e)
-            cap_tokens.write(cap_row + s, part.rows("caption_tokens", s, e))
-            mask = part.rows("caption_mask", s, e)
-            cap_mask[cap_row + s : cap_row + e, : mask.shape[1]] = mask
+            cap_vectors.append(part.rows("caption_vectors", s, e))
+            cap_tokens.append(part.rows("caption_tokens", s, e))
+            cap_mask.append(part.rows("caption_mask", s, e))
         if nc:
             cap_image[cap_row : cap_row + nc] = part.rows("caption_image", 0, nc) + row
         row, cap_row = row + n, cap_row + nc
-    for array in (vectors, cap_vectors, cap_mask):
-        array.flush()
-    patches.close()
-    cap_tokens.close()
+    for writer in (vectors, patches, cap_vectors, cap_tokens, cap_mask):
+        writer.close()
 
     write_text(staged / "images.json", json.dumps(ids))
     write_text(staged / "captions.json", json.dumps({"texts": texts, "image_index": cap_image.tolist()}))
-    _write_recall(staged, "recall.faiss", vectors, base.image_recall if base else None, factory)
+    _write_recall(staged, "recall.faiss", "image_vectors.npy", base.image_recall if base else None, factory)
     if texts:
-        _write_recall(
-            staged, "caption_recall.faiss", cap_vectors, base.caption_recall if base else None, factory
-        )
+        old = base.caption_recall if base else None
+        _write_recall(staged, "caption_recall.faiss", "caption_vectors.npy", old, factory)
     write_metadata(staged / "metadata.parquet", ids, metadata)
     skipped = [s for n in numbers for s in shards.read_shard_meta(work, n)["skipped"]]
     write_text(staged / "skipped.json", json.dumps(skipped, indent=1))
@@ -137,10 +132,9 @@ def assemble(
     return manifest
 
 
-def _write_recall(
-    staged: Path, name: str, vectors: NDArray[np.float32], base: DenseRecall | None, factory: str
-) -> None:
+def _write_recall(staged: Path, name: str, source: str, base: DenseRecall | None, factory: str) -> None:
     """A new FAISS index, or the base version's extended with the new rows (no retraining)."""
+    vectors = np.load(staged / source, mmap_mode="r")
     if base is None:
         recall = DenseRecall(np.asarray(vectors), factory)
     else:

@@ -78,35 +78,61 @@ def open_tokens(folder: Path, name: str, codec: Codec) -> NDArray[np.float16] | 
     raise InvalidInputError(f"token codec must be one of {CODECS}, got {codec!r}")
 
 
-class TokenWriter:
-    """Streams ``[N,T,d]`` tokens into the files :func:`open_tokens` reads, one chunk at a time.
+class NpyAppender:
+    """Writes an ``.npy`` file of known shape by appending row chunks in order.
 
-    The arrays are preallocated memory maps, so a writer never holds more than the chunk it is given.
+    Plain file writes, not a memory map: the written pages stay in the kernel's cache instead of
+    this process's resident set, so assembling a large index does not grow the builder's RSS.
     """
+
+    def __init__(self, path: Path, dtype: type[np.generic], shape: tuple[int, ...]) -> None:
+        self.path, self.dtype, self.shape = path, np.dtype(dtype), shape
+        self.rows = 0
+        self.fh = path.open("wb")
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_2_0(self.fh, header)
+
+    def append(self, chunk: NDArray[Any]) -> None:
+        """Rows in order; a chunk narrower on axis 1 than the file is zero-padded (ragged tokens)."""
+        chunk = np.asarray(chunk, dtype=self.dtype)
+        if chunk.ndim >= 2 and chunk.shape[1] < self.shape[1]:
+            pad = [(0, 0), (0, self.shape[1] - chunk.shape[1])] + [(0, 0)] * (chunk.ndim - 2)
+            chunk = np.pad(chunk, pad)
+        if chunk.shape[1:] != self.shape[1:]:
+            raise InvalidInputError(
+                f"{self.path.name}: rows of shape {chunk.shape[1:]}, expected {self.shape[1:]}"
+            )
+        self.fh.write(np.ascontiguousarray(chunk).tobytes())
+        self.rows += chunk.shape[0]
+
+    def close(self) -> None:
+        self.fh.close()
+        if self.rows != self.shape[0]:
+            raise InvalidInputError(f"{self.path.name}: {self.rows} rows written, {self.shape[0]} declared")
+
+
+class TokenWriter:
+    """Streams ``[N,T,d]`` tokens, in row order, into the files :func:`open_tokens` reads."""
 
     def __init__(self, folder: Path, name: str, shape: tuple[int, int, int], codec: Codec) -> None:
         if codec not in CODECS:
             raise InvalidInputError(f"token codec must be one of {CODECS}, got {codec!r}")
-        self.codec = codec
-        fmt = np.lib.format
         if codec == "fp16":
-            self.values = fmt.open_memmap(folder / f"{name}.fp16.npy", "w+", np.float16, shape)
-            self.scale = None
+            self.values = NpyAppender(folder / f"{name}.fp16.npy", np.float16, shape)
+            self.scale: NpyAppender | None = None
         else:
-            self.values = fmt.open_memmap(folder / f"{name}.int8.npy", "w+", np.int8, shape)
-            self.scale = fmt.open_memmap(folder / f"{name}.scale.npy", "w+", np.float16, shape[:2])
+            self.values = NpyAppender(folder / f"{name}.int8.npy", np.int8, shape)
+            self.scale = NpyAppender(folder / f"{name}.scale.npy", np.float16, shape[:2])
 
-    def write(self, start: int, tokens: NDArray[np.floating]) -> None:
-        """Rows ``start : start + len(tokens)``; ``tokens`` may have fewer token slots (zero-padded)."""
-        stop, width = start + tokens.shape[0], tokens.shape[1]
+    def append(self, tokens: NDArray[np.floating]) -> None:
         if self.scale is None:
-            self.values[start:stop, :width] = tokens
+            self.values.append(tokens)
             return
         codes, scale = quantize_int8(tokens)
-        self.values[start:stop, :width] = codes
-        self.scale[start:stop, :width] = scale
+        self.values.append(codes)
+        self.scale.append(scale)
 
     def close(self) -> None:
-        for array in (self.values, self.scale):
-            if array is not None:
-                array.flush()
+        self.values.close()
+        if self.scale is not None:
+            self.scale.close()
