@@ -21,7 +21,7 @@ from index_builder.metadata import write_metadata
 from search.atomic import write_text
 from search.index_dir import LoadedIndex, Manifest, read_tombstones
 from search.recall import DenseRecall
-from search.token_store import Codec, NpyAppender, TokenWriter
+from search.token_store import Codec, NpyAppender, TokenWriter, npy_shape, read_rows
 
 
 class _Part:
@@ -34,8 +34,10 @@ class _Part:
     def of_shard(work: Path, number: int) -> _Part:
         meta = shards.read_shard_meta(work, number)
         names = ("vectors", "patches", "caption_image", "caption_vectors", "caption_tokens", "caption_mask")
+        # Shard files are read row range by row range, never memory-mapped: mapped pages would stay in
+        # the builder's RSS until the end, making its peak grow with the archive.
         return _Part(
-            {n: shards.load_shard_array(work, number, n) for n in names}, meta["ids"], meta["captions"]
+            {n: shards.shard_dir(work, number) / f"{n}.npy" for n in names}, meta["ids"], meta["captions"]
         )
 
     @staticmethod
@@ -52,7 +54,16 @@ class _Part:
         return _Part(arrays, list(g.ids), list(c.texts) if c is not None else [])
 
     def rows(self, name: str, start: int, stop: int) -> NDArray[Any]:
-        return np.asarray(self.arrays[name][start:stop])
+        source = self.arrays[name]
+        if isinstance(source, Path):
+            return read_rows(source, start, stop)
+        return np.asarray(source[start:stop])
+
+    def width(self, name: str) -> int:
+        """Axis-1 size of an array (the header only is read)."""
+        source = self.arrays[name]
+        shape = npy_shape(source) if isinstance(source, Path) else source.shape
+        return int(shape[1])
 
 
 def assemble(
@@ -79,9 +90,7 @@ def assemble(
     dim = int(encoder["dim"])
     grid = (int(encoder["grid"][0]), int(encoder["grid"][1]))
     m = grid[0] * grid[1]
-    n_words = max(
-        (p.arrays["caption_tokens"].shape[1] for p in parts if "caption_tokens" in p.arrays), default=0
-    )
+    n_words = max((p.width("caption_tokens") for p in parts if "caption_tokens" in p.arrays), default=0)
 
     vectors = NpyAppender(staged / "image_vectors.npy", np.float32, (len(ids), dim))
     patches = TokenWriter(staged, "patches", (len(ids), m, dim), codec)

@@ -79,9 +79,3 @@ def write_shard(work: Path, number: int, shard: Shard) -> None:
 def read_shard_meta(work: Path, number: int) -> dict[str, Any]:
     meta: dict[str, Any] = json.loads((shard_dir(work, number) / "meta.json").read_text(encoding="utf-8"))
     return meta
-
-
-def load_shard_array(work: Path, number: int, name: str) -> NDArray[Any]:
-    """One array of a committed shard, memory-mapped (assembly streams shards without loading them)."""
-    array: NDArray[Any] = np.load(shard_dir(work, number) / f"{name}.npy", mmap_mode="r")
-    return array

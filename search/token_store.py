@@ -78,6 +78,34 @@ def open_tokens(folder: Path, name: str, codec: Codec) -> NDArray[np.float16] | 
     raise InvalidInputError(f"token codec must be one of {CODECS}, got {codec!r}")
 
 
+def _read_header(fh: Any, path: Path) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    version = np.lib.format.read_magic(fh)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read(fh)
+    if fortran:
+        raise InvalidInputError(f"{path} is Fortran-ordered; rsir writes C order")
+    return tuple(shape), dtype
+
+
+def npy_shape(path: Path) -> tuple[int, ...]:
+    """The shape an ``.npy`` file declares (its header only is read)."""
+    with path.open("rb") as fh:
+        return _read_header(fh, path)[0]
+
+
+def read_rows(path: Path, start: int, stop: int) -> NDArray[Any]:
+    """Rows ``start:stop`` of an ``.npy`` file, read with one seek (not mapped: see NpyAppender)."""
+    with path.open("rb") as fh:
+        shape, dtype = _read_header(fh, path)
+        stop = min(stop, shape[0]) if shape else 0
+        row_items = int(np.prod(shape[1:], dtype=np.int64))
+        fh.seek(fh.tell() + start * row_items * dtype.itemsize)
+        count = max(0, stop - start) * row_items
+        data = np.fromfile(fh, dtype=dtype, count=count)
+    out: NDArray[Any] = data.reshape((max(0, stop - start), *shape[1:]))
+    return out
+
+
 class NpyAppender:
     """Writes an ``.npy`` file of known shape by appending row chunks in order.
 

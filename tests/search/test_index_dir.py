@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from model.errors import InvalidInputError
 from model.features import ImageFeatures, TextFeatures
 from search.engine import EngineConfig, SearchEngine
 from search.gallery import Gallery, gallery_from_features
@@ -87,3 +88,25 @@ def test_incomplete_or_mismatched_index_is_refused(tmp_path: Path) -> None:
     (tmp_path / "v1" / "manifest.json").unlink()
     with pytest.raises(IndexFormatError, match=r"no manifest\.json"):
         load_gallery(tmp_path / "v1")
+
+
+def test_npy_appender_and_read_rows_round_trip_with_padding(tmp_path: Path) -> None:
+    from search.token_store import NpyAppender, npy_shape, read_rows
+
+    rng = np.random.default_rng(0)
+    parts = [rng.normal(size=(3, 2, 4)), rng.normal(size=(0, 1, 4)), rng.normal(size=(4, 5, 4))]
+    writer = NpyAppender(tmp_path / "a.npy", np.float32, (7, 5, 4))
+    for p in parts:
+        writer.append(p)
+    writer.close()
+    expected = np.zeros((7, 5, 4), np.float32)
+    expected[:3, :2], expected[3:] = parts[0], parts[2]
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), expected)
+    np.testing.assert_array_equal(read_rows(tmp_path / "a.npy", 2, 6), expected[2:6])
+    assert npy_shape(tmp_path / "a.npy") == (7, 5, 4)
+    np.save(tmp_path / "e.npy", np.zeros((0, 0, 4), np.float16))
+    assert read_rows(tmp_path / "e.npy", 0, 5).shape == (0, 0, 4)
+    short = NpyAppender(tmp_path / "s.npy", np.float32, (2, 4))
+    short.append(np.zeros((1, 4)))
+    with pytest.raises(InvalidInputError, match="1 rows written, 2 declared"):
+        short.close()
