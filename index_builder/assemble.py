@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +26,15 @@ from search.token_store import Codec, NpyAppender, TokenWriter, npy_shape, read_
 class _Part:
     """A run of rows to copy: a committed shard, or the whole base version."""
 
-    def __init__(self, arrays: dict[str, Any], ids: list[str], captions: list[str]) -> None:
+    def __init__(
+        self,
+        arrays: dict[str, Any],
+        ids: list[str],
+        captions: list[str],
+        skipped: list[dict[str, str]] | None = None,
+    ) -> None:
         self.arrays, self.ids, self.captions = arrays, ids, captions
+        self.skipped = skipped or []  # files of this shard left out, with reasons
 
     @staticmethod
     def of_shard(work: Path, number: int) -> _Part:
@@ -36,9 +42,8 @@ class _Part:
         names = ("vectors", "patches", "caption_image", "caption_vectors", "caption_tokens", "caption_mask")
         # Shard files are read row range by row range, never memory-mapped: mapped pages would stay in
         # the builder's RSS until the end, making its peak grow with the archive.
-        return _Part(
-            {n: shards.shard_dir(work, number) / f"{n}.npy" for n in names}, meta["ids"], meta["captions"]
-        )
+        paths = {n: shards.shard_dir(work, number) / f"{n}.npy" for n in names}
+        return _Part(paths, meta["ids"], meta["captions"], meta["skipped"])
 
     @staticmethod
     def of_version(base: LoadedIndex) -> _Part:
@@ -79,8 +84,11 @@ def assemble(
     base: LoadedIndex | None = None,
     extra: dict[str, Any] | None = None,
     chunk: int = 2048,
-) -> Manifest:
-    """Write the version folder ``staged`` (manifest last) from ``base`` plus shards ``numbers``."""
+) -> tuple[Manifest, list[dict[str, str]]]:
+    """Write the version folder ``staged`` (manifest last) from ``base`` plus shards ``numbers``.
+
+    Returns the manifest and the shards' skipped files (also written to ``skipped.json``).
+    """
     staged.mkdir(parents=True)
     parts = ([_Part.of_version(base)] if base is not None else []) + [
         _Part.of_shard(work, n) for n in numbers
@@ -123,7 +131,7 @@ def assemble(
         old = base.caption_recall if base else None
         _write_recall(staged, "caption_recall.faiss", "caption_vectors.npy", old, factory)
     write_metadata(staged / "metadata.parquet", ids, metadata)
-    skipped = [s for n in numbers for s in shards.read_shard_meta(work, n)["skipped"]]
+    skipped = [s for p in parts for s in p.skipped]
     write_text(staged / "skipped.json", json.dumps(skipped, indent=1))
     write_text(staged / "tombstones.json", json.dumps(read_tombstones(base.folder) if base else []))
     manifest = Manifest(
@@ -137,8 +145,8 @@ def assemble(
         source=source,
         extra={"n_skipped": len(skipped), **(extra or {})},
     )
-    write_text(staged / "manifest.json", json.dumps(asdict(manifest), indent=1))
-    return manifest
+    manifest.write(staged)
+    return manifest, skipped
 
 
 def _write_recall(staged: Path, name: str, source: str, base: DenseRecall | None, factory: str) -> None:

@@ -13,6 +13,7 @@ shards and embeds only the rest; the result is the same as an uninterrupted run'
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -37,7 +38,7 @@ from rich.text import Text
 
 from index_builder import shards
 from index_builder.assemble import assemble
-from index_builder.embed import ShardAccumulator, decode_batches
+from index_builder.embed import ShardAccumulator, decode_batches, shard_batches
 from index_builder.metadata import read_metadata
 from index_builder.sources import ArchiveItem, scan_archive
 from model.encoders import ClipEncoder
@@ -46,6 +47,7 @@ from model.images import DEFAULT_MAX_PIXELS
 from search.atomic import write_text
 from search.index_dir import (
     LoadedIndex,
+    Manifest,
     list_versions,
     load_index,
     next_version_name,
@@ -151,10 +153,9 @@ def delete(root: Path, ids: Sequence[str]) -> Path:
             os.link(path, staged / path.name)
     tombstones = sorted(set(read_tombstones(current)) | set(ids))
     write_text(staged / "tombstones.json", json.dumps(tombstones))
-    manifest = json.loads((current / "manifest.json").read_text(encoding="utf-8"))
-    manifest["extra"] = {**manifest.get("extra", {}), "parent": current.name, "n_deleted": len(tombstones)}
-    manifest["created_unix"] = time.time()
-    write_text(staged / "manifest.json", json.dumps(manifest, indent=1))
+    manifest = Manifest.read(current)
+    extra = {**manifest.extra, "version": name, "parent": current.name, "n_deleted": len(tombstones)}
+    dataclasses.replace(manifest, created_unix=time.time(), extra=extra).write(staged)
     return publish(root, staged, name)
 
 
@@ -196,7 +197,7 @@ def _run(
         "parent": base.folder.name if base else None,
         "build_config": _plan_config(config),
     }
-    manifest = assemble(
+    manifest, skipped = assemble(
         work,
         range(len(bounds)),
         staged,
@@ -208,7 +209,6 @@ def _run(
         base=base,
         extra=extra,
     )
-    skipped = json.loads((staged / "skipped.json").read_text(encoding="utf-8"))
     if manifest.n_images == 0:
         shutil.rmtree(staged)
         raise DatasetError(f"no image of {source} could be decoded ({len(skipped)} skipped)")
@@ -244,7 +244,7 @@ def _embed_local(
             if config.stop_after_shards is not None and done >= config.stop_after_shards:
                 raise BuildInterruptedError(f"stopped after {done} shards")
             acc = ShardAccumulator(encoder, items)
-            for _ in range(start, stop, config.batch_size):
+            for _ in shard_batches(start, stop, config.batch_size):
                 batch = next(batches)
                 acc.add(batch)
                 progress.advance(task, len(batch))

@@ -57,6 +57,12 @@ def _collate(batch: list[Decoded]) -> list[Decoded]:
     return batch
 
 
+def shard_batches(start: int, stop: int, batch_size: int) -> list[range]:
+    """The batches a shard's items are encoded in. Every engine uses these boundaries: the same
+    batches give the same floats, which is what lets a build resume on another engine."""
+    return [range(b, min(b + batch_size, stop)) for b in range(start, stop, batch_size)]
+
+
 def decode_batches(
     items: Sequence[ArchiveItem],
     shards: Sequence[tuple[int, int]],
@@ -66,11 +72,7 @@ def decode_batches(
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Iterator[list[Decoded]]:
     """Decoded batches of ``items``; each batch lies inside one ``(start, stop)`` shard, in order."""
-    batches = [
-        list(range(b, min(b + batch_size, stop)))
-        for start, stop in shards
-        for b in range(start, stop, batch_size)
-    ]
+    batches = [list(batch) for start, stop in shards for batch in shard_batches(start, stop, batch_size)]
     loader = DataLoader(
         DecodeDataset(items, encoder.preprocess, max_pixels),
         batch_sampler=batches,

@@ -15,17 +15,20 @@ import json
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import open_clip
 import torch
 
 from index_builder import shards
-from index_builder.embed import DecodeDataset, ShardAccumulator
+from index_builder.embed import DecodeDataset, ShardAccumulator, shard_batches
 from index_builder.sources import ArchiveItem
 from model.encoders import ClipEncoder, EncoderConfig
 from model.errors import RsirError
+
+if TYPE_CHECKING:
+    from index_builder.build import BuildConfig
 
 
 class ShardEmbedder:
@@ -63,8 +66,8 @@ class ShardEmbedder:
         counts = []
         for number, start, stop in zip(rows["shard"], rows["start"], rows["stop"], strict=True):
             acc = ShardAccumulator(self.encoder, self.items)
-            for b in range(int(start), int(stop), self.batch_size):
-                acc.add([self.decode[i] for i in range(b, min(b + self.batch_size, int(stop)))])
+            for batch in shard_batches(int(start), int(stop), self.batch_size):
+                acc.add([self.decode[i] for i in batch])
             shard = acc.finish()
             shards.write_shard(self.work, int(number), shard)
             counts.append(len(shard.ids))
@@ -77,7 +80,7 @@ def embed_with_ray(
     pending: Sequence[int],
     work: Path,
     encoder: ClipEncoder,
-    config: Any,
+    config: BuildConfig,
 ) -> None:
     """Embed the ``pending`` shards on the Ray cluster ``ray.init()`` finds (or a local one)."""
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -83,8 +82,8 @@ def eval_cmd(
         loaded = load_index(index, encoder.describe())
         engine = SearchEngine.from_index(loaded, encoder, config)
         name = f"{loaded.folder}"
-    else:
-        ds = load_dataset(_present(dataset), images, None if split == "all" else split)
+    elif dataset is not None:
+        ds = load_dataset(dataset, images, None if split == "all" else split)
         engine = SearchEngine(embed_dataset(encoder, ds), encoder, config)
         name = f"{ds.name}:{split}"
     result = evaluate(engine, rerank, recall_k, dataset_name=name)  # type: ignore[arg-type]
@@ -175,6 +174,12 @@ ArchiveOpt = Annotated[
 MetadataOpt = Annotated[
     Path | None, typer.Option(help="CSV or JSONL: id, lon_min, lat_min, lon_max, lat_max, time, sensor, tags")
 ]
+SplitOpt = Annotated[str | None, typer.Option(help="only this split of a caption JSON")]
+BatchOpt = Annotated[int, typer.Option(help="images per encoder forward pass")]
+ShardOpt = Annotated[int, typer.Option(help="images per committed (resumable) shard")]
+WorkersOpt = Annotated[int, typer.Option(help="image decoding processes")]
+EngineOpt = Annotated[str, typer.Option(help="local | ray (Ray Data actor pool)")]
+RayActorsOpt = Annotated[int, typer.Option(help="model copies on Ray (e.g. one per GPU worker)")]
 # Exit status of build-index / index add when the index was built but some files were left out.
 EXIT_SKIPPED = 3
 
@@ -187,6 +192,7 @@ def _build_options(
     factory: str,
     split: str | None,
     engine: str,
+    ray_actors: int,
 ) -> BuildConfig:
     from index_builder.build import BuildConfig
 
@@ -198,6 +204,7 @@ def _build_options(
         factory=factory,
         split=split,
         engine=engine,  # type: ignore[arg-type]
+        ray_actors=ray_actors,
         progress=sys.stderr.isatty(),
     )
 
@@ -226,16 +233,16 @@ def build_index_cmd(
     model: ModelOpt = "rsir-vit-tiny",
     checkpoint: CheckpointOpt = None,
     device: DeviceOpt = "auto",
-    split: Annotated[str | None, typer.Option(help="only this split of a caption JSON")] = None,
-    batch_size: Annotated[int, typer.Option(help="images per encoder forward pass")] = 64,
-    shard_size: Annotated[int, typer.Option(help="images per committed (resumable) shard")] = 1024,
-    workers: Annotated[int, typer.Option(help="image decoding processes")] = 2,
+    split: SplitOpt = None,
+    batch_size: BatchOpt = 64,
+    shard_size: ShardOpt = 1024,
+    workers: WorkersOpt = 2,
     token_codec: Annotated[str, typer.Option(help="fp16 | int8 (per-vector scales)")] = "fp16",
     factory: Annotated[
         str, typer.Option(help="FAISS factory string, or auto (Flat < 100k, IVF above)")
     ] = "auto",
-    engine: Annotated[str, typer.Option(help="local | ray (Ray Data actor pool)")] = "local",
-    ray_actors: Annotated[int, typer.Option(help="model copies on Ray (e.g. one per GPU worker)")] = 2,
+    engine: EngineOpt = "local",
+    ray_actors: RayActorsOpt = 2,
 ) -> None:
     """Embed an image archive into a new index root (resumable: run it again after a kill).
 
@@ -245,8 +252,7 @@ def build_index_cmd(
     from index_builder.build import build
 
     encoder = _encoder(model, checkpoint, device, batch_size)
-    config = _build_options(shard_size, batch_size, workers, token_codec, factory, split, engine)
-    config = dataclasses.replace(config, ray_actors=ray_actors)
+    config = _build_options(shard_size, batch_size, workers, token_codec, factory, split, engine, ray_actors)
     _report_build(build(archive, out, encoder, config, metadata))
 
 
@@ -264,11 +270,12 @@ def index_add_cmd(
     model: ModelOpt = "rsir-vit-tiny",
     checkpoint: CheckpointOpt = None,
     device: DeviceOpt = "auto",
-    split: Annotated[str | None, typer.Option(help="only this split of a caption JSON")] = None,
-    batch_size: int = 64,
-    shard_size: int = 1024,
-    workers: int = 2,
-    engine: str = "local",
+    split: SplitOpt = None,
+    batch_size: BatchOpt = 64,
+    shard_size: ShardOpt = 1024,
+    workers: WorkersOpt = 2,
+    engine: EngineOpt = "local",
+    ray_actors: RayActorsOpt = 2,
 ) -> None:
     """Publish a new version holding the current one plus the archive's images it lacks (by id)."""
     from index_builder.build import add
@@ -276,7 +283,9 @@ def index_add_cmd(
 
     encoder = _encoder(model, checkpoint, device, batch_size)
     current = Manifest.read(resolve_version(index))
-    config = _build_options(shard_size, batch_size, workers, current.token_codec, "auto", split, engine)
+    config = _build_options(
+        shard_size, batch_size, workers, current.token_codec, "auto", split, engine, ray_actors
+    )
     _report_build(add(archive, index, encoder, config, metadata))
 
 
@@ -337,11 +346,6 @@ def _encoder(model: str, checkpoint: Path | None, device: str, batch_size: int) 
 
     weights = checkpoint or default_checkpoint(model)
     return ClipEncoder(EncoderConfig(arch=model, checkpoint=weights, device=device, batch_size=batch_size))
-
-
-def _present(value: Path | None) -> Path:
-    assert value is not None
-    return value
 
 
 def main() -> None:

@@ -113,10 +113,6 @@ class SearchEngine:
         """An engine over an opened index directory (see :func:`search.index_dir.load_index`)."""
         return cls(index.gallery, encoder, config, index.image_recall, index.caption_recall, index.deleted)
 
-    @property
-    def live_images(self) -> int:
-        return len(self.gallery) - int(self.deleted.size)
-
     # -- public entry points ------------------------------------------------------------------------
     def search_text(
         self,

@@ -74,6 +74,10 @@ class Manifest:
         data["grid"] = tuple(data["grid"])
         return Manifest(**data)
 
+    def write(self, folder: Path) -> None:
+        """Write ``manifest.json``: the last file of a version, whose presence marks it complete."""
+        write_text(folder / "manifest.json", json.dumps(asdict(self), indent=1))
+
 
 CURRENT = "CURRENT"
 
@@ -159,7 +163,7 @@ def save_gallery(gallery: Gallery, folder: Path, manifest: Manifest) -> None:
         save_npy(folder / "caption_vectors.npy", np.asarray(c.vectors, dtype=np.float32))
         write_tokens(folder, "caption_tokens", np.asarray(c.tokens[:]), manifest.token_codec)
         save_npy(folder / "caption_mask.npy", np.asarray(c.mask, dtype=np.bool_))
-    write_text(folder / "manifest.json", json.dumps(asdict(manifest), indent=1))
+    manifest.write(folder)
 
 
 def load_gallery(folder: Path, expect_encoder: dict[str, Any] | None = None) -> tuple[Gallery, Manifest]:

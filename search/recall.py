@@ -29,14 +29,17 @@ def auto_factory(n: int) -> str:
     return f"IVF{int(4 * math.sqrt(n))},Flat"
 
 
-def check_factory(dim: int, factory: str) -> None:
-    """Fail fast on a factory string FAISS cannot parse (before an hour of embedding, not after)."""
-    if factory == "auto":
-        return
+def _index_from_factory(dim: int, factory: str) -> faiss.Index:
     try:
-        faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
         raise InvalidInputError(f"invalid FAISS factory string {factory!r}: {exc}") from exc
+
+
+def check_factory(dim: int, factory: str) -> None:
+    """Fail fast on a factory string FAISS cannot parse (before an hour of embedding, not after)."""
+    if factory != "auto":
+        _index_from_factory(dim, factory)
 
 
 def gpu_count() -> int:
@@ -71,10 +74,7 @@ class DenseRecall:
         data = np.ascontiguousarray(vectors, dtype=np.float32)
         self.dim = int(data.shape[1])
         self.factory = auto_factory(data.shape[0]) if factory == "auto" else factory
-        try:
-            self.index = faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
-        except RuntimeError as exc:
-            raise InvalidInputError(f"invalid FAISS factory string {self.factory!r}: {exc}") from exc
+        self.index = _index_from_factory(self.dim, self.factory)
         # Training (k-means) and adding run on the GPUs when FAISS has them; the kept index is a CPU
         # copy, so saving, loading and per-request SearchParameters work the same everywhere.
         work = _to_gpus(self.index) if use_gpu else None
