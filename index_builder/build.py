@@ -55,6 +55,7 @@ from search.index_dir import (
     read_tombstones,
     resolve_version,
 )
+from search.originals import Source, read_sources, source_of, write_sources
 from search.recall import check_factory
 from search.token_store import CODECS, Codec
 
@@ -212,6 +213,8 @@ def _run(
     if manifest.n_images == 0:
         shutil.rmtree(staged)
         raise DatasetError(f"no image of {source} could be decoded ({len(skipped)} skipped)")
+    ids = json.loads((staged / "images.json").read_text(encoding="utf-8"))
+    write_sources(staged, version_sources(ids, items, base))
     version = publish(root, staged, name)
     shutil.rmtree(work, ignore_errors=True)
     return BuildReport(
@@ -225,6 +228,16 @@ def _run(
         embed_seconds=embed_seconds,
         shards_reused=reused,
     )
+
+
+def version_sources(
+    ids: Sequence[str], items: Sequence[ArchiveItem], base: LoadedIndex | None
+) -> dict[str, Source]:
+    """Where the originals of a version's images ``ids`` are: the base version's record (when it has
+    one) for the images it held, the archive's files or tar members for the new ones."""
+    known = read_sources(base.folder) if base is not None else {}
+    known.update((item.id, source_of(item.path, item.span)) for item in items)
+    return {ident: known[ident] for ident in ids if ident in known}
 
 
 def _embed_local(

@@ -187,6 +187,16 @@ class ClipEncoder:
         ]
         return TextFeatures.cat(parts)
 
+    def word_pieces(self, text: str) -> list[str]:
+        """The tokenizer's pieces of ``text`` at its real-word positions, in the order of the mask.
+
+        These label the rows of an explanation: one attention map per piece (BPE splits rare words).
+        """
+        ids = self.tokenize([text])[0]
+        keep = towers.word_mask(ids.unsqueeze(0), self._special_ids)[0]
+        decode: Callable[[list[int]], str] = getattr(self.tokenizer, "decode", lambda t: str(t[0]))
+        return [decode([int(i)]).strip() for i in ids[keep].tolist()]
+
     @torch.inference_mode()
     def encode_token_ids(self, token_ids: torch.Tensor) -> TextFeatures:
         """``[B,L]`` ids -> features; word tokens are trimmed to the batch's longest text."""

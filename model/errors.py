@@ -17,6 +17,14 @@ class ImageDecodeError(InvalidInputError):
     """A file or upload is not a decodable image (truncated, wrong format, too large...)."""
 
 
+class ImageTooLargeError(ImageDecodeError):
+    """An image with more pixels than the decoder is allowed to expand (or a decompression bomb)."""
+
+
+class UnsupportedImageError(ImageDecodeError):
+    """Bytes that are not an image in any format rsir decodes."""
+
+
 class CheckpointError(RsirError):
     """A model checkpoint is missing, unreadable, or does not fit the requested architecture."""
 

@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
-from model.errors import ImageDecodeError
+from model.errors import ImageDecodeError, ImageTooLargeError, UnsupportedImageError
 
 DEFAULT_MAX_PIXELS = 64_000_000  # ~8000 x 8000; above this a tile is a mistake or a decompression bomb
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -42,11 +42,11 @@ def decode_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(
+        raise ImageTooLargeError(
             f"{label}: image too large, over the limit of decodable pixels ({exc})"
         ) from exc
     except UnidentifiedImageError as exc:
-        raise ImageDecodeError(f"{label}: not a recognised image format") from exc
+        raise UnsupportedImageError(f"{label}: not a recognised image format") from exc
     except (OSError, SyntaxError, ValueError) as exc:  # PIL reports truncation/corruption this way
         raise ImageDecodeError(f"{label}: corrupt or truncated image ({exc})") from exc
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -98,6 +98,6 @@ def _check_size(width: int, height: int, label: str, max_pixels: int) -> None:
     if width <= 0 or height <= 0:
         raise ImageDecodeError(f"{label}: image has no pixels ({width}x{height})")
     if width * height > max_pixels:
-        raise ImageDecodeError(
+        raise ImageTooLargeError(
             f"{label}: image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}"
         )

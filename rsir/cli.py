@@ -341,6 +341,41 @@ def index_use_cmd(
     Console().print(f"{index}: serving {version}")
 
 
+@app.command("serve")
+def serve_cmd(
+    index: Annotated[Path | None, typer.Option(help="index root or version (default: RSIR_INDEX)")] = None,
+    host: Annotated[str | None, typer.Option(help="bind address (default: RSIR_HOST, 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default: RSIR_PORT, 8000)")] = None,
+    redis_url: Annotated[
+        str | None, typer.Option(help="redis://host:port/db for the shared cache (default: in-process LRU)")
+    ] = None,
+) -> None:
+    """Serve an index over HTTP. Every setting also reads RSIR_* environment variables."""
+    import uvicorn
+
+    from service.app import create_app
+    from service.logs import configure_logging
+    from service.settings import Settings
+
+    given = {"index": index, "host": host, "port": port, "redis_url": redis_url}
+    settings = Settings(**{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
+    configure_logging(settings.log_level, settings.log_json)
+    url = f"http://{settings.host}:{settings.port}"
+    _err.print(f"rsir: serving {settings.index} on {url}  (API docs: {url}/docs)")
+    _err.print(
+        f"  try: curl -s {url}/search/text -H 'content-type: application/json' "
+        """-d '{"query": "three planes parked near a terminal", "k": 5}'"""
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,  # the app logs one structured line per request itself
+        timeout_graceful_shutdown=10,
+    )
+
+
 def _encoder(model: str, checkpoint: Path | None, device: str, batch_size: int) -> ClipEncoder:
     from model.encoders import ClipEncoder, EncoderConfig, default_checkpoint
 

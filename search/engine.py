@@ -9,8 +9,8 @@ scores text-image pairs) or captions (reranked by the same block in the other di
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Literal, TypeVar
 
 import numpy as np
@@ -24,11 +24,12 @@ from model.errors import InvalidInputError
 from model.features import ImageFeatures, TextFeatures
 from search.gallery import Gallery
 from search.index_dir import LoadedIndex
-from search.recall import DenseRecall
+from search.recall import DenseRecall, exact_subset
 
 RerankMode = Literal["none", "ftf", "exhaustive"]
 Target = Literal["images", "captions"]
 RERANK_MODES: tuple[str, ...] = ("none", "ftf", "exhaustive")
+TARGETS: tuple[str, ...] = ("images", "captions")
 _T = TypeVar("_T")
 
 
@@ -42,7 +43,24 @@ class EngineConfig:
     max_k: int = 1000
     query_batch: int = 16
     exhaustive_chunk: int = 512
+    # Filtered queries whose subset is at most this many items are scored exactly (one product over
+    # the subset), which is also cheaper than an ID-selector scan of an approximate index.
+    exact_filter_max: int = 50_000
     device: str = "auto"
+
+
+@dataclass(frozen=True)
+class QueryOptions:
+    """One query's knobs. ``allowed``: a mask over the gallery's images from metadata filters (None:
+    every live image); an image query searches ``target``'s items and ``image_query`` says so."""
+
+    k: int = 10
+    recall_k: int | None = None
+    rerank: RerankMode = "ftf"
+    explain: bool = False
+    allowed: NDArray[np.bool_] | None = None
+    target: Target = "images"
+    image_query: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,6 +118,8 @@ class SearchEngine:
             if recall is not None and recall.size != rows:
                 raise InvalidInputError(f"the {name} recall index holds {recall.size} vectors, not {rows}")
         self.deleted = np.unique(np.asarray(deleted if deleted is not None else [], dtype=np.int64))
+        self.live_images = np.ones(len(gallery), np.bool_)
+        self.live_images[self.deleted] = False
         self.deleted_captions = (
             np.flatnonzero(np.isin(gallery.captions.image_index, self.deleted)).astype(np.int64)
             if gallery.captions is not None and self.deleted.size
@@ -121,8 +141,10 @@ class SearchEngine:
         recall_k: int | None = None,
         rerank: RerankMode = "ftf",
         explain: bool = False,
+        allowed: NDArray[np.bool_] | None = None,
     ) -> SearchResult:
-        return self.search_texts([query], k, recall_k, rerank, explain)[0]
+        options = QueryOptions(k, recall_k, rerank, explain, allowed)
+        return self.search_text_batch([query], [options])[0]
 
     def search_texts(
         self,
@@ -132,13 +154,22 @@ class SearchEngine:
         rerank: RerankMode = "ftf",
         explain: bool = False,
     ) -> list[SearchResult]:
+        return self.search_text_batch(queries, [QueryOptions(k, recall_k, rerank, explain)] * len(queries))
+
+    def search_text_batch(
+        self, queries: Sequence[str], options: Sequence[QueryOptions]
+    ) -> list[SearchResult]:
+        """Text queries with their own options: encoded in one pass, then recalled and reranked in
+        batches (what the service's micro-batcher calls with concurrent requests)."""
         for i, q in enumerate(queries):
             if not q.strip():
                 raise InvalidInputError(f"query {i} is empty")
+        for o in options:
+            self.check_options(o)
         t0 = time.perf_counter()
         feats = self._require_encoder().encode_texts(queries)
         encode_ms = _ms_since(t0) / len(queries)
-        results = self.search_text_features(feats, k, recall_k, rerank, explain)
+        results = self.search_text_features_batch(feats, options)
         for r in results:
             r.timings_ms = {"encode": encode_ms, **r.timings_ms}
         return results
@@ -150,13 +181,24 @@ class SearchEngine:
         recall_k: int | None = None,
         rerank: RerankMode | None = None,
         target: Target = "images",
+        allowed: NDArray[np.bool_] | None = None,
     ) -> SearchResult:
+        options = QueryOptions(k, recall_k, _image_rerank(rerank, target), False, allowed, target)
+        return self.search_image_batch([image], [options])[0]
+
+    def search_image_batch(
+        self, images: Sequence[Image.Image], options: Sequence[QueryOptions]
+    ) -> list[SearchResult]:
+        options = [replace(o, image_query=True) for o in options]
+        for o in options:
+            self.check_options(o)
         t0 = time.perf_counter()
-        feats = self._require_encoder().encode_images([image])
-        encode_ms = _ms_since(t0)
-        result = self.search_image_features(feats, k, recall_k, rerank, target)[0]
-        result.timings_ms = {"encode": encode_ms, **result.timings_ms}
-        return result
+        feats = self._require_encoder().encode_images(images)
+        encode_ms = _ms_since(t0) / len(images)
+        results = self.search_image_features_batch(feats, options)
+        for r in results:
+            r.timings_ms = {"encode": encode_ms, **r.timings_ms}
+        return results
 
     def search_text_features(
         self,
@@ -167,15 +209,9 @@ class SearchEngine:
         explain: bool = False,
     ) -> list[SearchResult]:
         """Text queries (already encoded) over the images. ``feats`` holds ``Q`` queries."""
-        recall_k = self._check_knobs(k, recall_k, rerank)
-        results: list[SearchResult] = []
-        for start, stop in _batches(len(feats), self.config.query_batch):
-            q = feats.select(slice(start, stop)).to(self.device, self.dtype)
-            if rerank == "exhaustive":
-                results += self._exhaustive(q, None, k, explain)
-                continue
-            results += self._two_stage(q, None, k, recall_k if rerank == "ftf" else k, rerank, explain)
-        return results
+        return self.search_text_features_batch(
+            feats, [QueryOptions(k, recall_k, rerank, explain)] * len(feats)
+        )
 
     def search_image_features(
         self,
@@ -186,78 +222,186 @@ class SearchEngine:
         target: Target = "images",
     ) -> list[SearchResult]:
         """Image queries (already encoded) over the images or the captions."""
-        if target not in ("images", "captions"):
-            raise InvalidInputError(f"target must be 'images' or 'captions', got {target!r}")
-        if target == "images":
-            rerank = rerank or "none"
-            if rerank != "none":
-                raise InvalidInputError(
-                    "image-to-image search is coarse only (rerank='none'): "
-                    "the FTF block scores text-image pairs"
-                )
-        else:
-            rerank = rerank or "ftf"
-            if self.caption_recall is None:
-                raise InvalidInputError("this index has no captions to search")
-        recall_k = self._check_knobs(k, recall_k, rerank)
-        results: list[SearchResult] = []
-        for start, stop in _batches(len(feats), self.config.query_batch):
-            sub = ImageFeatures(feats.vectors[start:stop], feats.patches[start:stop], feats.grid)
-            q = sub.to(self.device, self.dtype)
-            if target == "images":
-                results += self._image_to_image(q, k)
-            elif rerank == "exhaustive":
-                results += self._exhaustive(None, q, k, False)
-            else:
-                results += self._two_stage(None, q, k, recall_k if rerank == "ftf" else k, rerank, False)
-        return results
+        options = QueryOptions(k, recall_k, _image_rerank(rerank, target), False, None, target)
+        return self.search_image_features_batch(feats, [options] * len(feats))
+
+    def search_text_features_batch(
+        self, feats: TextFeatures, options: Sequence[QueryOptions]
+    ) -> list[SearchResult]:
+        if len(options) != len(feats):
+            raise InvalidInputError(f"{len(feats)} queries but {len(options)} option sets")
+        for o in options:
+            self.check_options(o)
+
+        def run(rows: list[int], mode: str) -> list[SearchResult]:
+            q = feats.select(torch.as_tensor(rows)).to(self.device, self.dtype)
+            opts = [options[r] for r in rows]
+            return self._exhaustive(q, None, opts) if mode == "exhaustive" else self._two_stage(q, None, opts)
+
+        return self._grouped(options, run)
+
+    def search_image_features_batch(
+        self, feats: ImageFeatures, options: Sequence[QueryOptions]
+    ) -> list[SearchResult]:
+        if len(options) != len(feats):
+            raise InvalidInputError(f"{len(feats)} queries but {len(options)} option sets")
+        options = [replace(o, image_query=True) for o in options]
+        for o in options:
+            self.check_options(o)
+
+        def run(rows: list[int], mode: str) -> list[SearchResult]:
+            index = torch.as_tensor(rows)
+            q = ImageFeatures(feats.vectors[index], feats.patches[index], feats.grid).to(
+                self.device, self.dtype
+            )
+            opts = [options[r] for r in rows]
+            if mode == "image":
+                return self._image_to_image(q, opts)
+            return self._exhaustive(None, q, opts) if mode == "exhaustive" else self._two_stage(None, q, opts)
+
+        return self._grouped(options, run)
+
+    def explain(self, query: str, index: int) -> NDArray[np.float32]:
+        """One text query's per-word attention over image ``index``'s patches: ``[n_words, gh, gw]``."""
+        if not 0 <= index < len(self.gallery):
+            raise InvalidInputError(
+                f"image index {index} is outside the gallery (0..{len(self.gallery) - 1})"
+            )
+        if not query.strip():
+            raise InvalidInputError("query is empty")
+        text = self._require_encoder().encode_texts([query]).to(self.device, self.dtype)
+        out = self._score(text, None, np.asarray([[index]], np.int64), return_attention=True)
+        maps: NDArray[np.float32] = self._attention_maps(_present(out.attention)[0], text.mask[0])[0]
+        return maps
+
+    def check_options(self, o: QueryOptions) -> int:
+        """Validate one query's options (raises :class:`InvalidInputError`); returns its recall depth."""
+        if o.target not in TARGETS:
+            raise InvalidInputError(f"target must be 'images' or 'captions', got {o.target!r}")
+        if o.rerank not in RERANK_MODES:
+            raise InvalidInputError(f"rerank must be one of {', '.join(RERANK_MODES)}; got {o.rerank!r}")
+        if o.target == "captions" and not o.image_query:
+            raise InvalidInputError("text queries search images (target 'images')")
+        if o.target == "images" and o.image_query and o.rerank != "none":
+            raise InvalidInputError(
+                "image-to-image search is coarse only (rerank='none'): the FTF block scores text-image pairs"
+            )
+        if o.target == "captions" and self.caption_recall is None:
+            raise InvalidInputError("this index has no captions to search")
+        if not 1 <= o.k <= self.config.max_k:
+            raise InvalidInputError(f"k must be in [1, {self.config.max_k}], got {o.k}")
+        recall_k = self.config.default_recall_k if o.recall_k is None else o.recall_k
+        if not 1 <= recall_k <= self.config.max_recall_k:
+            raise InvalidInputError(f"recall_k must be in [1, {self.config.max_recall_k}], got {recall_k}")
+        if o.allowed is not None and o.allowed.shape != (len(self.gallery),):
+            raise InvalidInputError(
+                f"the filter mask has shape {o.allowed.shape}, the gallery {len(self.gallery)} images"
+            )
+        return max(recall_k, o.k) if o.rerank == "ftf" else o.k
 
     # -- stages -------------------------------------------------------------------------------------
-    def _two_stage(
-        self,
-        text: TextFeatures | None,
-        image: ImageFeatures | None,
-        k: int,
-        recall_k: int,
-        rerank: str,
-        explain: bool,
+    def _grouped(
+        self, options: Sequence[QueryOptions], run: Callable[[list[int], str], list[SearchResult]]
     ) -> list[SearchResult]:
-        """Recall then (optionally) FTF rerank for a batch of text queries or of image queries."""
+        """Run queries in batches of one mode each, and give the results back in query order."""
+        groups: dict[str, list[int]] = {}
+        for i, o in enumerate(options):
+            mode: str = "image" if o.image_query and o.target == "images" else o.rerank
+            groups.setdefault(mode, []).append(i)
+        out: list[SearchResult | None] = [None] * len(options)
+        for mode, rows in groups.items():
+            for start, stop in _batches(len(rows), self.config.query_batch):
+                chunk = rows[start:stop]
+                for r, result in zip(chunk, run(chunk, mode), strict=True):
+                    out[r] = result
+        return [_present(r) for r in out]
+
+    def _recall(
+        self, query_vectors: NDArray[np.float32], options: Sequence[QueryOptions], captions: bool
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """Coarse candidates ``(scores [Q,R], ids [Q,R])`` with each query's own depth and filter;
+        rows are padded with ``-inf`` / ``-1`` up to the deepest query's ``R``.
+
+        A filtered query searches only its subset (a FAISS ID selector, or an exact product over the
+        subset when it is small or the approximate index found fewer than the subset could give).
+        """
+        depths = [self.check_options(o) for o in options]
+        width = max(depths)
+        scores = np.full((len(options), width), -np.inf, np.float32)
+        ids = np.full((len(options), width), -1, np.int64)
+        recall = _present(self.caption_recall) if captions else self.image_recall
+        vectors = _present(self.gallery.captions).vectors if captions else self.gallery.vectors
+        exclude = self.deleted_captions if captions else self.deleted
+        plain = [q for q, o in enumerate(options) if o.allowed is None]
+        if plain:
+            s, i = recall.search(query_vectors[plain], max(depths[q] for q in plain), exclude=exclude)
+            for row, q in enumerate(plain):
+                scores[q, : depths[q]], ids[q, : depths[q]] = _pad(s[row], i[row], depths[q])
+        for q, o in enumerate(options):
+            if o.allowed is None:
+                continue
+            subset = self._subset(_present(o.allowed), captions)
+            want = min(depths[q], subset.size)
+            if want == 0:
+                continue
+            if subset.size > self.config.exact_filter_max:
+                s, i = recall.search(query_vectors[q : q + 1], depths[q], include=subset)
+                if int((i[0] >= 0).sum()) >= want:
+                    scores[q, : depths[q]], ids[q, : depths[q]] = _pad(s[0], i[0], depths[q])
+                    continue
+            s, i = exact_subset(vectors, query_vectors[q : q + 1], subset, depths[q])
+            scores[q, : depths[q]], ids[q, : depths[q]] = s[0], i[0]
+        return scores, ids
+
+    def _subset(self, allowed: NDArray[np.bool_], captions: bool) -> NDArray[np.int64]:
+        """Live ids passing a filter mask over images (for captions: those of passing images)."""
+        live = allowed & self.live_images
+        if captions:
+            store = _present(self.gallery.captions)
+            return np.flatnonzero(live[store.image_index]).astype(np.int64)
+        return np.flatnonzero(live).astype(np.int64)
+
+    def _two_stage(
+        self, text: TextFeatures | None, image: ImageFeatures | None, options: Sequence[QueryOptions]
+    ) -> list[SearchResult]:
+        """Recall then (optionally) FTF rerank for a batch of text queries or of image queries, each
+        with its own ``k``, depth and filter; all candidates go through one batched block call."""
         t0 = time.perf_counter()
+        captions = text is None
         query_vectors = (text.vectors if text is not None else _present(image).vectors).float().cpu().numpy()
-        recall = self.image_recall if text is not None else _present(self.caption_recall)
-        exclude = self.deleted if text is not None else self.deleted_captions
-        coarse_np, ids_np = recall.search(query_vectors, recall_k, exclude=exclude)
+        coarse_np, ids_np = self._recall(query_vectors, options, captions)
         n_queries = ids_np.shape[0]
         recall_ms = _ms_since(t0) / n_queries
-        if rerank == "none":
+        if all(o.rerank == "none" for o in options):
             return [
-                self._result(ids_np[q, :k], coarse_np[q, :k], coarse_np[q, :k], None, text is None)
+                self._result(ids_np[q, : o.k], coarse_np[q, : o.k], coarse_np[q, : o.k], None, captions)
                 | {"recall": recall_ms}
-                for q in range(n_queries)
+                for q, o in enumerate(options)
             ]
         t1 = time.perf_counter()
+        explain = any(o.explain for o in options) and text is not None
         coarse = torch.from_numpy(coarse_np).to(self.device, self.dtype)
         ids = torch.from_numpy(ids_np)
-        out = self._score(text, image, ids_np, return_attention=explain)
-        fused = ftf.fuse(coarse, out.fine, self.config.ftf.lam)
-        missing = torch.from_numpy(ids_np < 0).to(fused.device)  # fewer live items than recall_k
-        fused = fused.masked_fill(missing, float("-inf"))
-        top = torch.topk(fused.float(), min(k, fused.shape[1]), dim=1).indices.cpu()
+        out = self._score(text, image, np.maximum(ids_np, 0), return_attention=explain)
+        fused = ftf.fuse(coarse.clamp_min(-1.0), out.fine, self.config.ftf.lam)
+        missing = torch.from_numpy(ids_np < 0).to(fused.device)  # fewer live items than the depth
+        fused = fused.masked_fill(missing, float("-inf")).float()
+        top = torch.topk(fused, min(max(o.k for o in options), fused.shape[1]), dim=1).indices.cpu()
         rerank_ms = _ms_since(t1) / n_queries
         results = []
-        for q in range(n_queries):
-            order = top[q]
+        for q, o in enumerate(options):
+            order = top[q, : o.k]
+            order = order[torch.isfinite(fused[q, order.to(fused.device)]).cpu()]
             attention = None
-            if out.attention is not None and text is not None:
+            if o.explain and out.attention is not None and text is not None:
                 attention = self._attention_maps(out.attention[q, order], text.mask[q])
             results.append(
                 self._result(
                     ids[q, order].numpy(),
-                    fused[q, order].float().cpu().numpy(),
+                    fused[q, order].cpu().numpy(),
                     coarse_np[q, order.numpy()],
                     out.fine[q, order].float().cpu().numpy(),
-                    text is None,
+                    captions,
                     attention,
                 )
                 | {"recall": recall_ms, "rerank": rerank_ms}
@@ -265,13 +409,17 @@ class SearchEngine:
         return results
 
     def _exhaustive(
-        self, text: TextFeatures | None, image: ImageFeatures | None, k: int, explain: bool
+        self, text: TextFeatures | None, image: ImageFeatures | None, options: Sequence[QueryOptions]
     ) -> list[SearchResult]:
         """The FTF block over every gallery item, in chunks; for measuring the two-stage shortcut."""
         t0 = time.perf_counter()
         captions = text is None
         total = len(_present(self.gallery.captions).texts) if captions else len(self.gallery)
         queries = text.vectors if text is not None else _present(image).vectors
+        k = max(o.k for o in options)
+        live = np.zeros((len(options), total), np.bool_)
+        for q, o in enumerate(options):
+            live[q, self._subset(o.allowed if o.allowed is not None else self.live_images, captions)] = True
         best_scores: list[torch.Tensor] = []
         best_ids: list[torch.Tensor] = []
         for start, stop in _batches(total, self.config.exhaustive_chunk):
@@ -280,9 +428,8 @@ class SearchEngine:
             coarse = queries @ gallery_vectors.T  # [Q,C]
             ids = np.broadcast_to(chunk, (queries.shape[0], chunk.size))
             fused = ftf.fuse(coarse, self._score(text, image, ids).fine, self.config.ftf.lam).float()
-            dead = np.isin(chunk, self.deleted_captions if captions else self.deleted)
-            if dead.any():
-                fused[:, torch.from_numpy(dead).to(fused.device)] = float("-inf")
+            dead = torch.from_numpy(~live[:, start:stop]).to(fused.device)
+            fused = fused.masked_fill(dead, float("-inf"))
             top = torch.topk(fused, min(k, fused.shape[1]), dim=1)
             best_scores.append(top.values.cpu())
             best_ids.append(torch.from_numpy(chunk)[top.indices.cpu()])
@@ -291,23 +438,24 @@ class SearchEngine:
         order = torch.topk(scores, min(k, scores.shape[1]), dim=1).indices
         ms = _ms_since(t0) / queries.shape[0]
         results = []
-        for q in range(queries.shape[0]):
-            live = torch.isfinite(scores[q, order[q]])  # -inf: deleted items, when too few are alive
-            ids_q = ids_all[q, order[q]][live].numpy()
+        for q, o in enumerate(options):
+            top_q = order[q, : o.k]
+            finite = torch.isfinite(scores[q, top_q])  # -inf: deleted or filtered out
+            ids_q = ids_all[q, top_q][finite].numpy()
             coarse_q = (queries[q : q + 1] @ self._gallery_vectors(ids_q, captions).T)[0].float().cpu()
             results.append(
-                self._result(ids_q, scores[q, order[q]][live].numpy(), coarse_q.numpy(), None, captions)
+                self._result(ids_q, scores[q, top_q][finite].numpy(), coarse_q.numpy(), None, captions)
                 | {"exhaustive": ms}
             )
         return results
 
-    def _image_to_image(self, image: ImageFeatures, k: int) -> list[SearchResult]:
+    def _image_to_image(self, image: ImageFeatures, options: Sequence[QueryOptions]) -> list[SearchResult]:
         t0 = time.perf_counter()
-        scores, ids = self.image_recall.search(image.vectors.float().cpu().numpy(), k, exclude=self.deleted)
+        scores, ids = self._recall(image.vectors.float().cpu().numpy(), options, captions=False)
         ms = _ms_since(t0) / ids.shape[0]
         return [
-            self._result(ids[q], scores[q], scores[q], None, False) | {"recall": ms}
-            for q in range(ids.shape[0])
+            self._result(ids[q, : o.k], scores[q, : o.k], scores[q, : o.k], None, False) | {"recall": ms}
+            for q, o in enumerate(options)
         ]
 
     def _score(
@@ -364,16 +512,6 @@ class SearchEngine:
         ]
         return _PartialResult(hits, attention)
 
-    def _check_knobs(self, k: int, recall_k: int | None, rerank: str) -> int:
-        if rerank not in RERANK_MODES:
-            raise InvalidInputError(f"rerank must be one of {', '.join(RERANK_MODES)}; got {rerank!r}")
-        if not 1 <= k <= self.config.max_k:
-            raise InvalidInputError(f"k must be in [1, {self.config.max_k}], got {k}")
-        recall_k = self.config.default_recall_k if recall_k is None else recall_k
-        if not 1 <= recall_k <= self.config.max_recall_k:
-            raise InvalidInputError(f"recall_k must be in [1, {self.config.max_recall_k}], got {recall_k}")
-        return max(recall_k, k)
-
     def _require_encoder(self) -> ClipEncoder:
         if self.encoder is None:
             raise InvalidInputError("this engine has no encoder: pass encoded features instead")
@@ -395,6 +533,25 @@ def _present(value: _T | None) -> _T:
     if value is None:
         raise InvalidInputError("the gallery lacks the data this search needs")
     return value
+
+
+def _image_rerank(rerank: RerankMode | None, target: Target) -> RerankMode:
+    """Image queries default to coarse order over images and to the FTF rerank over captions."""
+    if rerank is not None:
+        return rerank
+    return "none" if target == "images" else "ftf"
+
+
+def _pad(
+    scores: NDArray[np.float32], ids: NDArray[np.int64], width: int
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """A FAISS result row cut or padded (``-inf`` / ``-1``) to ``width``; FAISS pads with -1 ids."""
+    s = np.full(width, -np.inf, np.float32)
+    i = np.full(width, -1, np.int64)
+    n = min(width, ids.size)
+    s[:n], i[:n] = scores[:n], ids[:n]
+    s[i < 0] = -np.inf
+    return s, i
 
 
 def _batches(n: int, size: int) -> Iterator[tuple[int, int]]:

@@ -13,8 +13,10 @@ complete) and the artifacts::
 
 Token arrays are memory-mapped on load, so opening a large index costs no RAM until rows are read.
 A built index also holds ``recall.faiss`` / ``caption_recall.faiss`` (the FAISS indexes, so loading
-trains nothing), ``metadata.parquet``, ``skipped.json`` (files the build left out, with reasons) and
-``tombstones.json`` (ids deleted since the build; search never returns them).
+trains nothing), ``metadata.parquet``, ``skipped.json`` (files the build left out, with reasons),
+``tombstones.json`` (ids deleted since the build; search never returns them) and ``sources.json``
+(``{id: [path]}`` or ``{id: [tar_path, offset, size]}``: where each image's original bytes are, so
+they can be served; see :mod:`search.originals`).
 
 An index *root* holds versions ``v0001/``, ``v0002/``... and a ``CURRENT`` file naming the served one.
 A version is staged in a hidden folder and renamed into place before ``CURRENT`` is replaced
@@ -34,6 +36,7 @@ from numpy.typing import NDArray
 
 from model.errors import RsirError
 from search.atomic import save_npy, write_text
+from search.filters import MetadataColumns
 from search.gallery import CaptionStore, Gallery
 from search.recall import DenseRecall
 from search.token_store import Codec, open_tokens, write_tokens
@@ -84,7 +87,8 @@ CURRENT = "CURRENT"
 
 @dataclass(frozen=True)
 class LoadedIndex:
-    """An opened version: the gallery, its manifest, its FAISS indexes and its deleted image indices."""
+    """An opened version: the gallery, its manifest, its FAISS indexes, its deleted image indices and
+    its images' metadata (all unknown when the version has none)."""
 
     folder: Path
     gallery: Gallery
@@ -92,6 +96,7 @@ class LoadedIndex:
     image_recall: DenseRecall | None
     caption_recall: DenseRecall | None
     deleted: NDArray[np.int64]
+    metadata: MetadataColumns
 
 
 def resolve_version(path: Path) -> Path:
@@ -138,6 +143,9 @@ def read_tombstones(folder: Path) -> list[str]:
 
 def load_index(path: Path, expect_encoder: dict[str, Any] | None = None) -> LoadedIndex:
     """Open a version (or a root's current version) with its FAISS indexes, if it has them."""
+    # Imported here: metadata_io raises this module's IndexFormatError, so it imports this module.
+    from search.metadata_io import load_metadata
+
     folder = resolve_version(path)
     gallery, manifest = load_gallery(folder, expect_encoder)
     image_recall = DenseRecall.load(folder / "recall.faiss") if (folder / "recall.faiss").is_file() else None
@@ -145,7 +153,8 @@ def load_index(path: Path, expect_encoder: dict[str, Any] | None = None) -> Load
     caption_recall = DenseRecall.load(caption_file) if caption_file.is_file() else None
     position = {ident: i for i, ident in enumerate(gallery.ids)}
     deleted = np.asarray(sorted(position[i] for i in read_tombstones(folder) if i in position), np.int64)
-    return LoadedIndex(folder, gallery, manifest, image_recall, caption_recall, deleted)
+    metadata = load_metadata(folder, len(gallery.ids))
+    return LoadedIndex(folder, gallery, manifest, image_recall, caption_recall, deleted, metadata)
 
 
 def save_gallery(gallery: Gallery, folder: Path, manifest: Manifest) -> None:

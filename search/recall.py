@@ -112,12 +112,15 @@ class DenseRecall:
         k: int,
         nprobe: int | None = None,
         exclude: NDArray[np.int64] | None = None,
+        include: NDArray[np.int64] | None = None,
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """``queries [Q,d]`` -> (scores ``[Q,k']``, ids ``[Q,k']``), best first, ``k' = min(k, N)``.
 
         ``nprobe`` (IVF only): lists visited for this call; more is slower and closer to exact.
-        ``exclude``: ids never returned (deleted items); FAISS skips them while searching, so the
-        result still has ``k`` live items when there are that many. Missing slots have id ``-1``.
+        ``exclude``: ids never returned (deleted items); ``include``: the only ids that may be returned
+        (a metadata filter's survivors), less any in ``exclude``. FAISS skips the others while
+        searching, so the result still has ``k`` allowed items when there are that many. Missing slots
+        have id ``-1``.
         """
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise InvalidInputError(f"queries must be [Q,{self.dim}], got shape {queries.shape}")
@@ -126,8 +129,12 @@ class DenseRecall:
         q = np.ascontiguousarray(queries, dtype=np.float32)
         kk = min(k, self.size)
         kwargs: dict[str, object] = {}
-        if exclude is not None and exclude.size:
-            # `batch` is a local so that it outlives the search: SWIG does not keep it alive for `sel`.
+        # `bitmap` and `batch` are locals so that they outlive the search: SWIG keeps no reference to
+        # them for `sel` (and `swig_ptr` is a bare pointer into the numpy buffer).
+        if include is not None:
+            bitmap = self._allowed_bitmap(include, exclude)
+            kwargs["sel"] = faiss.IDSelectorBitmap(bitmap.size, faiss.swig_ptr(bitmap))
+        elif exclude is not None and exclude.size:
             batch = faiss.IDSelectorBatch(np.ascontiguousarray(exclude, dtype=np.int64))
             kwargs["sel"] = faiss.IDSelectorNot(batch)
         if faiss.try_extract_index_ivf(self.index) is not None:
@@ -138,3 +145,58 @@ class DenseRecall:
         else:
             scores, ids = self.index.search(q, kk)
         return scores, ids
+
+    def _allowed_bitmap(
+        self, include: NDArray[np.int64], exclude: NDArray[np.int64] | None
+    ) -> NDArray[np.uint8]:
+        """One bit per id, set for ``include`` minus ``exclude``: FAISS tests a bit in O(1) whatever the
+        set's size, where a hash set (``IDSelectorBatch``) of a million survivors costs its building."""
+        wanted = np.asarray(include, dtype=np.int64).ravel()
+        if wanted.size and (wanted.min() < 0 or wanted.max() >= self.size):
+            raise InvalidInputError(
+                f"include ids must lie in [0, {self.size}), got {wanted.min()}..{wanted.max()}"
+            )
+        mask = np.zeros(self.size, dtype=np.bool_)
+        mask[wanted] = True
+        if exclude is not None and exclude.size:
+            dropped = np.asarray(exclude, dtype=np.int64).ravel()
+            mask[dropped[(dropped >= 0) & (dropped < self.size)]] = False
+        return np.packbits(mask, bitorder="little")
+
+
+def exact_subset(
+    vectors: NDArray[np.float32], queries: NDArray[np.float32], subset: NDArray[np.int64], k: int
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """Exact inner-product search over the rows ``subset`` of ``vectors [N,d]`` only.
+
+    Returns (scores ``[Q,k]``, ids ``[Q,k]``), best first; when the subset has
+    fewer than ``k`` rows the tail is padded with id ``-1`` and score ``-inf``. For a small filtered
+    subset this reads and scores only its rows, where an index search would visit the whole gallery.
+    """
+    if vectors.ndim != 2:
+        raise InvalidInputError(f"vectors must be [N,d], got shape {vectors.shape}")
+    d = vectors.shape[1]
+    if queries.ndim != 2 or queries.shape[1] != d:
+        raise InvalidInputError(f"queries must be [Q,{d}], got shape {queries.shape}")
+    if k < 1:
+        raise InvalidInputError(f"k must be >= 1, got {k}")
+    rows = np.unique(np.asarray(subset, dtype=np.int64).ravel())  # a repeated id is one candidate
+    if rows.size and (rows[0] < 0 or rows[-1] >= vectors.shape[0]):
+        raise InvalidInputError(f"subset ids must lie in [0, {vectors.shape[0]}), got {rows[0]}..{rows[-1]}")
+    n_queries = queries.shape[0]
+    scores = np.full((n_queries, k), -np.inf, dtype=np.float32)
+    ids = np.full((n_queries, k), -1, dtype=np.int64)
+    if rows.size == 0:
+        return scores, ids
+    sims = np.asarray(queries, dtype=np.float32) @ np.asarray(vectors[rows], dtype=np.float32).T
+    kk = min(k, rows.size)
+    if kk < rows.size:
+        top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+        top.sort(axis=1)  # id order, so that the stable sort below puts equal scores in id order
+    else:
+        top = np.broadcast_to(np.arange(rows.size), (n_queries, rows.size))
+    top_sims = np.take_along_axis(sims, top, axis=1)
+    order = np.argsort(-top_sims, axis=1, kind="stable")
+    scores[:, :kk] = np.take_along_axis(top_sims, order, axis=1)
+    ids[:, :kk] = rows[np.take_along_axis(top, order, axis=1)]
+    return scores, ids

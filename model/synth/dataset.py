@@ -1,4 +1,5 @@
-"""Write a SynthRS dataset folder: ``images/synth_{index:06d}.png`` plus a Karpathy-style ``dataset.json``.
+"""Write a SynthRS dataset folder: ``images/synth_{index:06d}.png``, a Karpathy-style ``dataset.json``
+and ``metadata.jsonl`` (footprint, time, sensor, tags per image; see :mod:`model.synth.metadata`).
 
 Every image depends only on ``(seed, index, size)``, so workers render disjoint indices in any order
 and the files are byte-identical whatever the worker count; results are gathered in index order.
@@ -19,6 +20,7 @@ from rich.progress import track
 
 from model.errors import InvalidInputError
 from model.synth.captions import captions_for
+from model.synth.metadata import metadata_jsonl
 from model.synth.png import encode_png
 from model.synth.render import render_scene
 from model.synth.sampler import make_scene, split_of
@@ -55,7 +57,7 @@ class SynthConfig:
 
 @dataclass(frozen=True)
 class SynthReport:
-    """Outcome of :func:`write_dataset`; ``seconds`` is wall time including ``dataset.json``."""
+    """Outcome of :func:`write_dataset`; ``seconds`` is wall time including the JSON files."""
 
     n_images: int
     seconds: float
@@ -91,7 +93,8 @@ def _write_chunk(job: tuple[int, int, int, int, tuple[float, float, float], str]
 
 
 def write_dataset(cfg: SynthConfig, out: Path, progress: bool = True) -> SynthReport:
-    """Generate ``cfg.n`` images with captions into ``out`` (created if missing; files are overwritten)."""
+    """Generate ``cfg.n`` images with captions and metadata into ``out`` (created if missing; files are
+    overwritten)."""
     cfg.validate()
     start = time.perf_counter()
     images = out / "images"
@@ -116,5 +119,6 @@ def write_dataset(cfg: SynthConfig, out: Path, progress: bool = True) -> SynthRe
                 entries.extend(chunk)
     doc = {"dataset": DATASET_NAME, "images": entries}
     (out / "dataset.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    (out / "metadata.jsonl").write_text(metadata_jsonl(cfg.seed, entries), encoding="utf-8")
     seconds = time.perf_counter() - start
     return SynthReport(cfg.n, seconds, cfg.n / seconds if seconds > 0 else float("inf"), out)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from model.errors import InvalidInputError
-from search.recall import DenseRecall, auto_factory, gpu_count
+from search.recall import DenseRecall, auto_factory, exact_subset, gpu_count
 
 
 def _unit(n: int, d: int, seed: int) -> np.ndarray:
@@ -63,6 +63,62 @@ def test_excluded_ids_are_skipped_and_k_live_results_remain(factory: str) -> Non
         assert not set(ids[i]) & set(exclude.tolist()) and (ids[i] >= 0).all()
         if factory != "HNSW16":  # HNSW is approximate; the other two are exact here
             assert list(ids[i]) == list(np.argsort(-ref[i])[:10])
+
+
+def _brute_force(g: np.ndarray, q: np.ndarray, allowed: np.ndarray, k: int) -> list[list[int]]:
+    """The naive reference: score every allowed row, rank, keep k."""
+    ref = q @ g.T
+    out = []
+    for row in ref:
+        ranked = sorted(allowed.tolist(), key=lambda i: -row[i])
+        out.append(ranked[:k])
+    return out
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF16,Flat"])
+def test_include_and_exclude_match_a_brute_force_over_the_allowed_ids(factory: str) -> None:
+    g, q = _unit(800, 16, 9), _unit(5, 16, 10)
+    rng = np.random.default_rng(1)
+    include = rng.choice(800, 120, replace=False).astype(np.int64)
+    exclude = np.concatenate([include[:30], rng.choice(800, 50).astype(np.int64)])
+    recall = DenseRecall(g, factory)
+    for inc, exc in ((include, None), (include, exclude)):
+        allowed = np.setdiff1d(inc, exc) if exc is not None else inc
+        scores, ids = recall.search(q, 10, nprobe=16, include=inc, exclude=exc)
+        assert ids.tolist() == _brute_force(g, q, allowed, 10)
+        np.testing.assert_allclose(scores, np.take_along_axis(q @ g.T, ids, axis=1), rtol=1e-5)
+
+
+def test_include_smaller_than_k_leaves_missing_slots_and_bad_include_is_refused() -> None:
+    g, q = _unit(50, 8, 11), _unit(2, 8, 12)
+    recall = DenseRecall(g, "Flat")
+    ids = recall.search(q, 5, include=np.array([7, 3, 7], np.int64), exclude=np.array([3], np.int64))[1]
+    assert ids.tolist() == [[7, -1, -1, -1, -1]] * 2
+    assert (recall.search(q, 5, include=np.array([], np.int64))[1] == -1).all()
+    with pytest.raises(InvalidInputError, match=r"include ids must lie in \[0, 50\)"):
+        recall.search(q, 5, include=np.array([50], np.int64))
+
+
+def test_exact_subset_matches_brute_force_and_pads_short_subsets() -> None:
+    g, q = _unit(300, 12, 13), _unit(4, 12, 14)
+    subset = np.random.default_rng(2).choice(300, 40, replace=False).astype(np.int64)
+    scores, ids = exact_subset(g, q, subset, 7)
+    assert ids.tolist() == _brute_force(g, q, subset, 7)
+    np.testing.assert_allclose(scores, np.take_along_axis(q @ g.T, ids, axis=1), rtol=1e-5)
+    # The whole subset fits in k: every row, best first, then -1 / -inf padding.
+    scores, ids = exact_subset(g, q, subset[:3], 5)
+    assert ids[:, :3].tolist() == _brute_force(g, q, subset[:3], 3)
+    assert (ids[:, 3:] == -1).all() and np.isneginf(scores[:, 3:]).all()
+    scores, ids = exact_subset(g, q, np.array([], np.int64), 2)
+    assert ids.shape == (4, 2) and (ids == -1).all() and np.isneginf(scores).all()
+    # Same answer as the FAISS path restricted to the subset.
+    assert ids.dtype == np.int64 and scores.dtype == np.float32
+    faiss_ids = DenseRecall(g, "Flat").search(q, 7, include=subset)[1]
+    assert exact_subset(g, q, subset, 7)[1].tolist() == faiss_ids.tolist()
+    with pytest.raises(InvalidInputError, match="subset ids"):
+        exact_subset(g, q, np.array([300], np.int64), 2)
+    with pytest.raises(InvalidInputError, match=r"queries must be \[Q,12\]"):
+        exact_subset(g, q[:, :5], subset, 2)
 
 
 @pytest.mark.gpu

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from index_builder.metadata import read_metadata
+from index_builder.sources import scan_archive
 from model.errors import InvalidInputError
 from model.synth import (
     CLASS_NAMES,
@@ -22,6 +24,7 @@ from model.synth import (
     split_of,
     write_dataset,
 )
+from model.synth.metadata import FOOTPRINT_DEG, REGION, SENSORS
 from model.synth.png import encode_png
 from model.synth.sampler import CLASSES, sample_attributes
 from tests.model.synth.checker import COLOURS, NUMBERS, check_caption
@@ -44,7 +47,7 @@ def test_same_seed_gives_identical_files(small_dataset: Path, tmp_path: Path) ->
     report = write_dataset(SynthConfig(n=N_SMALL, seed=3, size=64), tmp_path, progress=False)
     assert report.n_images == N_SMALL and report.out == tmp_path and report.images_per_second > 0
     first, second = _files(small_dataset), _files(tmp_path)
-    assert len(first) == N_SMALL + 1
+    assert len(first) == N_SMALL + 2  # the images, dataset.json and metadata.jsonl
     assert first == second
 
 
@@ -88,6 +91,35 @@ def test_dataset_json_is_karpathy_shaped(small_dataset: Path) -> None:
             assert obj["position"] in ("left", "right", "top", "bottom", "center", "around")
         with Image.open(small_dataset / "images" / image["filename"]) as img:
             assert img.size == (64, 64) and img.mode == "RGB"
+
+
+def test_metadata_jsonl_uses_the_builders_ids_and_states_true_tags(small_dataset: Path) -> None:
+    lines = (small_dataset / "metadata.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    # The ids are the ones the index builder gives these images, so `--metadata` attaches every row.
+    assert sorted(r["id"] for r in rows) == [item.id for item in scan_archive(small_dataset)]
+    doc = json.loads((small_dataset / "dataset.json").read_text())
+    for row, image in zip(rows, doc["images"], strict=True):
+        assert row["id"].endswith(image["filename"])
+        scene = image["scene"]
+        assert row["tags"][0] == scene["class"]
+        assert sorted(row["tags"][1:]) == sorted(o["type"] for o in scene["objects"])
+        assert REGION[0] <= row["lon_min"] < row["lon_max"] <= REGION[2]
+        assert REGION[1] <= row["lat_min"] < row["lat_max"] <= REGION[3]
+        assert row["lon_max"] - row["lon_min"] == pytest.approx(FOOTPRINT_DEG, abs=2e-6)
+        assert re.fullmatch(r"202[0-5]-\d\d-\d\dT\d\d:\d\d:\d\dZ", row["time"])
+        assert row["sensor"] in SENSORS
+    assert len({r["sensor"] for r in rows}) > 1 and len({r["time"] for r in rows}) == len(rows)
+    parsed = read_metadata(small_dataset / "metadata.jsonl")  # the builder's own reader accepts it
+    assert set(parsed) == {r["id"] for r in rows} and all(p["time"].year >= 2020 for p in parsed.values())
+
+
+def test_metadata_depends_on_the_seed(small_dataset: Path, tmp_path: Path) -> None:
+    write_dataset(SynthConfig(n=4, seed=4, size=64), tmp_path, progress=False)
+    ours = (small_dataset / "metadata.jsonl").read_text().splitlines()[:4]
+    other = (tmp_path / "metadata.jsonl").read_text().splitlines()
+    assert [json.loads(a)["id"] for a in ours] == [json.loads(b)["id"] for b in other]
+    assert all(a != b for a, b in zip(ours, other, strict=True))
 
 
 def test_captions_are_true_of_their_scene() -> None:

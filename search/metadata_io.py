@@ -1,0 +1,67 @@
+"""Reading a version's ``metadata.parquet`` (written by :mod:`index_builder.metadata`) into columns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from numpy.typing import NDArray
+
+from search.filters import TIME_UNKNOWN, MetadataColumns
+from search.index_dir import IndexFormatError
+
+METADATA_FILE = "metadata.parquet"
+_KNOWN = frozenset({"id", "lon_min", "lat_min", "lon_max", "lat_max", "time", "sensor", "tags"})
+
+
+def load_metadata(folder: Path, n_images: int) -> MetadataColumns:
+    """The metadata of a version's ``n_images`` images, in gallery order; all unknown without the file."""
+    path = Path(folder) / METADATA_FILE
+    if not path.is_file():
+        return MetadataColumns.empty(n_images)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise IndexFormatError(f"{path} cannot be read: {exc}") from exc
+    if table.num_rows != n_images:
+        raise IndexFormatError(f"{path} has {table.num_rows} rows but the index holds {n_images} images")
+    return columns_from_table(table)
+
+
+def columns_from_table(table: pa.Table) -> MetadataColumns:
+    """Columns of a metadata table; a column the table lacks is all unknown."""
+    n = table.num_rows
+    names = set(table.column_names)
+
+    def floats(name: str) -> NDArray[np.float64]:
+        if name not in names:
+            return np.full(n, np.nan)
+        column = table.column(name).cast(pa.float64())
+        return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)  # nulls -> NaN
+
+    def strings(name: str) -> NDArray[np.object_]:
+        out = np.full(n, None, dtype=object)
+        if name in names:
+            out[:] = table.column(name).cast(pa.string()).to_pylist()
+        return out
+
+    time = np.full(n, TIME_UNKNOWN, np.int64)
+    if "time" in names:
+        seconds = pc.cast(table.column("time"), pa.timestamp("s", tz="UTC")).cast(pa.int64())
+        time = np.asarray(seconds.fill_null(TIME_UNKNOWN).to_numpy(zero_copy_only=False), dtype=np.int64)
+    tags: list[frozenset[str]] = [frozenset()] * n
+    if "tags" in names:
+        tags = [frozenset(t or ()) for t in table.column("tags").to_pylist()]
+    return MetadataColumns(
+        lon_min=floats("lon_min"),
+        lat_min=floats("lat_min"),
+        lon_max=floats("lon_max"),
+        lat_max=floats("lat_max"),
+        time=time,
+        sensor=strings("sensor"),
+        tags=tags,
+        extra={name: strings(name) for name in table.column_names if name not in _KNOWN},
+    )

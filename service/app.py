@@ -1,0 +1,94 @@
+"""The FastAPI app factory: a thin HTTP shell over :class:`search.engine.SearchEngine`.
+
+``create_app(settings)`` loads the model and index at start-up (lifespan), wires cache, batchers and
+limits into one :class:`service.runtime.Runtime`, and watches the index root for new versions.
+Tests pass their own ``encoder`` (random weights) instead of loading the shipped one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+
+import structlog
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+import rsir
+from model.encoders import ClipEncoder, EncoderConfig, default_checkpoint
+from model.ftf import FTFParams
+from search.engine import EngineConfig
+from service import errors
+from service.metrics import Metrics
+from service.middleware import RequestContext
+from service.routes import images, ops, search
+from service.runtime import build_runtime
+from service.serving_index import IndexHolder, ServingIndex
+from service.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    return EngineConfig(
+        ftf=FTFParams(tau=settings.tau, lam=settings.lam),
+        default_recall_k=settings.default_recall_k,
+        max_recall_k=settings.max_recall_k,
+        max_k=max(settings.max_k, settings.max_recall_k),
+        query_batch=max(settings.batch_max, 1),
+        device=settings.device,
+    )
+
+
+def load_encoder(settings: Settings) -> ClipEncoder:
+    checkpoint = settings.checkpoint or default_checkpoint(settings.model)
+    return ClipEncoder(EncoderConfig(arch=settings.model, checkpoint=checkpoint, device=settings.device))
+
+
+def create_app(settings: Settings, encoder: ClipEncoder | None = None) -> FastAPI:
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        enc = encoder if encoder is not None else await asyncio.to_thread(load_encoder, settings)
+
+        def switched(index: ServingIndex) -> None:
+            metrics.index_switches.inc()
+            metrics.index_info.clear()
+            metrics.index_info.labels(index.version).set(len(index.loaded.gallery))
+
+        holder = await asyncio.to_thread(IndexHolder, settings.index, enc, engine_config(settings), switched)
+        metrics.index_info.labels(holder.current.version).set(len(holder.current.loaded.gallery))
+        rt = build_runtime(settings, enc, holder, metrics)
+        if settings.index_poll_s > 0:
+            rt.tasks.append(asyncio.get_running_loop().create_task(holder.watch(settings.index_poll_s)))
+        app.state.runtime = rt
+        log.info(
+            "ready",
+            index=holder.current.version,
+            images=len(holder.current.loaded.gallery),
+            cache=rt.cache.kind,
+        )
+        try:
+            yield
+        finally:
+            await rt.close()
+
+    app = FastAPI(
+        title="rsir",
+        version=rsir.__version__,
+        summary="Remote-sensing image-text retrieval: FAISS recall, FTF rerank, explanations.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    errors.install(app)
+    app.include_router(search.router)
+    app.include_router(images.router)
+    app.include_router(ops.router)
+    static = resources.files("service") / "static"
+    if static.is_dir():
+        app.mount("/", StaticFiles(directory=str(static), html=True), name="page")
+    app.add_middleware(RequestContext, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,69 @@
+"""Operations endpoints: liveness, readiness, Prometheus metrics, and what is being served."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+import rsir
+from service.runtime import runtime
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Alive: the process answers. Says nothing of the model, index or cache (see /readyz)."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    """Ready to search: model and index loaded. A cache that is down is reported, not fatal: the
+    service answers uncached."""
+    rt = getattr(request.app.state, "runtime", None)
+    if rt is None:
+        return JSONResponse({"ready": False, "reason": "starting: model and index not loaded yet"}, 503)
+    index = rt.holder.current
+    body: dict[str, Any] = {
+        "ready": True,
+        "model": rt.encoder.describe()["arch"],
+        "index": {
+            "version": index.version,
+            "images": len(index.loaded.gallery),
+            "live_images": int(index.engine.live_images.sum()),
+            "last_switch_error": rt.holder.last_error,
+        },
+        "cache": {"kind": rt.cache.kind, "ok": await rt.cache.ping()},
+        "inflight": {"now": rt.inflight.count, "limit": rt.inflight.limit},
+    }
+    return JSONResponse(body)
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Prometheus text exposition of this process's metrics."""
+    return Response(generate_latest(runtime(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/version")
+async def version(request: Request) -> dict[str, Any]:
+    """The model (architecture and checkpoint hash) and the index version being served."""
+    rt = runtime(request)
+    index = rt.holder.current
+    manifest = index.loaded.manifest
+    return {
+        "rsir": rsir.__version__,
+        "model": rt.encoder.describe(),
+        "index": {
+            "version": index.version,
+            "root": str(rt.holder.root),
+            "images": manifest.n_images,
+            "captions": manifest.n_captions,
+            "created_unix": manifest.created_unix,
+            "token_codec": manifest.token_codec,
+        },
+    }

@@ -1,0 +1,151 @@
+"""Everything a request needs, built once at start-up from the settings and kept on ``app.state``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from fastapi import Request
+from PIL import Image
+
+from model.encoders import ClipEncoder
+from search.engine import QueryOptions, SearchEngine, SearchResult
+from service.access import Access, InFlight, RateLimiter
+from service.batcher import MicroBatcher
+from service.cache import LRUCache, RedisCache, ResultCache
+from service.metrics import Metrics
+from service.serving_index import IndexHolder
+from service.settings import Settings
+
+TextJob = tuple[SearchEngine, str, QueryOptions]
+ImageJob = tuple[SearchEngine, Image.Image, QueryOptions]
+
+
+def run_text_jobs(jobs: Sequence[TextJob]) -> list[SearchResult]:
+    """One batch of text queries; jobs of different index versions (a switch mid-batch) go separately."""
+    return _per_engine(jobs, lambda engine, items, opts: engine.search_text_batch(items, opts))
+
+
+def run_image_jobs(jobs: Sequence[ImageJob]) -> list[SearchResult]:
+    return _per_engine(jobs, lambda engine, items, opts: engine.search_image_batch(items, opts))
+
+
+def _per_engine(jobs: Sequence[tuple[SearchEngine, Any, QueryOptions]], run: Any) -> list[SearchResult]:
+    out: list[SearchResult | None] = [None] * len(jobs)
+    groups: dict[int, list[int]] = {}
+    for i, (engine, _, _) in enumerate(jobs):
+        groups.setdefault(id(engine), []).append(i)
+    for rows in groups.values():
+        engine = jobs[rows[0]][0]
+        results = run(engine, [jobs[r][1] for r in rows], [jobs[r][2] for r in rows])
+        for r, result in zip(rows, results, strict=True):
+            out[r] = result
+    return [r for r in out if r is not None]
+
+
+class BytesLRU:
+    """Small in-process cache of rendered thumbnails and overlays."""
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self._data: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+
+    def get(self, key: tuple[Any, ...]) -> bytes | None:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: tuple[Any, ...], value: bytes) -> None:
+        if self.entries <= 0:
+            return
+        self._data[key] = value
+        while len(self._data) > self.entries:
+            self._data.popitem(last=False)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    encoder: ClipEncoder
+    holder: IndexHolder
+    metrics: Metrics
+    cache: ResultCache
+    redis: aioredis.Redis | None
+    access: Access
+    inflight: InFlight
+    model_executor: ThreadPoolExecutor
+    text_batcher: MicroBatcher[TextJob, SearchResult]
+    image_batcher: MicroBatcher[ImageJob, SearchResult]
+    images: BytesLRU
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def model_id(self) -> str:
+        d = self.encoder.describe()
+        return f"{d['arch']}@{d['checkpoint_sha256']}"
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await self.text_batcher.stop()
+        await self.image_batcher.stop()
+        await self.cache.close()
+        if self.redis is not None and self.redis is not getattr(self.cache, "client", None):
+            await self.redis.aclose()
+        self.model_executor.shutdown(wait=False, cancel_futures=True)
+
+
+def build_runtime(settings: Settings, encoder: ClipEncoder, holder: IndexHolder, metrics: Metrics) -> Runtime:
+    """Wire the pieces; call from a running event loop (the batchers start their collector tasks)."""
+    cache: ResultCache
+    redis: aioredis.Redis | None = None
+    if settings.redis_url:
+        redis_cache = RedisCache(settings.redis_url, settings.cache_ttl_s, settings.redis_timeout_ms, metrics)
+        cache, redis = redis_cache, redis_cache.client
+    else:
+        cache = LRUCache(settings.cache_lru_entries, settings.cache_ttl_s, metrics)
+    # One thread runs the model: torch uses every core within a call, and two concurrent calls
+    # would only contend; batching, not threads, is how throughput grows.
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rsir-model")
+    text_batcher: MicroBatcher[TextJob, SearchResult] = MicroBatcher(
+        run_text_jobs,
+        settings.batch_max,
+        settings.batch_wait_ms,
+        executor,
+        lambda n: metrics.batch_size.labels("text").observe(n),
+    )
+    image_batcher: MicroBatcher[ImageJob, SearchResult] = MicroBatcher(
+        run_image_jobs,
+        settings.batch_max,
+        settings.batch_wait_ms,
+        executor,
+        lambda n: metrics.batch_size.labels("image").observe(n),
+    )
+    text_batcher.start()
+    image_batcher.start()
+    access = Access(settings.api_keys, settings.anonymous_rate_per_minute, RateLimiter(redis))
+    return Runtime(
+        settings=settings,
+        encoder=encoder,
+        holder=holder,
+        metrics=metrics,
+        cache=cache,
+        redis=redis,
+        access=access,
+        inflight=InFlight(settings.max_inflight),
+        model_executor=executor,
+        text_batcher=text_batcher,
+        image_batcher=image_batcher,
+        images=BytesLRU(settings.thumbnail_cache_entries),
+    )
+
+
+def runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt

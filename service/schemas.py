@@ -1,0 +1,119 @@
+"""Request and response bodies of the HTTP API (pydantic: validated, and described in OpenAPI).
+
+Bounds that depend on settings (``k``, ``recall_k``, query length) are checked by the routes against
+the one ``Settings`` object, so the limits live in one place.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Strict(BaseModel):
+    # Unknown fields are errors: a misspelt "recal_k" must not be ignored silently.
+    model_config = ConfigDict(extra="forbid")
+
+
+class SearchFilters(Strict):
+    """Pre-filters applied inside recall: only matching images are candidates."""
+
+    bbox: tuple[float, float, float, float] | None = Field(
+        None, description="footprint intersects [lon_min, lat_min, lon_max, lat_max] (degrees)"
+    )
+    time_from: datetime | None = Field(None, description="acquired at or after (ISO 8601)")
+    time_to: datetime | None = Field(None, description="acquired at or before (ISO 8601)")
+    sensor: list[str] | None = Field(None, description="any of these sensors", min_length=1)
+    tags: list[str] | None = Field(None, description="all of these tags", min_length=1)
+
+    @field_validator("time_from", "time_to")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("give a timezone (e.g. 2023-05-01T00:00:00Z)")
+        return value
+
+
+class _SearchBase(Strict):
+    k: int | None = Field(None, description="results to return (default: server setting)")
+    recall_k: int | None = Field(None, description="candidates recalled for the rerank")
+    filters: SearchFilters | None = None
+
+
+class TextSearchRequest(_SearchBase):
+    query: str = Field(..., description="what to look for, in words")
+    rerank: Literal["ftf", "none"] = "ftf"
+    explain: bool = Field(False, description="return each result's per-word attention over its patches")
+
+
+class ImageSearchOptions(_SearchBase):
+    """The options of ``POST /search/image`` (multipart form fields, beside the file)."""
+
+    target: Literal["images", "captions"] = "images"
+    rerank: Literal["ftf", "none"] | None = Field(
+        None, description="default: none for images (coarse only), ftf for captions"
+    )
+
+    @model_validator(mode="after")
+    def _rerank_fits_target(self) -> ImageSearchOptions:
+        if self.target == "images" and self.rerank == "ftf":
+            raise ValueError(
+                "image-to-image search is coarse only: use rerank 'none' (FTF scores text-image pairs)"
+            )
+        return self
+
+
+class ImageSearchRequest(ImageSearchOptions):
+    """The JSON form of ``POST /search/image``."""
+
+    image_base64: str = Field(..., description="the image file's bytes, base64")
+
+
+class Explanation(BaseModel):
+    words: list[str] = Field(description="the query's word pieces, one map each")
+    grid: tuple[int, int] = Field(description="patch grid (rows, columns)")
+    maps: list[list[list[float]]] = Field(description="per word, softmax attention over the patch grid")
+    overlay_urls: list[str] = Field(description="per word, a PNG of the map over the image")
+
+
+class ImageHit(BaseModel):
+    rank: int
+    id: str
+    score: float
+    coarse_score: float
+    fine_score: float | None
+    metadata: dict[str, Any]
+    image_url: str
+    thumbnail_url: str
+    explain: Explanation | None = None
+
+
+class CaptionHit(BaseModel):
+    rank: int
+    caption: str
+    image_id: str
+    score: float
+    coarse_score: float
+    fine_score: float | None
+    thumbnail_url: str
+
+
+class SearchResponse(BaseModel):
+    results: list[ImageHit] | list[CaptionHit]
+    target: Literal["images", "captions"]
+    index_version: str
+    cache: Literal["hit", "miss", "off"]
+    timings_ms: dict[str, float]
+    request_id: str
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    request_id: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,92 @@
+"""The index being served, and switching to a newly published version without dropping requests.
+
+A request takes the current :class:`ServingIndex` once and uses it to the end, so a switch (a plain
+reference swap, after the new version has loaded in a worker thread) never changes an index under a
+running request; the old version's memory maps close when its last request lets go of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from model.encoders import ClipEncoder
+from model.errors import RsirError
+from search.engine import EngineConfig, SearchEngine
+from search.index_dir import LoadedIndex, load_index, resolve_version
+from search.originals import read_sources
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class ServingIndex:
+    loaded: LoadedIndex
+    engine: SearchEngine
+    sources: dict[str, tuple[str, int | None, int | None]]
+    position: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.position = {ident: i for i, ident in enumerate(self.loaded.gallery.ids)}
+
+    @property
+    def version(self) -> str:
+        return self.loaded.folder.name
+
+    def live_position(self, image_id: str) -> int | None:
+        """Gallery index of a live (not deleted) image id."""
+        i = self.position.get(image_id)
+        return i if i is not None and bool(self.engine.live_images[i]) else None
+
+
+def open_serving_index(path: Path, encoder: ClipEncoder, config: EngineConfig) -> ServingIndex:
+    loaded = load_index(path, encoder.describe())
+    return ServingIndex(loaded, SearchEngine.from_index(loaded, encoder, config), read_sources(loaded.folder))
+
+
+class IndexHolder:
+    def __init__(
+        self,
+        root: Path,
+        encoder: ClipEncoder,
+        config: EngineConfig,
+        on_switch: Callable[[ServingIndex], None] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.encoder = encoder
+        self.config = config
+        self.on_switch = on_switch
+        self.current = open_serving_index(self.root, encoder, config)
+        self.last_error: str | None = None
+
+    async def refresh(self) -> bool:
+        """Load and switch to the version ``CURRENT`` names now, if it is a different one."""
+        try:
+            target = resolve_version(self.root)
+        except RsirError as exc:
+            self.last_error = str(exc)
+            return False
+        if target.name == self.current.version:
+            return False
+        try:
+            fresh = await asyncio.to_thread(open_serving_index, target, self.encoder, self.config)
+        except (RsirError, OSError, ValueError) as exc:
+            # Keep serving the old version: a broken publish must not take the service down.
+            self.last_error = f"{target.name}: {exc}"
+            log.error("index_switch_failed", version=target.name, error=str(exc))
+            return False
+        previous, self.current = self.current.version, fresh
+        self.last_error = None
+        log.info("index_switched", previous=previous, version=fresh.version, images=len(fresh.loaded.gallery))
+        if self.on_switch is not None:
+            self.on_switch(fresh)
+        return True
+
+    async def watch(self, poll_s: float) -> None:
+        while True:
+            await asyncio.sleep(poll_s)
+            await self.refresh()

@@ -1,0 +1,63 @@
+"""All service settings in one object, read once at start from ``RSIR_*`` environment variables.
+
+``RSIR_API_KEYS`` is JSON: ``{"key": requests_per_minute, ...}`` (0 = unlimited for that key). With no
+keys configured the service is open, and ``anonymous_rate_per_minute`` (when set) limits each client
+address instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from model.encoders import DEFAULT_ARCH
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RSIR_", extra="ignore")
+
+    # What to serve
+    index: Path = Field(Path("data/demo-index"), description="index root (follows CURRENT) or one version")
+    model: str = DEFAULT_ARCH
+    checkpoint: Path | None = None
+    device: str = "auto"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    index_poll_s: float = Field(2.0, ge=0, description="how often CURRENT is checked; 0 = never")
+
+    # Search bounds and defaults
+    default_k: int = 10
+    max_k: int = Field(200, ge=1)
+    default_recall_k: int = 100
+    max_recall_k: int = Field(1000, ge=1)
+    max_query_chars: int = Field(1000, ge=1)
+    max_explain_k: int = Field(50, ge=1, description="most results an explain=true request may ask for")
+    tau: float = 0.05
+    lam: float = 0.5
+
+    # Micro-batching: concurrent requests' queries go through the model in one call
+    batch_max: int = Field(16, ge=1, description="1 turns batching off")
+    batch_wait_ms: float = Field(2.0, ge=0)
+
+    # Cache: Redis when a URL is given, else an in-process LRU
+    redis_url: str | None = None
+    redis_timeout_ms: float = Field(100.0, gt=0)
+    cache_ttl_s: int = Field(3600, ge=1)
+    cache_lru_entries: int = Field(4096, ge=0)
+
+    # Admission and access
+    max_inflight: int = Field(64, ge=1, description="searches in progress before 429")
+    api_keys: dict[str, int] = Field(default_factory=dict)
+    anonymous_rate_per_minute: int | None = None
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(40_000_000, ge=1)
+
+    # Images
+    thumbnail_px: int = Field(256, ge=16, le=1024)
+    thumbnail_cache_entries: int = Field(2048, ge=0)
+
+    # Logs
+    log_level: str = "info"
+    log_json: bool = True
