@@ -6,7 +6,14 @@ PY := $(VENV)/bin/python
 FAISS ?= cpu
 STAMP := $(VENV)/.installed-$(FAISS)
 
-.PHONY: install test lint unit bench-ftf clean
+# The demo: a SynthRS archive, indexed with the shipped default model, served on port 8000.
+DEMO_N ?= 1000
+DEMO_DATA := data/demo-synth
+DEMO_INDEX := data/demo-index
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install test lint unit bench-ftf bench-load demo demo-index clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,6 +34,21 @@ unit: $(STAMP)
 	$(PY) -m pytest -q
 
 test: lint unit
+
+$(DEMO_DATA)/dataset.json: | $(STAMP)
+	$(VENV)/bin/rsir synth --n $(DEMO_N) --seed 7 --out $(DEMO_DATA)
+
+$(DEMO_INDEX)/CURRENT: $(DEMO_DATA)/dataset.json
+	$(VENV)/bin/rsir build-index --archive $(DEMO_DATA) --out $(DEMO_INDEX) \
+		--metadata $(DEMO_DATA)/metadata.jsonl
+
+demo-index: $(DEMO_INDEX)/CURRENT
+
+demo: $(DEMO_INDEX)/CURRENT
+	$(VENV)/bin/rsir serve --index $(DEMO_INDEX) --host $(HOST) --port $(PORT)
+
+bench-load: $(STAMP)
+	$(PY) -m bench.load_service --index data/index20k
 
 bench-ftf: $(STAMP)
 	$(PY) -m bench.ftf_throughput
