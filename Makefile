@@ -13,7 +13,7 @@ DEMO_INDEX := data/demo-index
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install test lint unit bench-ftf bench-load demo demo-index clean
+.PHONY: install test lint unit bench-ftf bench-load demo demo-index clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -30,7 +30,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-unit: $(STAMP)
+# Debian's Chromium for the search page's end-to-end tests (tests/e2e): Playwright drives it, never
+# downloads one. Without root or apt the e2e tests skip, saying why.
+browser:
+	@command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } || \
+	  echo "chromium not installed: tests/e2e will be skipped (apt-get install chromium)"
+
+unit: $(STAMP) browser
 	$(PY) -m pytest -q
 
 test: lint unit
