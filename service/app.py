@@ -11,10 +11,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from pydantic.json_schema import models_json_schema
 
 import rsir
 from model.encoders import ClipEncoder, EncoderConfig, default_checkpoint
@@ -25,6 +27,7 @@ from service.metrics import Metrics
 from service.middleware import RequestContext
 from service.routes import images, ops, search
 from service.runtime import build_runtime
+from service.schemas import ImageSearchRequest
 from service.serving_index import IndexHolder, ServingIndex
 from service.settings import Settings
 
@@ -89,6 +92,29 @@ def create_app(settings: Settings, encoder: ClipEncoder | None = None) -> FastAP
     app.include_router(ops.router)
     static = resources.files("service") / "static"
     if static.is_dir():
-        app.mount("/", StaticFiles(directory=str(static), html=True), name="page")
+        # The page is the router's fallback, not a mount at "/": a mount matches every path, so it
+        # would turn a wrong method on an API route (GET /search/text) into the page's 404, not a 405.
+        app.router.default = StaticFiles(directory=str(static), html=True)
     app.add_middleware(RequestContext, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    _document_hand_parsed_bodies(app)
     return app
+
+
+def _document_hand_parsed_bodies(app: FastAPI) -> None:
+    """Add the schemas of bodies a route parses itself (``POST /search/image`` reads multipart or JSON
+    by hand, so FastAPI never sees ``ImageSearchRequest``) to the OpenAPI components its ``$ref``
+    names; without them the description holds a dangling reference."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            _, defs = models_json_schema(
+                [(ImageSearchRequest, "validation")], ref_template="#/components/schemas/{model}"
+            )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for name, model_schema in defs.get("$defs", {}).items():
+                components.setdefault(name, model_schema)
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]

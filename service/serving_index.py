@@ -67,15 +67,16 @@ class IndexHolder:
         """Load and switch to the version ``CURRENT`` names now, if it is a different one."""
         try:
             target = resolve_version(self.root)
-        except RsirError as exc:
+        except (RsirError, OSError, ValueError) as exc:  # e.g. CURRENT unreadable or not text
             self.last_error = str(exc)
             return False
         if target.name == self.current.version:
             return False
         try:
             fresh = await asyncio.to_thread(open_serving_index, target, self.encoder, self.config)
-        except (RsirError, OSError, ValueError) as exc:
-            # Keep serving the old version: a broken publish must not take the service down.
+        except Exception as exc:
+            # Keep serving the old version: a broken publish must not take the service down, nor end
+            # the watch (a corrupt FAISS file raises RuntimeError, not one of rsir's errors).
             self.last_error = f"{target.name}: {exc}"
             log.error("index_switch_failed", version=target.name, error=str(exc))
             return False

@@ -49,7 +49,10 @@ def run(main: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T:
     async def bounded() -> T:
         return await asyncio.wait_for(main(), timeout)
 
-    return asyncio.run(bounded())
+    # In a thread of its own: Playwright's sync API (tests/e2e, same session) keeps an event loop
+    # running on the main thread, where asyncio.run() refuses to start another.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, bounded()).result()
 
 
 @asynccontextmanager
