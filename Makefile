@@ -62,3 +62,9 @@ bench-ftf: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# The deployment files (docker/, compose.yaml, k8s/) checked statically, and a 20 s Locust run against
+# a local `rsir serve`: tests/deploy/, which `make unit` (so `make test`) also runs.
+.PHONY: deploy-check
+deploy-check: $(STAMP)
+	$(PY) -m pytest -q tests/deploy

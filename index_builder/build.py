@@ -39,9 +39,10 @@ from rich.text import Text
 from index_builder import shards
 from index_builder.assemble import assemble
 from index_builder.embed import ShardAccumulator, decode_batches, shard_batches
+from index_builder.extras import write_extras
 from index_builder.metadata import read_metadata
 from index_builder.sources import ArchiveItem, scan_archive
-from model.encoders import ClipEncoder
+from model.encoders import ClipEncoder, default_hash_heads
 from model.errors import DatasetError, InvalidInputError
 from model.images import DEFAULT_MAX_PIXELS
 from search.atomic import write_text
@@ -77,6 +78,8 @@ class BuildConfig:
     engine: Engine = "local"
     ray_actors: int = 2
     progress: bool = True
+    # CFITR hash heads for this encoder (None: the shipped ones when the shipped model runs, else none).
+    hash_heads: Path | None = None
     stop_after_shards: int | None = None  # testing aid: behave like a job killed after N shards
 
     def __post_init__(self) -> None:
@@ -215,6 +218,8 @@ def _run(
         raise DatasetError(f"no image of {source} could be decoded ({len(skipped)} skipped)")
     ids = json.loads((staged / "images.json").read_text(encoding="utf-8"))
     write_sources(staged, version_sources(ids, items, base))
+    heads = config.hash_heads or default_hash_heads(encoder.config.arch, encoder.config.checkpoint)
+    write_extras(staged, heads)
     version = publish(root, staged, name)
     shutil.rmtree(work, ignore_errors=True)
     return BuildReport(

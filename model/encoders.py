@@ -31,12 +31,21 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_ARCH = "rsir-vit-tiny"
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "rsir-vit-tiny.safetensors"
 
+# CFITR hash heads trained on the shipped model's vectors (`rsir train-hash`); they fit no other weights.
+DEFAULT_HASH_HEADS = Path(__file__).parent / "weights" / "rsir-vit-tiny.hash.safetensors"
+
 log = structlog.get_logger(__name__)
 
 
 def default_checkpoint(arch: str) -> Path | None:
     """The shipped weights for the default architecture; None (random init) for any other."""
     return DEFAULT_WEIGHTS if arch == DEFAULT_ARCH and DEFAULT_WEIGHTS.is_file() else None
+
+
+def default_hash_heads(arch: str, checkpoint: Path | None) -> Path | None:
+    """The shipped hash heads when the encoder runs the shipped weights (heads fit one set of weights)."""
+    shipped = checkpoint is not None and Path(checkpoint).resolve() == DEFAULT_WEIGHTS.resolve()
+    return DEFAULT_HASH_HEADS if arch == DEFAULT_ARCH and shipped and DEFAULT_HASH_HEADS.is_file() else None
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
-"""Training an open_clip model with the FTF loss (§2) and optional EBA (§4) on a caption dataset.
+"""Training an open_clip model with the FTF loss (§2), optional EBA and KER (§4) on a caption dataset.
 
 Seeded, resumable (``last.pt`` holds model, optimiser, schedule, step and RNG states after every
 epoch and every ``save_every`` steps), CPU or GPU. The exported weights are a plain open_clip state
-dict in safetensors (fp16), loadable by the same loader as any real checkpoint.
+dict in safetensors (fp16), loadable by the same loader as any real checkpoint. KER's decoder is
+training-only: it is trained and checkpointed in ``last.pt`` (under ``"ker"``) but never exported.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from model.eba import EBAFilter
 from model.encoders import build_model, resolve_device, special_ids
 from model.errors import InvalidInputError
 from model.images import decode_image
+from model.ker import KERObjective
 from model.losses import ftf_loss
 
 log = structlog.get_logger(__name__)
@@ -45,6 +47,7 @@ class TrainConfig:
     tau: float = 0.05
     eba: bool = False
     eba_start_epoch: int = 4
+    ker_weight: float = 0.0  # KER loss weight (§4): 0 = off, the spec's 0.5 when on
     max_steps: int | None = None
     save_every: int = 200
     log_every: int = 50
@@ -56,6 +59,8 @@ class TrainConfig:
             raise InvalidInputError("batch_size must be >= 2: InfoNCE needs in-batch negatives")
         if self.epochs < 1:
             raise InvalidInputError("epochs must be >= 1")
+        if not (self.ker_weight >= 0.0 and math.isfinite(self.ker_weight)):
+            raise InvalidInputError(f"ker_weight must be a finite number >= 0, got {self.ker_weight}")
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,8 @@ class TrainReport:
     last_loss: float
     seconds: float
     weights: Path
+    first_ker_loss: float = math.nan  # the KER term (unweighted); NaN when KER is off
+    last_ker_loss: float = math.nan
 
 
 class PairSource:
@@ -137,23 +144,33 @@ def train(config: TrainConfig, dataset: CaptionDataset, out_dir: Path, resume: b
     # max_steps stops the run early without changing the schedule, so a stopped run resumes exactly.
     stop_at = min(total_steps, config.max_steps or total_steps)
 
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr,
+    ker = (
+        KERObjective(tokenizer, _embed_dim(model), config.seed).to(device) if config.ker_weight > 0 else None
     )
+    params = list(model.parameters()) + (list(ker.decoder.parameters()) if ker is not None else [])
+    groups = _param_groups(model, config.weight_decay)
+    if ker is not None:  # extra groups after the model's: a KER-off run's optimiser state is unchanged
+        groups += _param_groups(ker.decoder, config.weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=config.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(config.warmup_steps, total_steps))
     eba = EBAFilter() if config.eba else None
     state: dict[str, Any] = {"step": 0, "epoch": 0, "first_loss": math.nan, "last_loss": math.nan}
+    state.update(first_ker_loss=math.nan, last_ker_loss=math.nan)
     rng = np.random.default_rng(config.seed)
     last = out_dir / "last.pt"
     if resume and last.exists():
         saved = torch.load(last, map_location="cpu", weights_only=False)
+        if (saved.get("ker") is None) != (ker is None):
+            raise InvalidInputError(
+                f"{last} was written with KER {'off' if ker is not None else 'on'}; resume with the same "
+                "ker_weight setting (on or off), or start a fresh run folder"
+            )
         model.load_state_dict(saved["model"])
+        if ker is not None:
+            ker.load_state_dict(saved["ker"])
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])
-        state = saved["state"]
+        state = {"first_ker_loss": math.nan, "last_ker_loss": math.nan, **saved["state"]}
         rng = saved["rng"]
         torch.set_rng_state(saved["torch_rng"])
         if eba is not None and saved.get("eba") is not None:
@@ -169,6 +186,7 @@ def train(config: TrainConfig, dataset: CaptionDataset, out_dir: Path, resume: b
             "rng": rng,
             "torch_rng": torch.get_rng_state(),
             "eba": eba.state_dict() if eba is not None else None,
+            "ker": ker.state_dict() if ker is not None else None,
             "config": asdict(config),
         }
         tmp = last.with_suffix(".tmp")
@@ -192,24 +210,40 @@ def train(config: TrainConfig, dataset: CaptionDataset, out_dir: Path, resume: b
                 if eba is not None:
                     anchors = eba.anchors((t * v).sum(-1).detach(), state["epoch"] >= config.eba_start_epoch)
                 parts = ftf_loss(v, p, t, w, m, config.temperature, config.tau, anchors)
+                total = parts.total
+                extra: dict[str, float] = {}
+                if ker is not None:
+                    ker_term = ker.loss(model, ids, p, specials, causal, int(state["step"]))
+                    total = total + config.ker_weight * ker_term
+                    extra["ker"] = float(ker_term.detach())
+                    extra["loss"] = float(total.detach())
+                    state["first_ker_loss"] = _first(state["first_ker_loss"], extra["ker"])
+                    state["last_ker_loss"] = extra["ker"]
                 optimizer.zero_grad(set_to_none=True)
-                parts.total.backward()  # type: ignore[no-untyped-call]
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                total.backward()  # type: ignore[no-untyped-call]
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
                 optimizer.step()
                 schedule.step()
-                loss = float(parts.total.detach())
-                state["first_loss"] = loss if math.isnan(state["first_loss"]) else state["first_loss"]
+                loss = float(total.detach())
+                state["first_loss"] = _first(state["first_loss"], loss)
                 state["last_loss"] = loss
                 state["step"] += 1
-                progress.update(task, advance=1, loss=f"loss {loss:.3f}")
+                shown = f"loss {loss:.3f}" + (f" ker {extra['ker']:.3f}" if "ker" in extra else "")
+                progress.update(task, advance=1, loss=shown)
                 if state["step"] % config.log_every == 0:  # the bar is invisible when stdout is a file
-                    log.info("step", step=state["step"], lr=schedule.get_last_lr()[0], **parts.as_floats())
+                    log.info(
+                        "step",
+                        step=state["step"],
+                        lr=schedule.get_last_lr()[0],
+                        **{**parts.as_floats(), **extra},
+                    )
                 if state["step"] % config.save_every == 0:
                     checkpoint()
             else:
                 state["epoch"] += 1
             checkpoint()
-            log.info("epoch", epoch=state["epoch"], step=state["step"], loss=state["last_loss"])
+            ker_log = {"ker": state["last_ker_loss"]} if ker is not None else {}
+            log.info("epoch", epoch=state["epoch"], step=state["step"], loss=state["last_loss"], **ker_log)
     weights = export_weights(model, out_dir / "weights.safetensors")
     return TrainReport(
         steps=int(state["step"]),
@@ -218,7 +252,26 @@ def train(config: TrainConfig, dataset: CaptionDataset, out_dir: Path, resume: b
         last_loss=float(state["last_loss"]),
         seconds=time.perf_counter() - t0,
         weights=weights,
+        first_ker_loss=float(state["first_ker_loss"]),
+        last_ker_loss=float(state["last_ker_loss"]),
     )
+
+
+def _param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: matrices decay; biases, norms and embeddings do not."""
+    named = list(module.named_parameters())
+    decay = [p for n, p in named if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in named if not (p.ndim >= 2 and "embedding" not in n)]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _embed_dim(model: torch.nn.Module) -> int:
+    visual: Any = model.visual
+    return int(visual.proj.shape[1]) if visual.proj is not None else int(visual.output_dim)
+
+
+def _first(current: float, value: float) -> float:
+    return value if math.isnan(current) else current
 
 
 def export_weights(model: torch.nn.Module, path: Path, dtype: torch.dtype = torch.float16) -> Path:

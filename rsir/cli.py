@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
+import numpy as np
 import structlog
 import typer
 from rich.console import Console
@@ -57,7 +58,13 @@ def eval_cmd(
     split: Annotated[str, typer.Option(help="split to evaluate, or 'all'")] = "test",
     model: ModelOpt = "rsir-vit-tiny",
     checkpoint: CheckpointOpt = None,
-    rerank: Annotated[str, typer.Option(help="none | ftf | exhaustive")] = "ftf",
+    rerank: Annotated[str, typer.Option(help="none | ftf | local | exhaustive")] = "ftf",
+    recall: Annotated[str, typer.Option(help="dense | hash | sgpd")] = "dense",
+    ppsr: Annotated[bool, typer.Option("--ppsr/--no-ppsr", help="PPSR (CSLS) correction of recall")] = False,
+    sar: Annotated[str, typer.Option(help="off | hard | soft (sort after reversed retrieval)")] = "off",
+    hash_heads: Annotated[
+        Path | None, typer.Option(help="CFITR hash heads (default: the shipped ones for the shipped model)")
+    ] = None,
     recall_k: Annotated[int, typer.Option(help="K candidates kept by recall for the ftf rerank")] = 100,
     tau: Annotated[float, typer.Option(help="FTF softmax temperature")] = 0.05,
     lam: Annotated[float, typer.Option(help="weight of the coarse score in the fused score")] = 0.5,
@@ -67,9 +74,12 @@ def eval_cmd(
 ) -> None:
     """Recall@1/5/10 both ways and mR of a caption dataset, searched through the engine."""
     from model.datasets import load_dataset
+    from model.encoders import default_hash_heads
     from model.ftf import FTFParams
+    from model.hashing import HashHeads
     from search.engine import RERANK_MODES, EngineConfig, SearchEngine
-    from search.evaluate import embed_dataset, evaluate
+    from search.evaluate import MethodOptions, embed_dataset, evaluate
+    from search.extras import build_extras
     from search.index_dir import load_index
 
     if rerank not in RERANK_MODES:
@@ -84,9 +94,14 @@ def eval_cmd(
         name = f"{loaded.folder}"
     elif dataset is not None:
         ds = load_dataset(dataset, images, None if split == "all" else split)
-        engine = SearchEngine(embed_dataset(encoder, ds), encoder, config)
+        gallery = embed_dataset(encoder, ds)
+        heads_file = hash_heads or default_hash_heads(model, encoder.config.checkpoint)
+        heads = HashHeads.load(heads_file) if heads_file else None
+        extras = build_extras(gallery, heads, sgpd=recall == "sgpd")
+        engine = SearchEngine(gallery, encoder, config, extras=extras, hash_heads=heads)
         name = f"{ds.name}:{split}"
-    result = evaluate(engine, rerank, recall_k, dataset_name=name)  # type: ignore[arg-type]
+    method = MethodOptions(recall, ppsr, sar)  # type: ignore[arg-type]
+    result = evaluate(engine, rerank, recall_k, dataset_name=name, method=method)  # type: ignore[arg-type]
     if as_json:
         typer.echo(json.dumps(result.as_dict()))
         return
@@ -121,6 +136,55 @@ def synth_cmd(
     )
 
 
+@app.command("train-hash")
+def train_hash_cmd(
+    data: Annotated[Path, typer.Option(help="dataset.json (Karpathy) or a folder holding one")],
+    out: Annotated[Path, typer.Option(help="where to write the heads (.safetensors)")],
+    split: Annotated[str, typer.Option(help="split to train on")] = "train",
+    model: ModelOpt = "rsir-vit-tiny",
+    checkpoint: CheckpointOpt = None,
+    bits: Annotated[int, typer.Option(help="code length (a multiple of 8)")] = 128,
+    epochs: Annotated[int, typer.Option()] = 20,
+    batch_size: Annotated[int, typer.Option(help="(caption, image) pairs per step")] = 256,
+    lr: Annotated[float, typer.Option()] = 1e-3,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Train CFITR hash heads (ALGORITHMS.md §3) on a model's frozen global vectors of a dataset."""
+    import time
+
+    from model.datasets import load_dataset
+    from model.hashing import train_hash_heads
+    from search.evaluate import embed_dataset
+
+    encoder = _encoder(model, checkpoint, device, 64)
+    ds = load_dataset(data, None, None if split == "all" else split)
+    t0 = time.perf_counter()
+    gallery = embed_dataset(encoder, ds)
+    embed_s = time.perf_counter() - t0
+    captions = gallery.captions
+    if captions is None:
+        raise typer.BadParameter("the dataset has no captions", param_hint="--data")
+    t0 = time.perf_counter()
+    heads, losses = train_hash_heads(
+        np.asarray(gallery.vectors, np.float32),
+        np.asarray(captions.vectors, np.float32),
+        captions.image_index,
+        bits=bits,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        device=encoder.device,
+    )
+    heads.save(out)
+    Console().print(
+        f"hash heads ({bits} bits) -> {out}: {len(gallery)} images, {len(captions.texts)} captions embedded "
+        f"in {embed_s:.1f} s; {epochs} epochs in {time.perf_counter() - t0:.1f} s, "
+        f"loss {losses[0]:.4f} -> {losses[-1]:.4f}"
+    )
+
+
 @app.command("train")
 def train_cmd(
     data: Annotated[
@@ -136,6 +200,9 @@ def train_cmd(
     warmup_steps: int = 100,
     max_steps: Annotated[int | None, typer.Option(help="stop after this many steps")] = None,
     eba: Annotated[bool, typer.Option(help="EBA: drop the least similar positives as anchors (§4)")] = False,
+    ker_weight: Annotated[
+        float, typer.Option(help="KER (§4): weight of the masked-keyword loss; 0 = off, the spec uses 0.5")
+    ] = 0.0,
     seed: int = 0,
     device: DeviceOpt = "auto",
     resume: Annotated[bool, typer.Option(help="continue from OUT/last.pt when present")] = True,
@@ -153,6 +220,7 @@ def train_cmd(
         warmup_steps=warmup_steps,
         max_steps=max_steps,
         eba=eba,
+        ker_weight=ker_weight,
         seed=seed,
         device=device,
     )

@@ -18,17 +18,25 @@ import torch
 from numpy.typing import NDArray
 from PIL import Image
 
-from model import ftf
+from model import ftf, local_score
 from model.encoders import ClipEncoder, resolve_device
 from model.errors import InvalidInputError
 from model.features import ImageFeatures, TextFeatures
+from search import ppsr, sar
+from search.extras import HashHeads, SideExtras
 from search.gallery import Gallery
 from search.index_dir import LoadedIndex
 from search.recall import DenseRecall, exact_subset
 
-RerankMode = Literal["none", "ftf", "exhaustive"]
+RerankMode = Literal["none", "ftf", "local", "exhaustive"]
 Target = Literal["images", "captions"]
-RERANK_MODES: tuple[str, ...] = ("none", "ftf", "exhaustive")
+RecallMethod = Literal["dense", "hash", "sgpd"]
+SarMode = Literal["off", "hard", "soft"]
+RERANK_MODES: tuple[str, ...] = ("none", "ftf", "local", "exhaustive")
+RECALL_METHODS: tuple[str, ...] = ("dense", "hash", "sgpd")
+SAR_MODES: tuple[str, ...] = ("off", "hard", "soft")
+# PPSR re-sorts this many times the cut's depth of recall candidates before cutting.
+PPSR_FETCH = 2
 TARGETS: tuple[str, ...] = ("images", "captions")
 _T = TypeVar("_T")
 
@@ -47,6 +55,12 @@ class EngineConfig:
     # the subset), which is also cheaper than an ID-selector scan of an approximate index.
     exact_filter_max: int = 50_000
     device: str = "auto"
+    # iEBAKER's local score fusion: w * coarse + (1 - w) * s_l (the paper's 0.6 / 0.4 split).
+    local_weight: float = 0.6
+    # SAR's soft form: s + w * exp(-0.05 * rho).
+    sar_weight: float = 0.1
+    # PPSR: r_q is the mean of the query's top ppsr_k recall scores.
+    ppsr_k: int = 10
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,9 @@ class QueryOptions:
     allowed: NDArray[np.bool_] | None = None
     target: Target = "images"
     image_query: bool = False
+    recall: RecallMethod = "dense"
+    ppsr: bool = False
+    sar: SarMode = "off"
 
 
 @dataclass(frozen=True)
@@ -100,9 +117,13 @@ class SearchEngine:
         image_recall: DenseRecall | None = None,
         caption_recall: DenseRecall | None = None,
         deleted: NDArray[np.int64] | None = None,
+        extras: dict[str, SideExtras] | None = None,
+        hash_heads: HashHeads | None = None,
     ) -> None:
         self.gallery = gallery
         self.encoder = encoder
+        self.extras = extras or {}
+        self.hash_heads = hash_heads
         self.config = config
         self.device = resolve_device(config.device)
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
@@ -131,7 +152,16 @@ class SearchEngine:
         cls, index: LoadedIndex, encoder: ClipEncoder | None, config: EngineConfig
     ) -> SearchEngine:
         """An engine over an opened index directory (see :func:`search.index_dir.load_index`)."""
-        return cls(index.gallery, encoder, config, index.image_recall, index.caption_recall, index.deleted)
+        return cls(
+            index.gallery,
+            encoder,
+            config,
+            index.image_recall,
+            index.caption_recall,
+            index.deleted,
+            index.extras,
+            index.hash_heads,
+        )
 
     # -- public entry points ------------------------------------------------------------------------
     def search_text(
@@ -297,7 +327,28 @@ class SearchEngine:
             raise InvalidInputError(
                 f"the filter mask has shape {o.allowed.shape}, the gallery {len(self.gallery)} images"
             )
-        return max(recall_k, o.k) if o.rerank == "ftf" else o.k
+        if o.recall not in RECALL_METHODS:
+            raise InvalidInputError(f"recall must be one of {', '.join(RECALL_METHODS)}; got {o.recall!r}")
+        if o.sar not in SAR_MODES:
+            raise InvalidInputError(f"sar must be one of {', '.join(SAR_MODES)}; got {o.sar!r}")
+        side = self.extras.get(o.target if o.image_query else "images", SideExtras())
+        needs = {
+            "hash": o.recall == "hash" and (side.hash is None or self.hash_heads is None),
+            "sgpd": o.recall == "sgpd" and side.sgpd is None,
+            "ppsr": o.ppsr and side.ppsr_rg is None,
+            "sar": o.sar != "off" and side.sar_profiles is None,
+        }
+        for name, missing in needs.items():
+            if missing:
+                raise InvalidInputError(f"{name} is not available for this index (its data was not built)")
+        if (o.ppsr or o.sar != "off") and o.image_query and o.target == "images":
+            raise InvalidInputError(
+                "ppsr and sar correct cross-modal scores; image-to-image search takes neither"
+            )
+        if o.rerank == "exhaustive" and (o.recall != "dense" or o.ppsr or o.sar != "off"):
+            raise InvalidInputError("exhaustive scores every item: it takes no recall method, ppsr or sar")
+        deep = o.rerank in ("ftf", "local") or o.sar != "off"
+        return max(recall_k, o.k) if deep else o.k
 
     # -- stages -------------------------------------------------------------------------------------
     def _grouped(
@@ -318,40 +369,118 @@ class SearchEngine:
 
     def _recall(
         self, query_vectors: NDArray[np.float32], options: Sequence[QueryOptions], captions: bool
-    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        """Coarse candidates ``(scores [Q,R], ids [Q,R])`` with each query's own depth and filter;
-        rows are padded with ``-inf`` / ``-1`` up to the deepest query's ``R``.
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]:
+        """Coarse candidates ``(coarse [Q,R], cosine [Q,R], ids [Q,R])`` with each query's own depth,
+        recall method and filter; rows are padded with ``-inf`` / ``-1`` up to the deepest ``R``.
 
-        A filtered query searches only its subset (a FAISS ID selector, or an exact product over the
-        subset when it is small or the approximate index found fewer than the subset could give).
+        ``coarse`` is the score the rerank fuses: the cosine of the global vectors, or with PPSR its
+        hubness-corrected form. A filtered query searches only its subset (see :meth:`_search_subset`).
         """
         depths = [self.check_options(o) for o in options]
+        fetch = [self._fetch_depth(d, o) for d, o in zip(depths, options, strict=True)]
         width = max(depths)
-        scores = np.full((len(options), width), -np.inf, np.float32)
+        coarse = np.full((len(options), width), -np.inf, np.float32)
+        cosine = np.full((len(options), width), -np.inf, np.float32)
         ids = np.full((len(options), width), -1, np.int64)
-        recall = _present(self.caption_recall) if captions else self.image_recall
-        vectors = _present(self.gallery.captions).vectors if captions else self.gallery.vectors
-        exclude = self.deleted_captions if captions else self.deleted
-        plain = [q for q, o in enumerate(options) if o.allowed is None]
-        if plain:
-            s, i = recall.search(query_vectors[plain], max(depths[q] for q in plain), exclude=exclude)
-            for row, q in enumerate(plain):
-                scores[q, : depths[q]], ids[q, : depths[q]] = _pad(s[row], i[row], depths[q])
+        methods: dict[tuple[str, bool], list[int]] = {}
         for q, o in enumerate(options):
             if o.allowed is None:
-                continue
-            subset = self._subset(_present(o.allowed), captions)
-            want = min(depths[q], subset.size)
-            if want == 0:
-                continue
-            if subset.size > self.config.exact_filter_max:
-                s, i = recall.search(query_vectors[q : q + 1], depths[q], include=subset)
-                if int((i[0] >= 0).sum()) >= want:
-                    scores[q, : depths[q]], ids[q, : depths[q]] = _pad(s[0], i[0], depths[q])
-                    continue
-            s, i = exact_subset(vectors, query_vectors[q : q + 1], subset, depths[q])
-            scores[q, : depths[q]], ids[q, : depths[q]] = s[0], i[0]
-        return scores, ids
+                methods.setdefault((o.recall, o.image_query), []).append(q)
+        found: dict[int, tuple[NDArray[np.float32], NDArray[np.int64]]] = {}
+        for (method, image_query), rows in methods.items():
+            s, i = self._backend(
+                method, image_query, query_vectors[rows], max(fetch[q] for q in rows), captions
+            )
+            for row, q in enumerate(rows):
+                found[q] = _pad(s[row], i[row], fetch[q])
+        for q, o in enumerate(options):
+            if o.allowed is not None:
+                subset = self._subset(o.allowed, captions)
+                found[q] = self._search_subset(o, query_vectors[q : q + 1], subset, fetch[q], captions)
+        for q, o in enumerate(options):
+            s, i = found[q]
+            corrected = s
+            if o.ppsr:
+                corrected = self._ppsr(s, i, captions)
+            # The method's own order (hash: Hamming, then cosine); PPSR re-sorts by its correction.
+            order = np.argsort(-corrected, kind="stable") if o.ppsr else np.arange(s.size)
+            order = order[: depths[q]]
+            n = order.size
+            coarse[q, :n], cosine[q, :n], ids[q, :n] = corrected[order], s[order], i[order]
+            coarse[q, ids[q] < 0] = -np.inf
+        return coarse, cosine, ids
+
+    def _fetch_depth(self, depth: int, o: QueryOptions) -> int:
+        """PPSR re-sorts recall's scores before the cut, so it needs more than the cut to choose from."""
+        return max(depth * PPSR_FETCH, self.config.ppsr_k) if o.ppsr else depth
+
+    def _backend(
+        self,
+        method: str,
+        image_query: bool,
+        vectors: NDArray[np.float32],
+        k: int,
+        captions: bool,
+        include: NDArray[np.int64] | None = None,
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """One recall method over one side; scores are always cosines of the global vectors, so the
+        rerank fuses the same kind of coarse score whichever method found the candidates."""
+        exclude = self.deleted_captions if captions else self.deleted
+        side = self.extras.get("captions" if captions else "images", SideExtras())
+        if method == "dense":
+            recall = _present(self.caption_recall) if captions else self.image_recall
+            return recall.search(vectors, k, exclude=exclude, include=include)
+        if method == "sgpd":
+            return _require(side.sgpd, "sgpd").search(vectors, k, include=include, exclude=exclude)
+        # hash: Hamming order (the method's own), ties broken by cosine; coarse score = cosine.
+        heads = _require(self.hash_heads, "hash")
+        codes = heads.encode_images(vectors) if image_query else heads.encode_texts(vectors)
+        index = _require(side.hash, "hash")
+        fetch = k
+        while True:  # deep enough to hold every item tied with the k-th distance, for the cosine tie-break
+            neg_hamming, ids = index.search(codes, fetch, include=include, exclude=exclude)
+            kth = neg_hamming[:, min(k, ids.shape[1]) - 1]
+            if fetch >= index.size or bool(((neg_hamming[:, -1] < kth) | (ids[:, -1] < 0)).all()):
+                break
+            fetch = min(index.size, 2 * fetch)
+        gallery = _present(self.gallery.captions).vectors if captions else self.gallery.vectors
+        cos = np.einsum("qkd,qd->qk", np.asarray(gallery[np.maximum(ids, 0)], np.float32), vectors)
+        cos = np.where(ids >= 0, cos, -np.inf).astype(np.float32)
+        order = np.lexsort((-cos, -neg_hamming), axis=1)[:, :k]
+        return np.take_along_axis(cos, order, 1), np.take_along_axis(ids, order, 1)
+
+    def _search_subset(
+        self,
+        o: QueryOptions,
+        vector: NDArray[np.float32],
+        subset: NDArray[np.int64],
+        k: int,
+        captions: bool,
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """A filtered query: an exact product over a small subset; otherwise the method with an ID
+        selector, falling back to the exact product when an approximate index found too few."""
+        want = min(k, subset.size)
+        empty = (np.full(k, -np.inf, np.float32), np.full(k, -1, np.int64))
+        if want == 0:
+            return empty
+        if subset.size > self.config.exact_filter_max or o.recall != "dense":
+            s, i = self._backend(o.recall, o.image_query, vector, k, captions, include=subset)
+            if int((i[0] >= 0).sum()) >= want:
+                return _pad(s[0], i[0], k)
+        vectors = _present(self.gallery.captions).vectors if captions else self.gallery.vectors
+        s, i = exact_subset(vectors, vector, subset, k)
+        return s[0], i[0]
+
+    def _ppsr(
+        self, scores: NDArray[np.float32], ids: NDArray[np.int64], captions: bool
+    ) -> NDArray[np.float32]:
+        """PPSR's CSLS correction ``2s - r_q - r_g``, halved (``s - (r_q + r_g) / 2``): the same order,
+        on the cosine's scale, so the rerank's fusion weight keeps its meaning."""
+        side = self.extras.get("captions" if captions else "images", SideExtras())
+        r_g = _require(side.ppsr_rg, "ppsr")
+        r_q = ppsr.query_term(scores[None, :], self.config.ppsr_k)
+        corrected = ppsr.csls(scores[None, :], r_q, np.where(ids >= 0, r_g[np.maximum(ids, 0)], 0.0)[None, :])
+        return np.asarray(corrected[0] / 2.0, np.float32)
 
     def _subset(self, allowed: NDArray[np.bool_], captions: bool) -> NDArray[np.int64]:
         """Live ids passing a filter mask over images (for captions: those of passing images)."""
@@ -364,49 +493,81 @@ class SearchEngine:
     def _two_stage(
         self, text: TextFeatures | None, image: ImageFeatures | None, options: Sequence[QueryOptions]
     ) -> list[SearchResult]:
-        """Recall then (optionally) FTF rerank for a batch of text queries or of image queries, each
-        with its own ``k``, depth and filter; all candidates go through one batched block call."""
+        """Recall then (optionally) rerank for a batch of text queries or of image queries, each with
+        its own ``k``, depth, method and filter; all candidates go through one batched block call.
+        The batch shares one rerank mode (see :meth:`_grouped`); SAR, when asked, re-sorts last."""
         t0 = time.perf_counter()
         captions = text is None
         query_vectors = (text.vectors if text is not None else _present(image).vectors).float().cpu().numpy()
-        coarse_np, ids_np = self._recall(query_vectors, options, captions)
+        coarse_np, cosine_np, ids_np = self._recall(query_vectors, options, captions)
         n_queries = ids_np.shape[0]
         recall_ms = _ms_since(t0) / n_queries
-        if all(o.rerank == "none" for o in options):
-            return [
-                self._result(ids_np[q, : o.k], coarse_np[q, : o.k], coarse_np[q, : o.k], None, captions)
-                | {"recall": recall_ms}
-                for q, o in enumerate(options)
-            ]
+        rerank = options[0].rerank
         t1 = time.perf_counter()
-        explain = any(o.explain for o in options) and text is not None
-        coarse = torch.from_numpy(coarse_np).to(self.device, self.dtype)
-        ids = torch.from_numpy(ids_np)
-        out = self._score(text, image, np.maximum(ids_np, 0), return_attention=explain)
-        fused = ftf.fuse(coarse.clamp_min(-1.0), out.fine, self.config.ftf.lam)
+        explain = any(o.explain for o in options) and text is not None and rerank == "ftf"
+        fine: torch.Tensor | None = None
+        attention: torch.Tensor | None = None
+        coarse = torch.from_numpy(coarse_np).to(self.device, self.dtype).clamp_min(-4.0)
+        if rerank == "ftf":
+            out = self._score(text, image, np.maximum(ids_np, 0), return_attention=explain)
+            fine, attention = out.fine, out.attention
+            fused = ftf.fuse(coarse, fine, self.config.ftf.lam)
+        elif rerank == "local":
+            fine = self._local(text, image, np.maximum(ids_np, 0))
+            w = self.config.local_weight
+            fused = w * coarse + (1.0 - w) * fine
+        else:
+            fused = coarse
         missing = torch.from_numpy(ids_np < 0).to(fused.device)  # fewer live items than the depth
-        fused = fused.masked_fill(missing, float("-inf")).float()
-        top = torch.topk(fused, min(max(o.k for o in options), fused.shape[1]), dim=1).indices.cpu()
-        rerank_ms = _ms_since(t1) / n_queries
+        fused_np = fused.masked_fill(missing, float("-inf")).float().cpu().numpy()
+        fine_np = fine.float().cpu().numpy() if fine is not None else None
         results = []
         for q, o in enumerate(options):
-            order = top[q, : o.k]
-            order = order[torch.isfinite(fused[q, order.to(fused.device)]).cpu()]
-            attention = None
-            if o.explain and out.attention is not None and text is not None:
-                attention = self._attention_maps(out.attention[q, order], text.mask[q])
+            order = self._final_order(fused_np[q], cosine_np[q], ids_np[q], o, captions)[: o.k]
+            order = order[np.isfinite(fused_np[q, order])]
+            maps = None
+            if o.explain and attention is not None and text is not None:
+                maps = self._attention_maps(attention[q, torch.from_numpy(order)], text.mask[q])
+            timings = {"recall": recall_ms} | (
+                {"rerank": _ms_since(t1) / n_queries} if rerank != "none" else {}
+            )
             results.append(
                 self._result(
-                    ids[q, order].numpy(),
-                    fused[q, order].cpu().numpy(),
-                    coarse_np[q, order.numpy()],
-                    out.fine[q, order].float().cpu().numpy(),
+                    ids_np[q, order],
+                    fused_np[q, order],
+                    coarse_np[q, order],
+                    None if fine_np is None else fine_np[q, order],
                     captions,
-                    attention,
+                    maps,
                 )
-                | {"recall": recall_ms, "rerank": rerank_ms}
+                | timings
             )
         return results
+
+    def _final_order(
+        self,
+        scores: NDArray[np.float32],
+        cosine: NDArray[np.float32],
+        ids: NDArray[np.int64],
+        o: QueryOptions,
+        captions: bool,
+    ) -> NDArray[np.int64]:
+        """Candidates best first: by score, or re-sorted by SAR's reverse ranks when asked."""
+        if o.sar == "off":
+            if o.rerank == "none":  # recall's own order (hash: Hamming first)
+                return np.arange(scores.size, dtype=np.int64)
+            return np.argsort(-scores, kind="stable").astype(np.int64)
+        side = self.extras.get("captions" if captions else "images", SideExtras())
+        profiles = _require(side.sar_profiles, "sar")
+        valid = ids >= 0
+        rho = np.full(ids.shape, np.iinfo(np.int64).max // 2, np.int64)
+        if valid.any():
+            cand = np.asarray(profiles[ids[valid]], np.float32)[None]
+            rho[valid] = sar.reverse_ranks(cand, cosine[valid][None])[0]
+        if o.sar == "hard":
+            return np.asarray(sar.sar_order(scores[None], rho[None])[0], np.int64)
+        soft = sar.sar_soft(scores[None], rho[None], self.config.sar_weight)[0]
+        return np.argsort(-soft, kind="stable").astype(np.int64)
 
     def _exhaustive(
         self, text: TextFeatures | None, image: ImageFeatures | None, options: Sequence[QueryOptions]
@@ -451,7 +612,7 @@ class SearchEngine:
 
     def _image_to_image(self, image: ImageFeatures, options: Sequence[QueryOptions]) -> list[SearchResult]:
         t0 = time.perf_counter()
-        scores, ids = self._recall(image.vectors.float().cpu().numpy(), options, captions=False)
+        scores, _, ids = self._recall(image.vectors.float().cpu().numpy(), options, captions=False)
         ms = _ms_since(t0) / ids.shape[0]
         return [
             self._result(ids[q, : o.k], scores[q, : o.k], scores[q, : o.k], None, False) | {"recall": ms}
@@ -474,6 +635,18 @@ class SearchEngine:
         words = self._to_device(store.tokens[ids])  # [Q,K,n,d]
         mask = torch.from_numpy(np.asarray(store.mask[ids])).to(self.device)
         return ftf.image_to_text(_present(image).patches, words, mask, tau, return_attention)
+
+    def _local(
+        self, text: TextFeatures | None, image: ImageFeatures | None, ids: NDArray[np.int64]
+    ) -> torch.Tensor:
+        """iEBAKER's local score ``||W P^T||_F / sqrt(n M)`` of each query against its candidates."""
+        if text is not None:
+            patches = self._to_device(self.gallery.patches[ids])
+            return local_score.text_to_image_local(text.tokens, text.mask, patches)
+        store = _present(self.gallery.captions)
+        words = self._to_device(store.tokens[ids])
+        mask = torch.from_numpy(np.asarray(store.mask[ids])).to(self.device)
+        return local_score.image_to_text_local(_present(image).patches, words, mask)
 
     # -- helpers ------------------------------------------------------------------------------------
     def _gallery_vectors(self, index: NDArray[np.int64], captions: bool) -> torch.Tensor:
@@ -540,6 +713,12 @@ def _image_rerank(rerank: RerankMode | None, target: Target) -> RerankMode:
     if rerank is not None:
         return rerank
     return "none" if target == "images" else "ftf"
+
+
+def _require(value: _T | None, name: str) -> _T:
+    if value is None:
+        raise InvalidInputError(f"{name} is not available for this index (its data was not built)")
+    return value
 
 
 def _pad(

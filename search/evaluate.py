@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,7 @@ from model.errors import DatasetError, ImageDecodeError, InvalidInputError
 from model.features import ImageFeatures, TextFeatures
 from model.images import decode_image
 from model.metrics import KS, RecallReport, recall_report
-from search.engine import RerankMode, SearchEngine
+from search.engine import QueryOptions, RecallMethod, RerankMode, SarMode, SearchEngine
 from search.gallery import Gallery, gallery_from_features
 
 # Query encoding is timed on a sample of captions: it does not depend on the mode or the gallery.
@@ -42,6 +42,7 @@ class EvalResult:
     i2t_ms_per_query: float
     text_encode_ms_per_query: float | None
     encoder: dict[str, Any]
+    method: dict[str, Any] | None = None
 
     @property
     def ms_per_query(self) -> float:
@@ -52,6 +53,7 @@ class EvalResult:
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = self.report.as_dict()
         out.update(
+            **(self.method or {}),
             mode=self.mode,
             K=self.recall_k,
             ms_per_query=self.ms_per_query,
@@ -105,6 +107,15 @@ def embed_dataset(encoder: ClipEncoder, dataset: CaptionDataset) -> Gallery:
     )
 
 
+@dataclass(frozen=True)
+class MethodOptions:
+    """The recall method and score corrections an evaluation runs with (the rerank is its ``mode``)."""
+
+    recall: RecallMethod = "dense"
+    ppsr: bool = False
+    sar: SarMode = "off"
+
+
 def evaluate(
     engine: SearchEngine,
     mode: RerankMode,
@@ -112,6 +123,7 @@ def evaluate(
     dataset_name: str = "",
     caption_queries: NDArray[np.int64] | None = None,
     image_queries: NDArray[np.int64] | None = None,
+    method: MethodOptions | None = None,
 ) -> EvalResult:
     """Search the captions over the images and the images over the captions; report R@1/5/10 and mR.
 
@@ -127,11 +139,14 @@ def evaluate(
     iq = np.arange(len(gallery)) if image_queries is None else image_queries
     n_images, n_captions = len(iq), len(cq)
 
+    m = method or MethodOptions()
+    text_opts = QueryOptions(k, recall_k, mode, recall=m.recall, ppsr=m.ppsr, sar=m.sar)
+    image_opts = replace(text_opts, target="captions", image_query=True)
     t0 = time.perf_counter()
-    t2i = engine.search_text_features(gallery.caption_features(cq), k, recall_k, mode)
+    t2i = engine.search_text_features_batch(gallery.caption_features(cq), [text_opts] * n_captions)
     t2i_ms = (time.perf_counter() - t0) * 1000 / n_captions
     t0 = time.perf_counter()
-    i2t = engine.search_image_features(gallery.image_features(iq), k, recall_k, mode, "captions")
+    i2t = engine.search_image_features_batch(gallery.image_features(iq), [image_opts] * n_images)
     i2t_ms = (time.perf_counter() - t0) * 1000 / n_images
 
     encode_ms = None
@@ -151,7 +166,8 @@ def evaluate(
         n_images=n_images,
         n_captions=n_captions,
         mode=mode,
-        recall_k=None if mode != "ftf" else (recall_k or engine.config.default_recall_k),
+        recall_k=None if mode not in ("ftf", "local") else (recall_k or engine.config.default_recall_k),
+        method=asdict(m),
         report=report,
         t2i_ms_per_query=t2i_ms,
         i2t_ms_per_query=i2t_ms,

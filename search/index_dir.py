@@ -97,6 +97,8 @@ class LoadedIndex:
     caption_recall: DenseRecall | None
     deleted: NDArray[np.int64]
     metadata: MetadataColumns
+    extras: dict[str, Any] = field(default_factory=dict)  # side -> search.extras.SideExtras
+    hash_heads: Any = None  # model.hashing.HashHeads, when the version carries hash codes
 
 
 def resolve_version(path: Path) -> Path:
@@ -141,9 +143,13 @@ def read_tombstones(folder: Path) -> list[str]:
     return list(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else []
 
 
-def load_index(path: Path, expect_encoder: dict[str, Any] | None = None) -> LoadedIndex:
-    """Open a version (or a root's current version) with its FAISS indexes, if it has them."""
-    # Imported here: metadata_io raises this module's IndexFormatError, so it imports this module.
+def load_index(
+    path: Path, expect_encoder: dict[str, Any] | None = None, with_sgpd: bool = True
+) -> LoadedIndex:
+    """Open a version (or a root's current version) with its FAISS indexes, if it has them, and the
+    alternative methods' data (``with_sgpd``: also build SGPD's clusters, a k-means at load time)."""
+    # Imported here: these modules import this one (IndexFormatError, Gallery types).
+    from search.extras import load_extras
     from search.metadata_io import load_metadata
 
     folder = resolve_version(path)
@@ -154,7 +160,10 @@ def load_index(path: Path, expect_encoder: dict[str, Any] | None = None) -> Load
     position = {ident: i for i, ident in enumerate(gallery.ids)}
     deleted = np.asarray(sorted(position[i] for i in read_tombstones(folder) if i in position), np.int64)
     metadata = load_metadata(folder, len(gallery.ids))
-    return LoadedIndex(folder, gallery, manifest, image_recall, caption_recall, deleted, metadata)
+    extras, heads = load_extras(folder, gallery, with_sgpd)
+    return LoadedIndex(
+        folder, gallery, manifest, image_recall, caption_recall, deleted, metadata, extras, heads
+    )
 
 
 def save_gallery(gallery: Gallery, folder: Path, manifest: Manifest) -> None:

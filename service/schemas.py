@@ -42,23 +42,37 @@ class _SearchBase(Strict):
     filters: SearchFilters | None = None
 
 
-class TextSearchRequest(_SearchBase):
+class _Methods(Strict):
+    """Per-request choice of the published methods; absent fields take the server's defaults."""
+
+    recall: Literal["dense", "hash", "sgpd"] | None = Field(
+        None, description="dense (FAISS), hash (CFITR Hamming codes) or sgpd (sparse-guided partial dense)"
+    )
+    ppsr: bool | None = Field(None, description="PPSR (CSLS) hubness correction of the recall scores")
+    sar: Literal["off", "hard", "soft"] | None = Field(
+        None, description="SAR: re-sort the candidates by their reverse-retrieval rank"
+    )
+
+
+class TextSearchRequest(_SearchBase, _Methods):
     query: str = Field(..., description="what to look for, in words")
-    rerank: Literal["ftf", "none"] = "ftf"
+    rerank: Literal["ftf", "local", "none"] | None = Field(
+        None, description="ftf (the FTF block), local (iEBAKER's local score) or none (default: server's)"
+    )
     explain: bool = Field(False, description="return each result's per-word attention over its patches")
 
 
-class ImageSearchOptions(_SearchBase):
+class ImageSearchOptions(_SearchBase, _Methods):
     """The options of ``POST /search/image`` (multipart form fields, beside the file)."""
 
     target: Literal["images", "captions"] = "images"
-    rerank: Literal["ftf", "none"] | None = Field(
-        None, description="default: none for images (coarse only), ftf for captions"
+    rerank: Literal["ftf", "local", "none"] | None = Field(
+        None, description="default: none for images (coarse only), the server's default for captions"
     )
 
     @model_validator(mode="after")
     def _rerank_fits_target(self) -> ImageSearchOptions:
-        if self.target == "images" and self.rerank == "ftf":
+        if self.target == "images" and self.rerank not in (None, "none"):
             raise ValueError(
                 "image-to-image search is coarse only: use rerank 'none' (FTF scores text-image pairs)"
             )

@@ -8,6 +8,7 @@ address instead.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,6 +35,10 @@ class Settings(BaseSettings):
     max_recall_k: int = Field(1000, ge=1)
     max_query_chars: int = Field(1000, ge=1)
     max_explain_k: int = Field(50, ge=1, description="most results an explain=true request may ask for")
+    default_rerank: Literal["ftf", "local", "none"] = "ftf"
+    default_recall: Literal["dense", "hash", "sgpd"] = "dense"
+    default_ppsr: bool = False
+    default_sar: Literal["off", "hard", "soft"] = "off"
     tau: float = 0.05
     lam: float = 0.5
 

@@ -59,19 +59,31 @@ async def search_text(body: TextSearchRequest, request: Request) -> Response:
         )
     k, recall_k = _bounds(rt, body.k, body.recall_k, body.explain)
     index = rt.holder.current
+    s = rt.settings
+    options = QueryOptions(
+        k,
+        recall_k,
+        body.rerank or s.default_rerank,
+        body.explain,
+        _allowed(index, body.filters),
+        recall=body.recall or s.default_recall,
+        ppsr=s.default_ppsr if body.ppsr is None else body.ppsr,
+        sar=body.sar or s.default_sar,
+    )
+    index.engine.check_options(options)  # a 422 now, not from inside a batch
+    methods = _methods(options)
     normal = {
         "query": normalise_query(query),
         "k": k,
         "recall_k": recall_k,
-        "rerank": body.rerank,
         "explain": body.explain,
         "filters": body.filters.model_dump(mode="json") if body.filters else None,
+        **methods,
     }
     key = cache_key(rt.model_id, index.version, "text", normal)
     cached = await _cached(rt, key, request, started)
     if cached is not None:
         return cached
-    options = QueryOptions(k, recall_k, body.rerank, body.explain, _allowed(index, body.filters))
     result, waited = await _submit(rt, rt.text_batcher.submit((index.engine, query, options)))
     words = rt.encoder.word_pieces(query) if body.explain else []
     payload = {
@@ -100,7 +112,10 @@ async def search_text(body: TextSearchRequest, request: Request) -> Response:
                             "k": {"type": "integer"},
                             "recall_k": {"type": "integer"},
                             "target": {"type": "string", "enum": ["images", "captions"]},
-                            "rerank": {"type": "string", "enum": ["ftf", "none"]},
+                            "rerank": {"type": "string", "enum": ["ftf", "local", "none"]},
+                            "recall": {"type": "string", "enum": ["dense", "hash", "sgpd"]},
+                            "ppsr": {"type": "boolean"},
+                            "sar": {"type": "string", "enum": ["off", "hard", "soft"]},
                             "filters": {"type": "string", "description": "SearchFilters as JSON"},
                         },
                     }
@@ -119,23 +134,35 @@ async def search_image(request: Request) -> Response:
     k, recall_k = _bounds(rt, options_model.k, options_model.recall_k, False)
     index = rt.holder.current
     target = options_model.target
-    rerank = options_model.rerank or ("none" if target == "images" else "ftf")
+    s = rt.settings
+    cross = target == "captions"  # PPSR and SAR correct cross-modal scores only
+    options = QueryOptions(
+        k,
+        recall_k,
+        options_model.rerank or (s.default_rerank if cross else "none"),
+        False,
+        _allowed(index, options_model.filters),
+        target,
+        image_query=True,
+        recall=options_model.recall or s.default_recall,
+        ppsr=(s.default_ppsr and cross) if options_model.ppsr is None else options_model.ppsr,
+        sar=options_model.sar or (s.default_sar if cross else "off"),
+    )
+    index.engine.check_options(options)
+    methods = _methods(options)
     normal = {
         "image_sha256": hashlib.sha256(data).hexdigest(),
         "k": k,
         "recall_k": recall_k,
-        "rerank": rerank,
         "target": target,
         "filters": options_model.filters.model_dump(mode="json") if options_model.filters else None,
+        **methods,
     }
     key = cache_key(rt.model_id, index.version, "image", normal)
     cached = await _cached(rt, key, request, started)
     if cached is not None:
         return cached
     image = await asyncio.to_thread(decode_image, data, rt.settings.max_image_pixels)
-    options = QueryOptions(
-        k, recall_k, rerank, False, _allowed(index, options_model.filters), target, image_query=True
-    )
     result, waited = await _submit(rt, rt.image_batcher.submit((index.engine, image, options)))
     hits = _image_hits(index, result, k, None, []) if target == "images" else _caption_hits(index, result)
     payload = {"results": hits, "target": target, "index_version": index.version}
@@ -201,6 +228,10 @@ def _bounds(rt: Runtime, k: int | None, recall_k: int | None, explain: bool) -> 
             422, "invalid_request", f"recall_k: must be between k ({k}) and {s.max_recall_k}, got {recall_k}"
         )
     return k, recall_k
+
+
+def _methods(o: QueryOptions) -> dict[str, object]:
+    return {"rerank": o.rerank, "recall": o.recall, "ppsr": o.ppsr, "sar": o.sar}
 
 
 def _allowed(index: ServingIndex, filters: SearchFilters | None) -> NDArray[np.bool_] | None:

@@ -71,7 +71,7 @@ def test_rsir_eval_json_end_to_end(tmp_path: Path) -> None:
 def test_rsir_eval_reports_bad_input_without_traceback(tmp_path: Path) -> None:
     dataset = _tiny_dataset(tmp_path)
     result = CliRunner().invoke(app, ["eval", "--dataset", str(dataset), "--rerank", "magic"])
-    assert result.exit_code == 2 and "must be one of none, ftf, exhaustive" in result.output
+    assert result.exit_code == 2 and "must be one of none, ftf, local, exhaustive" in result.output
 
 
 def test_perfect_features_give_perfect_recall() -> None:

@@ -1,0 +1,135 @@
+"""The methods table (issue 7): recall {exact, IVF, hash, SGPD} x rerank {none, ftf, local} x
+{plain, +PPSR, +SAR} on the SynthRS test split, every caption and image a query, in one run.
+
+    .venv/bin/python -m bench.methods_table --data data/synthrs --out bench/results/methods.json
+
+The gallery is embedded once with the shipped model; every row searches it through the same
+:class:`search.engine.SearchEngine` (only the options differ), so rows differ only by method.
+IVF is the dense recall with ``IVF{nlist},Flat`` indexes (nlist ~ sqrt(N)) at the default nprobe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.two_stage_table import build, embed
+from model.datasets import load_dataset
+from model.encoders import DEFAULT_HASH_HEADS, ClipEncoder, EncoderConfig, default_checkpoint
+from model.ftf import FTFParams
+from model.hashing import HashHeads
+from search.engine import EngineConfig, RerankMode, SearchEngine
+from search.evaluate import MethodOptions, evaluate
+from search.extras import build_extras
+from search.recall import DenseRecall
+
+ARCH = "rsir-vit-tiny"
+RECALLS = ("exact", "ivf", "hash", "sgpd")
+RERANKS: tuple[RerankMode, ...] = ("none", "ftf", "local")
+CORRECTIONS = ("plain", "ppsr", "sar")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--hash-heads", type=Path, default=DEFAULT_HASH_HEADS)
+    p.add_argument("--recall-k", type=int, default=100)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--local-weight", type=float, default=0.6)
+    p.add_argument("--sar", default="hard", choices=("hard", "soft"))
+    p.add_argument("--out", type=Path)
+    args = p.parse_args()
+
+    torch.manual_seed(0)
+    encoder = ClipEncoder(
+        EncoderConfig(
+            arch="rsir-vit-tiny", checkpoint=default_checkpoint("rsir-vit-tiny"), device=args.device
+        )
+    )
+    ds = load_dataset(args.data, split=args.split)
+    t0 = time.perf_counter()
+    gallery = build([(ds, *embed(encoder, ds))])
+    print(
+        f"embedded {len(ds.images)} images, {len(ds.captions)} captions in {time.perf_counter() - t0:.0f} s"
+    )
+    heads = HashHeads.load(args.hash_heads)
+    t0 = time.perf_counter()
+    extras = build_extras(gallery, heads)
+    print(f"extras (hash codes, SGPD, PPSR r_g, SAR profiles) built in {time.perf_counter() - t0:.1f} s")
+    config = EngineConfig(ftf=FTFParams(), device=args.device, local_weight=args.local_weight)
+    store = gallery.captions
+    assert store is not None
+    nlist_i = max(1, round(np.sqrt(len(gallery))))
+    nlist_c = max(1, round(np.sqrt(len(store.texts))))
+    engines = {
+        "exact": SearchEngine(gallery, encoder, config, extras=extras, hash_heads=heads),
+        "ivf": SearchEngine(
+            gallery,
+            encoder,
+            config,
+            image_recall=DenseRecall(np.asarray(gallery.vectors), f"IVF{nlist_i},Flat"),
+            caption_recall=DenseRecall(np.asarray(store.vectors), f"IVF{nlist_c},Flat"),
+            extras=extras,
+            hash_heads=heads,
+        ),
+    }
+    rows: list[dict[str, Any]] = []
+    for recall in RECALLS:
+        engine = engines.get(recall, engines["exact"])
+        method_recall = "dense" if recall in ("exact", "ivf") else recall
+        for rerank in RERANKS:
+            for correction in CORRECTIONS:
+                method = MethodOptions(
+                    recall=method_recall,  # type: ignore[arg-type]
+                    ppsr=correction == "ppsr",
+                    sar=args.sar if correction == "sar" else "off",
+                )
+                recall_k = args.recall_k if rerank != "none" or correction == "sar" else None
+                t0 = time.perf_counter()
+                result = evaluate(engine, rerank, recall_k, f"{ds.name}:{args.split}", method=method)
+                row = result.as_dict() | {"recall_method": recall, "correction": correction}
+                row["wall_s"] = time.perf_counter() - t0
+                row.pop("encoder", None)
+                rows.append(row)
+                print(
+                    f"{recall:<5} {rerank:<5} {correction:<5} mR={row['mR']:6.2f} "
+                    f"t2i {row['t2i_ms_per_query']:7.2f} ms i2t {row['i2t_ms_per_query']:7.2f} ms",
+                    flush=True,
+                )
+    lines = [
+        "| recall | rerank | correction | t2i R@1 | R@5 | R@10 | i2t R@1 | R@5 | R@10 | mR "
+        "| t2i ms/q | i2t ms/q |",
+        "|" + "---|" * 12,
+    ]
+    for r in rows:
+        vals = (r["t2i_r1"], r["t2i_r5"], r["t2i_r10"], r["i2t_r1"], r["i2t_r5"], r["i2t_r10"], r["mR"])
+        lines.append(
+            f"| {r['recall_method']} | {r['mode']} | {r['correction']} | "
+            + " | ".join(f"{v:.2f}" for v in vals)
+            + f" | {r['t2i_ms_per_query']:.2f} | {r['i2t_ms_per_query']:.2f} |"
+        )
+    print("\n".join(lines))
+    if args.out is not None:
+        meta = {
+            "date": date.today().isoformat(),
+            "machine": platform.node(),
+            "cpu_threads": torch.get_num_threads(),
+            "recall_k": args.recall_k,
+            "sar": args.sar,
+            "local_weight": args.local_weight,
+            "nlist": [nlist_i, nlist_c],
+        }
+        args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""The alternative methods' per-version data (see :mod:`search.extras`), written beside the arrays.
+
+- ``ppsr_rg.npy`` / ``caption_ppsr_rg.npy``: PPSR's gallery term against a sample of at most
+  ``PPSR_REFERENCES`` queries of the other modality (the indexed captions for images, the images for
+  captions), so an online query needs only its own term.
+- ``sar_profiles.npy`` / ``caption_sar_profiles.npy``: SAR's sorted similarities to a smaller sample.
+- ``hash_heads.safetensors`` + ``hash_codes.npy`` / ``caption_hash_codes.npy``: CFITR codes, when the
+  build is given hash heads (the heads travel with the version: queries need them to be encoded).
+
+They are recomputed from the whole version's vectors on every build, add and delete is left alone
+(delete hard-links them: tombstones do not change any item's vector).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from search.atomic import save_npy
+from search.extras import reference_sample, side_data
+
+HASH_HEADS_FILE = "hash_heads.safetensors"
+PPSR_REFERENCES = 10_000
+
+
+def write_extras(staged: Path, hash_heads: Path | None, seed: int = 0) -> None:
+    images = np.load(staged / "image_vectors.npy", mmap_mode="r")
+    caption_file = staged / "caption_vectors.npy"
+    captions = np.load(caption_file, mmap_mode="r") if caption_file.is_file() else None
+    if captions is not None and len(captions):
+        for prefix, side, other in (("", images, captions), ("caption_", captions, images)):
+            refs = np.asarray(other[reference_sample(len(other), PPSR_REFERENCES, seed)], np.float32)
+            r_g, profiles = side_data(np.asarray(side, np.float32), refs, seed)
+            save_npy(staged / f"{prefix}ppsr_rg.npy", r_g)
+            save_npy(staged / f"{prefix}sar_profiles.npy", profiles)
+    if hash_heads is not None:
+        from model.hashing import HashHeads
+
+        heads = HashHeads.load(hash_heads)
+        shutil.copyfile(hash_heads, staged / HASH_HEADS_FILE)
+        save_npy(staged / "hash_codes.npy", heads.encode_images(np.asarray(images, np.float32)))
+        if captions is not None and len(captions):
+            save_npy(staged / "caption_hash_codes.npy", heads.encode_texts(np.asarray(captions, np.float32)))

@@ -1,0 +1,153 @@
+"""The images, checked without a Docker engine: hadolint (with ShellCheck on every RUN) finds nothing in
+either Dockerfile, and the files say what the deployment relies on: multi-stage, non-root, a health check,
+the same code in both, CPU torch in one and CUDA 12 torch + faiss-gpu-cu12 in the other."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.deploy.support import DOCKER, Dockerfile, arg_default, read_dockerfile, run, tool
+
+DOCKERFILES = {"cpu": DOCKER / "Dockerfile.cpu", "gpu": DOCKER / "Dockerfile.gpu"}
+PACKAGES: list[str] = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["hatch"]["build"][
+    "targets"
+]["wheel"]["packages"]
+
+
+@pytest.fixture(scope="module", params=sorted(DOCKERFILES))
+def image(request: pytest.FixtureRequest) -> tuple[str, Dockerfile]:
+    flavour: str = request.param
+    return flavour, read_dockerfile(DOCKERFILES[flavour])
+
+
+@pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
+def test_hadolint_finds_nothing(flavour: str) -> None:
+    tool("shellcheck")  # hadolint runs ShellCheck over RUN commands when it is on PATH
+    done = run([tool("hadolint"), "--no-color", "--config", ".hadolint.yaml", str(DOCKERFILES[flavour])])
+    assert done.returncode == 0 and not done.stdout.strip(), done.stdout + done.stderr
+
+
+def test_hadolint_reports_a_bad_dockerfile(tmp_path: Path) -> None:
+    """The lint above can fail: the same command flags the usual mistakes (and a RUN that ShellCheck
+    objects to)."""
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python\nRUN apt-get install curl\nRUN cd /src && pip install rsir\nUSER root\n")
+    done = run([tool("hadolint"), "--no-color", "--config", ".hadolint.yaml", str(bad)])
+    assert done.returncode != 0
+    for rule in ("DL3006", "DL3014", "DL3003", "DL3013", "DL3042", "DL3002"):
+        assert rule in done.stdout, done.stdout
+
+
+def test_demo_index_script_passes_shellcheck() -> None:
+    done = run([tool("shellcheck"), "--shell=sh", str(DOCKER / "demo-index.sh")])
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_multi_stage_non_root_with_a_health_check(image: tuple[str, Dockerfile]) -> None:
+    _, df = image
+    assert len(df.stages) >= 2, "a builder stage and a runtime stage"
+    final = df.final
+    builder = next(s for s in df.stages if s.name == "builder")
+    # the runtime stage takes the venv and nothing else from the builder
+    assert [c for c in final.all("COPY") if "--from=" in c] == ["--from=builder /opt/venv /opt/venv"]
+    assert not any("pip install" in r for r in final.all("RUN")), "no installs in the runtime stage"
+    assert any("pip install" in r for r in builder.all("RUN"))
+
+    users = final.all("USER")
+    assert users and users[-1].split(":")[0] not in ("0", "root")
+    assert users[-1].split(":")[0].isdigit(), "numeric uid: Kubernetes' runAsNonRoot can verify it"
+    uid = users[-1].split(":")[0]
+    assert any(f"--uid {uid}" in r for r in final.all("RUN"))
+
+    (health,) = final.all("HEALTHCHECK")
+    cmd = json.loads(health[health.index("CMD") + 3 :].strip())
+    assert cmd == ["python", "-m", "service.healthcheck"], "liveness: /healthz, standard library only"
+    assert final.all("EXPOSE") == ["8000"]
+    (command,) = final.all("CMD")
+    assert json.loads(command) == ["rsir", "serve", "--host", "0.0.0.0", "--port", "8000"]
+    assert "/usr/local/bin/rsir-demo-index" in " ".join(final.all("COPY")), "index build tool in the image"
+
+
+def test_both_images_install_the_same_code(image: tuple[str, Dockerfile]) -> None:
+    """Every package of the wheel is copied in (a new top-level package must be added to the images)."""
+    _, df = image
+    builder = next(s for s in df.stages if s.name == "builder")
+    copied = {args.split()[0] for args in builder.all("COPY") if not args.startswith("--")}
+    sources = {p for args in builder.all("COPY") for p in args.split()[:-1]}
+    assert set(PACKAGES) <= copied, f"not copied into the image: {sorted(set(PACKAGES) - copied)}"
+    assert {"pyproject.toml", "README.md", "docker/requirements.py"} <= sources
+    assert any(r.startswith("pip install --no-cache-dir --no-deps .") for r in builder.all("RUN"))
+
+
+def test_cpu_image_uses_cpu_torch_and_faiss_cpu() -> None:
+    df = read_dockerfile(DOCKERFILES["cpu"])
+    assert arg_default(df, "PYTHON_IMAGE").startswith("python:3.11-slim")
+    assert arg_default(df, "TORCH_INDEX_URL") == "https://download.pytorch.org/whl/cpu"
+    assert arg_default(df, "RSIR_EXTRAS") == "cpu"
+
+
+def test_gpu_image_uses_cuda_12_torch_and_faiss_gpu() -> None:
+    df = read_dockerfile(DOCKERFILES["gpu"])
+    assert arg_default(df, "CUDA_IMAGE").startswith("nvidia/cuda:12.")
+    assert arg_default(df, "TORCH_INDEX_URL").startswith("https://download.pytorch.org/whl/cu12")
+    assert arg_default(df, "RSIR_EXTRAS") == "gpu"
+
+
+def test_torch_pins_match_the_development_install() -> None:
+    """The images pin the torch/torchvision pair the Makefile installs."""
+    makefile = (REPO / "Makefile").read_text()
+    for df in map(read_dockerfile, DOCKERFILES.values()):
+        assert f"torch=={arg_default(df, 'TORCH_VERSION')} " in makefile
+        assert f"torchvision=={arg_default(df, 'TORCHVISION_VERSION')}" in makefile
+
+
+@pytest.mark.parametrize(
+    ("extras", "expected", "absent"),
+    [
+        ("cpu", "faiss-cpu", "faiss-gpu-cu12"),
+        ("gpu", "faiss-gpu-cu12", "faiss-cpu"),
+        ("gpu,ray", "ray[data]", "faiss-cpu"),
+    ],
+)
+def test_requirements_script(extras: str, expected: str, absent: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(DOCKER / "requirements.py"), extras, str(REPO / "pyproject.toml")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    names = [line.split(">")[0].split("<")[0].split("=")[0] for line in done.stdout.splitlines()]
+    assert expected in names and absent not in names
+    assert "fastapi" in names and "torch" in names
+
+
+def test_requirements_script_refuses_an_unknown_extra() -> None:
+    done = subprocess.run(
+        [sys.executable, str(DOCKER / "requirements.py"), "cuda", str(REPO / "pyproject.toml")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0 and "unknown extras" in done.stderr
+
+
+def test_dockerignore_keeps_local_state_out_and_the_code_in() -> None:
+    patterns = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for local in (".venv", "data", "runs", "logs", ".git", ".mypy_cache", ".pytest_cache", ".ruff_cache"):
+        assert local in patterns, f"{local} should stay out of the build context"
+    needed = [*PACKAGES, "pyproject.toml", "README.md", "docker/requirements.py", "docker/demo-index.sh"]
+    for path in needed:
+        hits = [p for p in patterns if not p.startswith("!") and fnmatch.fnmatch(path, p)]
+        assert not hits, f"{path} is copied into the image but .dockerignore drops it ({hits})"
+    assert (DOCKER / "demo-index.sh").stat().st_mode & 0o111, "demo-index.sh must stay executable"

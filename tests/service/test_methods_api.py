@@ -1,0 +1,44 @@
+"""``POST /search/text`` with the per-request methods (recall, ppsr, sar, the local rerank) over an
+index the builder wrote, against the engine called directly; bad values and missing data are 422s."""
+
+from __future__ import annotations
+
+import httpx
+
+from search.engine import QueryOptions, SearchEngine
+from search.index_dir import load_index
+from tests.service.conftest import TinyIndex, assert_error
+
+QUERY = "boats beside a harbour in tile 7"
+
+
+def test_the_builder_writes_the_methods_data(tiny_index: TinyIndex) -> None:
+    loaded = load_index(tiny_index.root, with_sgpd=False)
+    for name in ("ppsr_rg.npy", "sar_profiles.npy", "caption_ppsr_rg.npy", "caption_sar_profiles.npy"):
+        assert (loaded.folder / name).is_file(), name
+    # The tiny test encoder has no shipped hash heads, so the version carries no codes.
+    assert not (loaded.folder / "hash_codes.npy").exists() and loaded.hash_heads is None
+
+
+def test_text_search_with_methods_matches_the_engine(client: httpx.Client, engine: SearchEngine) -> None:
+    body = {"query": QUERY, "k": 5, "recall_k": 20, "recall": "sgpd", "rerank": "local", "sar": "hard"}
+    response = client.post("/search/text", json=body | {"ppsr": True})
+    assert response.status_code == 200, response.text
+    hits = response.json()["results"]
+    options = QueryOptions(5, 20, "local", recall="sgpd", ppsr=True, sar="hard")
+    expected = engine.search_text_batch([QUERY], [options])[0]
+    assert [h["id"] for h in hits] == [h.id for h in expected.hits]
+    assert len(hits) == 5
+    for got, want in zip(hits, expected.hits, strict=True):
+        assert abs(got["score"] - want.score) < 1e-5
+        assert abs(got["coarse_score"] - want.coarse) < 1e-5
+
+
+def test_bad_method_values_are_422(client: httpx.Client) -> None:
+    for extra in ({"recall": "magic"}, {"sar": "maybe"}, {"ppsr": "sometimes"}, {"rerank": "exhaustive"}):
+        assert_error(client.post("/search/text", json={"query": QUERY} | extra), 422)
+
+
+def test_hash_without_hash_data_is_422_naming_hash(client: httpx.Client) -> None:
+    error = assert_error(client.post("/search/text", json={"query": QUERY, "recall": "hash"}), 422)
+    assert "hash" in error["message"]
