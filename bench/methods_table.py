@@ -14,6 +14,7 @@ import argparse
 import json
 import platform
 import time
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,12 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--local-weight", type=float, default=0.6)
     p.add_argument("--sar", default="hard", choices=("hard", "soft"))
+    p.add_argument("--recalls", default=",".join(RECALLS), help="subset of rows, e.g. exact,hash")
+    p.add_argument("--reranks", default=",".join(RERANKS))
+    p.add_argument("--corrections", default=",".join(CORRECTIONS))
+    p.add_argument(
+        "--local-weights", default=None, help="sweep: comma-separated local weights (rerank local)"
+    )
     p.add_argument("--out", type=Path)
     args = p.parse_args()
 
@@ -83,11 +90,20 @@ def main() -> None:
         ),
     }
     rows: list[dict[str, Any]] = []
-    for recall in RECALLS:
+    if args.local_weights:
+        for w in (float(x) for x in args.local_weights.split(",")):
+            engine = SearchEngine(gallery, encoder, replace(config, local_weight=w), extras=extras)
+            result = evaluate(engine, "local", args.recall_k, f"{ds.name}:{args.split}")
+            rows.append(result.as_dict() | {"local_weight": w})
+            print(f"local weight {w:.2f}: mR={rows[-1]['mR']:.2f}", flush=True)
+        if args.out is not None:
+            args.out.write_text(json.dumps({"split": args.split, "rows": rows}, indent=1, default=str))
+        return
+    for recall in args.recalls.split(","):
         engine = engines.get(recall, engines["exact"])
         method_recall = "dense" if recall in ("exact", "ivf") else recall
-        for rerank in RERANKS:
-            for correction in CORRECTIONS:
+        for rerank in args.reranks.split(","):
+            for correction in args.corrections.split(","):
                 method = MethodOptions(
                     recall=method_recall,  # type: ignore[arg-type]
                     ppsr=correction == "ppsr",
@@ -95,7 +111,8 @@ def main() -> None:
                 )
                 recall_k = args.recall_k if rerank != "none" or correction == "sar" else None
                 t0 = time.perf_counter()
-                result = evaluate(engine, rerank, recall_k, f"{ds.name}:{args.split}", method=method)
+                mode: RerankMode = rerank
+                result = evaluate(engine, mode, recall_k, f"{ds.name}:{args.split}", method=method)
                 row = result.as_dict() | {"recall_method": recall, "correction": correction}
                 row["wall_s"] = time.perf_counter() - t0
                 row.pop("encoder", None)

@@ -7,19 +7,22 @@ import asyncio
 import mimetypes
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from model.images import decode_image
 from search.originals import OriginalUnavailableError, read_original
 from service.errors import ApiError
 from service.overlay import overlay, to_jpeg, to_png
+from service.routes.admission import admit
 from service.runtime import Runtime, runtime
 from service.schemas import ErrorResponse
 from service.serving_index import ServingIndex
 
 router = APIRouter(tags=["images"])
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (404, 422)}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (401, 403, 404, 422, 429)
+}
 _IMMUTABLE = "public, max-age=86400"  # an id's bytes never change within an index version
 
 
@@ -41,7 +44,13 @@ async def thumbnail(
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": _IMMUTABLE})
 
 
-@router.get("/images/{image_id:path}/explain.png", responses=_ERRORS, response_class=Response)
+# The overlay runs the model on caller-chosen text, so it passes the same gate as a search.
+@router.get(
+    "/images/{image_id:path}/explain.png",
+    responses=_ERRORS,
+    response_class=Response,
+    dependencies=[Depends(admit)],
+)
 async def explain_overlay(
     image_id: str,
     request: Request,

@@ -92,9 +92,12 @@ def test_api_keys_and_rate_limit_in_redis(serve: ServerFactory, redis_server: Re
     body = {"query": "rate limited query", "k": 2}
     assert_error(client.post("/search/text", json=body), 401, "missing_api_key")
     assert_error(client.post("/search/text", json=body, headers={"X-API-Key": "bad"}), 403, "invalid_api_key")
-    # Operations endpoints and images stay open.
+    # Operations endpoints and images stay open; the overlay runs the model, so it is gated.
     assert client.get("/healthz").status_code == 200
     assert client.get("/images/images/img000.png").status_code == 200
+    overlay = "/images/images/img000.png/explain.png?query=boats"
+    assert_error(client.get(overlay), 401, "missing_api_key")
+    assert client.get(overlay, headers={"X-API-Key": "unlimited"}).status_code == 200
 
     wait_clear_of_minute_boundary()
     good = {"X-API-Key": "good"}
@@ -118,7 +121,7 @@ def test_api_keys_and_rate_limit_in_redis(serve: ServerFactory, redis_server: Re
     for _ in range(5):
         assert client.post("/search/text", json=body, headers={"X-API-Key": "unlimited"}).status_code == 200
     assert metric(client, "rsir_rejected_total", reason="rate_limited") == 2
-    assert metric(client, "rsir_rejected_total", reason="missing_api_key") == 1
+    assert metric(client, "rsir_rejected_total", reason="missing_api_key") == 2  # search + overlay
 
 
 def test_rate_limit_without_redis_counts_in_process(serve: ServerFactory):
