@@ -53,10 +53,14 @@ def main() -> None:
     p.add_argument(
         "--local-weights", default=None, help="sweep: comma-separated local weights (rerank local)"
     )
+    p.add_argument("--caption-queries", type=int, default=0, help="a seeded sample of captions (0: all)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
 
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     encoder = ClipEncoder(
         EncoderConfig(
             arch="rsir-vit-tiny", checkpoint=default_checkpoint("rsir-vit-tiny"), device=args.device
@@ -89,11 +93,15 @@ def main() -> None:
             hash_heads=heads,
         ),
     }
+    cq = None
+    if args.caption_queries:
+        rng = np.random.default_rng(0)
+        cq = np.sort(rng.choice(len(store.texts), min(args.caption_queries, len(store.texts)), replace=False))
     rows: list[dict[str, Any]] = []
     if args.local_weights:
         for w in (float(x) for x in args.local_weights.split(",")):
             engine = SearchEngine(gallery, encoder, replace(config, local_weight=w), extras=extras)
-            result = evaluate(engine, "local", args.recall_k, f"{ds.name}:{args.split}")
+            result = evaluate(engine, "local", args.recall_k, f"{ds.name}:{args.split}", caption_queries=cq)
             rows.append(result.as_dict() | {"local_weight": w})
             print(f"local weight {w:.2f}: mR={rows[-1]['mR']:.2f}", flush=True)
         if args.out is not None:
@@ -112,7 +120,8 @@ def main() -> None:
                 recall_k = args.recall_k if rerank != "none" or correction == "sar" else None
                 t0 = time.perf_counter()
                 mode: RerankMode = rerank
-                result = evaluate(engine, mode, recall_k, f"{ds.name}:{args.split}", method=method)
+                name = f"{ds.name}:{args.split}"
+                result = evaluate(engine, mode, recall_k, name, caption_queries=cq, method=method)
                 row = result.as_dict() | {"recall_method": recall, "correction": correction}
                 row["wall_s"] = time.perf_counter() - t0
                 row.pop("encoder", None)
@@ -144,6 +153,7 @@ def main() -> None:
             "sar": args.sar,
             "local_weight": args.local_weight,
             "nlist": [nlist_i, nlist_c],
+            "caption_queries": "all" if cq is None else len(cq),
         }
         args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
 

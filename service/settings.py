@@ -37,7 +37,9 @@ class Settings(BaseSettings):
     max_explain_k: int = Field(50, ge=1, description="most results an explain=true request may ask for")
     default_rerank: Literal["ftf", "local", "none"] = "ftf"
     default_recall: Literal["dense", "hash", "sgpd"] = "dense"
-    default_ppsr: bool = False
+    # None: PPSR on wherever the index holds its data (versions with captions): the methods table in
+    # BENCHMARKS.md measured +0.67 mR for it on top of the FTF rerank at ~0.1 ms per query.
+    default_ppsr: bool | None = None
     default_sar: Literal["off", "hard", "soft"] = "off"
     tau: float = 0.05
     lam: float = 0.5

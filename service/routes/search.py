@@ -67,7 +67,7 @@ async def search_text(body: TextSearchRequest, request: Request) -> Response:
         body.explain,
         _allowed(index, body.filters),
         recall=body.recall or s.default_recall,
-        ppsr=s.default_ppsr if body.ppsr is None else body.ppsr,
+        ppsr=_ppsr(index, s.default_ppsr, "images") if body.ppsr is None else body.ppsr,
         sar=body.sar or s.default_sar,
     )
     index.engine.check_options(options)  # a 422 now, not from inside a batch
@@ -145,7 +145,9 @@ async def search_image(request: Request) -> Response:
         target,
         image_query=True,
         recall=options_model.recall or s.default_recall,
-        ppsr=(s.default_ppsr and cross) if options_model.ppsr is None else options_model.ppsr,
+        ppsr=(cross and _ppsr(index, s.default_ppsr, target))
+        if options_model.ppsr is None
+        else options_model.ppsr,
         sar=options_model.sar or (s.default_sar if cross else "off"),
     )
     index.engine.check_options(options)
@@ -228,6 +230,14 @@ def _bounds(rt: Runtime, k: int | None, recall_k: int | None, explain: bool) -> 
             422, "invalid_request", f"recall_k: must be between k ({k}) and {s.max_recall_k}, got {recall_k}"
         )
     return k, recall_k
+
+
+def _ppsr(index: ServingIndex, default: bool | None, side: str) -> bool:
+    """The server's PPSR default; ``None`` means on where the index holds PPSR's data for ``side``."""
+    if default is not None:
+        return default
+    extras = index.engine.extras.get(side)
+    return extras is not None and extras.ppsr_rg is not None
 
 
 def _methods(o: QueryOptions) -> dict[str, object]:

@@ -143,6 +143,9 @@ def make_settings(index: Path, **overrides: Any) -> Settings:
         "index_poll_s": 0.0,
         "log_level": "warning",
         "log_json": False,
+        # The tests compare responses with the engine's plain defaults; the server's automatic PPSR
+        # default has its own test (test_methods_api.py).
+        "default_ppsr": False,
     }
     return ExplicitSettings(**(values | overrides))
 

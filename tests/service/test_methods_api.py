@@ -4,10 +4,11 @@ index the builder wrote, against the engine called directly; bad values and miss
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from search.engine import QueryOptions, SearchEngine
 from search.index_dir import load_index
-from tests.service.conftest import TinyIndex, assert_error
+from tests.service.conftest import ServerFactory, TinyIndex, assert_error
 
 QUERY = "boats beside a harbour in tile 7"
 
@@ -42,3 +43,18 @@ def test_bad_method_values_are_422(client: httpx.Client) -> None:
 def test_hash_without_hash_data_is_422_naming_hash(client: httpx.Client) -> None:
     error = assert_error(client.post("/search/text", json={"query": QUERY, "recall": "hash"}), 422)
     assert "hash" in error["message"]
+
+
+def test_server_default_turns_ppsr_on_where_the_index_has_its_data(
+    serve: ServerFactory, engine: SearchEngine
+) -> None:
+    client = serve(default_ppsr=None).client()
+    body = {"query": QUERY, "k": 5, "recall_k": 20}
+    hits = client.post("/search/text", json=body).json()["results"]
+    with_ppsr = engine.search_text_batch([QUERY], [QueryOptions(5, 20, "ftf", ppsr=True)])[0]
+    without = engine.search_text_batch([QUERY], [QueryOptions(5, 20, "ftf")])[0]
+    assert [h["coarse_score"] for h in hits] == pytest.approx([h.coarse for h in with_ppsr.hits], abs=1e-5)
+    assert [h.coarse for h in with_ppsr.hits] != pytest.approx([h.coarse for h in without.hits], abs=1e-5)
+    # An explicit false wins over the default.
+    plain = client.post("/search/text", json=body | {"ppsr": False}).json()["results"]
+    assert [h["coarse_score"] for h in plain] == pytest.approx([h.coarse for h in without.hits], abs=1e-5)
