@@ -169,7 +169,12 @@ def hash_loss(
 def _as_float_tensor(
     vectors: torch.Tensor | NDArray[np.floating], dim: int, device: torch.device
 ) -> torch.Tensor:
-    x = vectors if isinstance(vectors, torch.Tensor) else torch.from_numpy(np.asarray(vectors))
+    # A read-only array (the index's memory-mapped vectors) is copied: torch warns on a read-only view.
+    if isinstance(vectors, torch.Tensor):
+        x = vectors
+    else:
+        arr = np.asarray(vectors)
+        x = torch.from_numpy(arr) if arr.flags.writeable else torch.from_numpy(arr.copy())
     if x.ndim != 2 or x.shape[1] != dim:
         raise InvalidInputError(f"vectors must be [N,{dim}], got shape {tuple(x.shape)}")
     return x.to(device=device, dtype=torch.float32)

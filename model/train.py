@@ -48,6 +48,10 @@ class TrainConfig:
     eba: bool = False
     eba_start_epoch: int = 4
     ker_weight: float = 0.0  # KER loss weight (§4): 0 = off, the spec's 0.5 when on
+    # Hard negatives in the batch: images whose metadata agree at this dotted key (SynthRS:
+    # "scene.family", the twins one caption-stated detail apart) are put in the same batch. None:
+    # plain random batches, where a twin shares its batch with probability ~ batch / N.
+    group_key: str | None = None
     max_steps: int | None = None
     save_every: int = 200
     log_every: int = 50
@@ -78,7 +82,14 @@ class TrainReport:
 class PairSource:
     """A split's images (preprocessed once, kept as uint8) and tokenised captions."""
 
-    def __init__(self, dataset: CaptionDataset, preprocess: Any, tokenizer: Any, context_length: int) -> None:
+    def __init__(
+        self,
+        dataset: CaptionDataset,
+        preprocess: Any,
+        tokenizer: Any,
+        context_length: int,
+        group_key: str | None = None,
+    ) -> None:
         if not dataset.images or not dataset.captions:
             raise InvalidInputError(f"dataset {dataset.name} has no image-caption pairs to train on")
         # open_clip's eval transform is [resize, crop, to-RGB, ToTensor, Normalize]. Keep the pixels
@@ -95,6 +106,7 @@ class PairSource:
         counts = np.bincount(owner, minlength=len(dataset.images))
         self.captions_of = np.split(np.argsort(owner, kind="stable"), np.cumsum(counts)[:-1])
         self.usable = np.array([i for i, c in enumerate(self.captions_of) if len(c)], dtype=np.int64)
+        self.groups = None if group_key is None else batch_groups(dataset, group_key)
 
     def __len__(self) -> int:
         return int(self.usable.size)
@@ -103,12 +115,49 @@ class PairSource:
         self, batch_size: int, rng: np.random.Generator
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One epoch: each image once, with one of its captions drawn at random; full batches only."""
-        order = rng.permutation(self.usable)
+        order = epoch_order(self.usable, self.groups, rng)
         for start in range(0, order.size - batch_size + 1, batch_size):
             images = order[start : start + batch_size]
             captions = [int(rng.choice(self.captions_of[i])) for i in images]
             pixels = (self.pixels[images].float() / 255 - self.mean) / self.std
             yield pixels, self.tokens[captions]
+
+
+def epoch_order(usable: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+    """The order in which an epoch visits the ``usable`` image indices.
+
+    Without groups, a random permutation. With ``groups`` (one label per image of the dataset), the
+    groups in a random order and each group's images, in a random order, one after the other: a group
+    shares a batch unless it straddles a batch boundary.
+    """
+    if groups is None:
+        return rng.permutation(usable)
+    _, group = np.unique(groups[usable], return_inverse=True)
+    rank = rng.permutation(int(group.max()) + 1)
+    return usable[np.lexsort((rng.random(usable.size), rank[group]))]
+
+
+def batch_groups(dataset: CaptionDataset, key: str) -> np.ndarray:
+    """One integer per image: equal where the images' metadata agree at the dotted ``key``.
+
+    An image without that key forms a group of its own, so a dataset without the key trains as with
+    plain random batches. A key that no image has is an error (a typo would otherwise go unnoticed).
+    """
+    labels: dict[str, int] = {}
+    out = np.empty(len(dataset.images), dtype=np.int64)
+    found = 0
+    for i, rec in enumerate(dataset.images):
+        value: Any = rec.meta
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None:
+            out[i] = -1 - i  # a group of its own
+            continue
+        found += 1
+        out[i] = labels.setdefault(repr(value), len(labels))
+    if found == 0:
+        raise InvalidInputError(f"no image of {dataset.name} has the metadata key {key!r} to group by")
+    return out
 
 
 def _to_uint8(transforms: list[Any], image: Any) -> torch.Tensor:
@@ -134,7 +183,8 @@ def train(config: TrainConfig, dataset: CaptionDataset, out_dir: Path, resume: b
         mean=visual.preprocess_cfg.get("mean"),
         std=visual.preprocess_cfg.get("std"),
     )
-    source = PairSource(dataset, preprocess, tokenizer, int(getattr(model, "context_length", 77)))
+    context = int(getattr(model, "context_length", 77))
+    source = PairSource(dataset, preprocess, tokenizer, context, config.group_key)
     steps_per_epoch = len(source) // config.batch_size
     if steps_per_epoch == 0:
         raise InvalidInputError(

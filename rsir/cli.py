@@ -203,6 +203,13 @@ def train_cmd(
     ker_weight: Annotated[
         float, typer.Option(help="KER (§4): weight of the masked-keyword loss; 0 = off, the spec uses 0.5")
     ] = 0.0,
+    batch_groups: Annotated[
+        str | None,
+        typer.Option(
+            help="metadata key whose equal values share a batch (hard negatives), e.g. scene.family "
+            "for SynthRS twins; default: random batches"
+        ),
+    ] = None,
     seed: int = 0,
     device: DeviceOpt = "auto",
     resume: Annotated[bool, typer.Option(help="continue from OUT/last.pt when present")] = True,
@@ -221,6 +228,7 @@ def train_cmd(
         max_steps=max_steps,
         eba=eba,
         ker_weight=ker_weight,
+        group_key=batch_groups,
         seed=seed,
         device=device,
     )

@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     default_rerank: Literal["ftf", "local", "none"] = "ftf"
     default_recall: Literal["dense", "hash", "sgpd"] = "dense"
     # None: PPSR on wherever the index holds its data (versions with captions): the methods table in
-    # BENCHMARKS.md measured +0.67 mR for it on top of the FTF rerank at ~0.1 ms per query.
+    # BENCHMARKS.md measured +0.63 mR for it on top of the FTF rerank, for ~0.3 ms per query.
     default_ppsr: bool | None = None
     default_sar: Literal["off", "hard", "soft"] = "off"
     tau: float = 0.05

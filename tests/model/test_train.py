@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from model.datasets import load_dataset
 from model.encoders import ClipEncoder, EncoderConfig
-from model.train import TrainConfig, train
+from model.train import TrainConfig, batch_groups, epoch_order, train
 from tests.conftest import TINY_ARCH, random_images
 
 COLOURS = ["red", "grey", "white", "green"]
@@ -65,3 +66,47 @@ def test_too_small_dataset_is_a_clear_error(tmp_path: Path) -> None:
     ds = load_dataset(_dataset(tmp_path / "data", n=4), split="train")
     with pytest.raises(ValueError, match="fewer than one batch"):
         train(_config(), ds, tmp_path / "run")
+
+
+def _grouped_dataset(root: Path, n: int = 24) -> Path:
+    """Pairs of images (families 0..n/2-1) in the SynthRS layout ``scene.family``; image 5 has none."""
+    path = _dataset(root, n)
+    data = json.loads(path.read_text())
+    for i, entry in enumerate(data["images"]):
+        if i != 5:
+            entry["scene"] = {"family": i // 2, "variant": i % 2}
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_batch_groups_label_images_by_their_metadata_key(tmp_path: Path) -> None:
+    ds = load_dataset(_grouped_dataset(tmp_path / "data"), split="train")
+    groups = batch_groups(ds, "scene.family")
+    assert [groups[2 * f] == groups[2 * f + 1] for f in range(12) if f != 2] == [True] * 11
+    assert len({groups[2 * f] for f in range(12)}) == 12
+    assert groups[5] not in np.delete(groups, 5)  # no key: a group of its own
+    with pytest.raises(ValueError, match=r"scene\.famly"):
+        batch_groups(ds, "scene.famly")
+
+
+def test_grouped_epochs_visit_each_image_once_with_its_group_adjacent() -> None:
+    usable = np.arange(30)
+    groups = np.repeat(np.arange(10), 3)  # groups of three consecutive images
+    orders = []
+    for epoch in range(4):
+        order = epoch_order(usable, groups, np.random.default_rng([0, epoch]))
+        assert sorted(order.tolist()) == usable.tolist()
+        # Each group's three members are consecutive in the visit order.
+        labels = groups[order]
+        assert [len(set(labels[i : i + 3])) for i in range(0, 30, 3)] == [1] * 10
+        orders.append(order.tolist())
+    assert len({tuple(o) for o in orders}) == 4  # the group order and the order within groups vary
+    plain = epoch_order(usable, None, np.random.default_rng(0))
+    assert sorted(plain.tolist()) == usable.tolist()
+
+
+def test_grouped_training_runs_and_lowers_the_loss(tmp_path: Path) -> None:
+    ds = load_dataset(_grouped_dataset(tmp_path / "data"), split="train")
+    report = train(_config(group_key="scene.family", epochs=6), ds, tmp_path / "run")
+    assert report.steps == 18
+    assert report.last_loss < report.first_loss
