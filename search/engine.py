@@ -61,6 +61,9 @@ class EngineConfig:
     sar_weight: float = 0.1
     # PPSR: r_q is the mean of the query's top ppsr_k recall scores.
     ppsr_k: int = 10
+    # IVF lists visited per query by dense recall (None: search.recall.DEFAULT_NPROBE); exact indexes
+    # ignore it. BENCHMARKS.md (recall at scale) has recall@100 against exact search by nprobe.
+    nprobe: int | None = None
 
 
 @dataclass(frozen=True)
@@ -429,7 +432,7 @@ class SearchEngine:
         side = self.extras.get("captions" if captions else "images", SideExtras())
         if method == "dense":
             recall = _present(self.caption_recall) if captions else self.image_recall
-            return recall.search(vectors, k, exclude=exclude, include=include)
+            return recall.search(vectors, k, nprobe=self.config.nprobe, exclude=exclude, include=include)
         if method == "sgpd":
             return _require(side.sgpd, "sgpd").search(vectors, k, include=include, exclude=exclude)
         # hash: Hamming order (the method's own), ties broken by cosine; coarse score = cosine.

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     default_sar: Literal["off", "hard", "soft"] = "off"
     tau: float = 0.05
     lam: float = 0.5
+    nprobe: int | None = Field(
+        None, ge=1, description="IVF lists visited per query (approximate indexes only; default 16)"
+    )
 
     # Micro-batching: concurrent requests' queries go through the model in one call
     batch_max: int = Field(16, ge=1, description="1 turns batching off")

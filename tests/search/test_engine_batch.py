@@ -485,3 +485,21 @@ def test_explain_needs_an_encoder(world: World) -> None:
     engine, _, _ = world
     with pytest.raises(InvalidInputError, match="no encoder"):
         engine.explain("ships", 0)
+
+
+def test_nprobe_setting_reaches_the_ivf_search(ivf_world: tuple[Gallery, DenseRecall, TextFeatures]) -> None:
+    gallery, recall, queries = ivf_world
+    options = [QueryOptions(k=20, rerank="none")] * len(queries)
+
+    def top(nprobe: int | None) -> list[list[int]]:
+        engine = SearchEngine(gallery, None, _config(nprobe=nprobe), image_recall=recall)
+        return [[h.index for h in r.hits] for r in engine.search_text_features_batch(queries, options)]
+
+    # Independent expectation: the exact inner-product top 20 by numpy.
+    scores = queries.vectors.numpy() @ np.asarray(gallery.vectors, np.float32).T
+    exact = [list(np.argsort(-row, kind="stable")[:20]) for row in scores]
+    assert top(64) == exact  # every list visited: exact
+    one = top(1)
+    overlap = np.mean([len(set(a) & set(b)) / 20 for a, b in zip(one, exact, strict=True)])
+    assert overlap < 0.9  # one list of 64 misses most of the true neighbours
+    assert top(None) == top(16)  # unset: the recall module's default
