@@ -202,43 +202,6 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def row(
-    data: str,
-    n: int,
-    method: str,
-    ids: I64,
-    exact: I64,
-    batch_s: float,
-    single: float,
-    build_s: float,
-    bytes_per_item: float,
-    memory_note: str,
-    scored: float | None,
-    owners: I64 | None,
-) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "data": data,
-        "n": n,
-        "method": method,
-        "recall_at_100": recall_at(ids, exact),
-        "ms_per_query_batch": 1000 * batch_s / ids.shape[0],
-        "ms_single_median": single,
-        "dense_scored_per_query": scored,
-        "build_s": build_s,
-        "bytes_per_item": bytes_per_item,
-        "memory_counted": memory_note,
-    }
-    if owners is not None:
-        out["own_item_in_top100"] = own_in_top(ids, owners)
-    print(
-        f"  {data:<10} N={n:>9,} {method:<34} R@100={out['recall_at_100']:.4f} "
-        f"batch={out['ms_per_query_batch']:8.3f} ms single={single:8.3f} ms build={build_s:7.1f} s "
-        f"bytes/item={bytes_per_item:8.1f} scored={scored if scored is None else round(scored)}",
-        flush=True,
-    )
-    return out
-
-
 class Case:
     """One gallery and its queries, the exact top-100 and what every row shares."""
 
@@ -260,10 +223,28 @@ class Case:
         memory_note: str,
         scored: float | None,
     ) -> None:
-        self.rows.append(
-            row(self.data, self.n, method, ids, self.exact, batch_s, single, build_s, bytes_per_item,
-                memory_note, scored, self.owners)
-        )  # fmt: skip
+        """One method's row (recall@100 against :attr:`exact`), printed as it is measured."""
+        out: dict[str, Any] = {
+            "data": self.data,
+            "n": self.n,
+            "method": method,
+            "recall_at_100": recall_at(ids, self.exact),
+            "ms_per_query_batch": 1000 * batch_s / ids.shape[0],
+            "ms_single_median": single,
+            "dense_scored_per_query": scored,
+            "build_s": build_s,
+            "bytes_per_item": bytes_per_item,
+            "memory_counted": memory_note,
+        }
+        if self.owners is not None:
+            out["own_item_in_top100"] = own_in_top(ids, self.owners)
+        print(
+            f"  {self.data:<10} N={self.n:>9,} {method:<34} R@100={out['recall_at_100']:.4f} "
+            f"batch={out['ms_per_query_batch']:8.3f} ms single={single:8.3f} ms build={build_s:7.1f} s "
+            f"bytes/item={bytes_per_item:8.1f} scored={scored if scored is None else round(scored)}",
+            flush=True,
+        )
+        self.rows.append(out)
 
 
 def run_exact(case: Case) -> dict[str, Any]:
