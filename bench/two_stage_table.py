@@ -28,6 +28,7 @@ from model.datasets import CaptionDataset, load_dataset
 from model.encoders import ClipEncoder, EncoderConfig
 from model.features import ImageFeatures, TextFeatures
 from model.ftf import FTFParams
+from model.metrics import QueryHits, bootstrap_mr
 from search.engine import EngineConfig, RerankMode, SearchEngine
 from search.evaluate import evaluate, load_images
 from search.gallery import Gallery, gallery_from_features
@@ -65,20 +66,66 @@ def build(parts: list[tuple[CaptionDataset, ImageFeatures, TextFeatures]]) -> Ga
 
 def run_modes(
     engine: SearchEngine, label: str, cq: np.ndarray | None, iq: np.ndarray | None
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], list[QueryHits]]:
     rows = []
+    hits = []
     for mode, k in MODES:
         t0 = time.perf_counter()
         result = evaluate(engine, mode, k, label, caption_queries=cq, image_queries=iq)
         row = result.as_dict() | {"gallery": label, "wall_s": time.perf_counter() - t0}
         row.pop("encoder")
         rows.append(row)
+        if result.hits is None:  # evaluate() always returns them; the check narrows the type
+            raise RuntimeError("evaluate returned no per-query hits")
+        hits.append(result.hits)
         print(
             f"  {label} {mode:<10} K={k!s:<4} mR={row['mR']:6.2f} t2i={row['t2i_ms_per_query']:8.2f} ms "
             f"i2t={row['i2t_ms_per_query']:8.2f} ms",
             flush=True,
         )
-    return rows
+    return rows, hits
+
+
+def intervals(label: str, hits: list[QueryHits], n_resamples: int) -> dict[str, Any]:
+    """95% paired-bootstrap intervals (queries resampled) for each mode's mR, for ftf@100's share of
+    exhaustive's mR, and for the rerank's gain over coarse-only: the targets' figures, with the
+    uncertainty that a sample of queries leaves in them."""
+    mr = bootstrap_mr(hits, n_resamples)
+    names = [f"{mode}@{k}" if k else mode for mode, k in MODES]
+    col = {name: j for j, name in enumerate(names)}
+    ftf100, exh, none = mr[:, col["ftf@100"]], mr[:, col["exhaustive"]], mr[:, col["none"]]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(exh > 0, ftf100 / exh, np.nan)
+
+    def ci(x: np.ndarray) -> list[float]:
+        return [float(v) for v in np.nanpercentile(x, [2.5, 97.5])]
+
+    return {
+        "gallery": label,
+        "n_resamples": n_resamples,
+        "mR_ci": {name: ci(mr[:, j]) for name, j in col.items()},
+        "ftf100_share_of_exhaustive_ci": ci(share),
+        "ftf100_gain_over_none_ci": ci(ftf100 - none),
+    }
+
+
+def interval_markdown(found: list[dict[str, Any]]) -> str:
+    lines = [
+        "| gallery | none mR | ftf@100 mR | exhaustive mR | ftf@100 / exhaustive | ftf@100 - none |",
+        "|" + "---|" * 6,
+    ]
+    for f in found:
+        m = f["mR_ci"]
+        share = f["ftf100_share_of_exhaustive_ci"]
+        gain = f["ftf100_gain_over_none_ci"]
+        lines.append(
+            f"| {f['gallery']} | "
+            + " | ".join(
+                f"{m[name][0]:.2f} to {m[name][1]:.2f}" for name in ("none", "ftf@100", "exhaustive")
+            )
+            + f" | {100 * share[0]:.0f}% to {100 * share[1]:.0f}% | {gain[0]:+.2f} to {gain[1]:+.2f} |"
+        )
+    return "\n".join(lines)
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
@@ -110,6 +157,7 @@ def main() -> None:
     parser.add_argument("--tau", type=float, default=0.05, help="FTF softmax temperature")
     parser.add_argument("--lam", type=float, default=0.5, help="coarse weight in the fused score")
     parser.add_argument("--skip-small", action="store_true", help="only the large gallery")
+    parser.add_argument("--bootstrap", type=int, default=2000, help="resamples for the 95%% intervals")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -125,9 +173,13 @@ def main() -> None:
         flush=True,
     )
     rows: list[dict[str, Any]] = []
+    found: list[dict[str, Any]] = []
     if not args.skip_small:
         small = build([(test, *test_feats)])
-        rows += run_modes(SearchEngine(small, encoder, config), f"test {len(test.images)}", None, None)
+        label = f"test {len(test.images)}"
+        part, hits = run_modes(SearchEngine(small, encoder, config), label, None, None)
+        rows += part
+        found.append(intervals(label, hits, args.bootstrap))
 
     if args.distractors is not None:
         extra = load_dataset(args.distractors)
@@ -149,9 +201,12 @@ def main() -> None:
             rng.choice(len(test.captions), min(args.caption_queries, len(test.captions)), replace=False)
         )
         iq = np.sort(rng.choice(len(test.images), min(args.image_queries, len(test.images)), replace=False))
-        rows += run_modes(SearchEngine(big, encoder, config), f"large {len(big)}", cq, iq)
+        label = f"large {len(big)}"
+        part, hits = run_modes(SearchEngine(big, encoder, config), label, cq, iq)
+        rows += part
+        found.append(intervals(label, hits, args.bootstrap))
 
-    table = markdown(rows)
+    table = markdown(rows) + "\n\n95% bootstrap intervals (queries resampled):\n\n" + interval_markdown(found)
     print(table)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -162,7 +217,9 @@ def main() -> None:
             "encoder": encoder.describe(),
             "args": {k: str(v) for k, v in vars(args).items()},
         }
-        args.out.write_text(json.dumps({"meta": meta, "rows": rows, "markdown": table}, indent=1))
+        args.out.write_text(
+            json.dumps({"meta": meta, "rows": rows, "intervals": found, "markdown": table}, indent=1)
+        )
 
 
 if __name__ == "__main__":

@@ -87,12 +87,17 @@ def ftf_loss(
     temperature: float | torch.Tensor = DEFAULT_TEMPERATURE,
     tau: float = DEFAULT_TAU,
     anchors: torch.Tensor | None = None,
+    fine_weight: float = 1.0,
+    intra_weight: float = 1.0,
 ) -> LossParts:
     """``L_inter + L_intra`` for a batch of ``B`` matched pairs (all inputs L2-normalised).
 
     ``image_vectors [B,d]``, ``patches [B,M,d]``, ``text_vectors [B,d]``, ``words [B,n,d]``,
     ``word_mask [B,n]``. Row ``i`` of the score grids is text ``i``; column ``j`` is image ``j``.
     ``anchors [B]``: the EBA mask of pairs kept as anchors (None: all).
+    ``fine_weight`` scales ``InfoNCE(s_f)`` and ``intra_weight`` both ``L_intra`` terms; the spec's
+    loss is 1 and 1. They exist to test whether a fine score trained harder, or less tied to the
+    global vector, adds more to the coarse one (BENCHMARKS.md); the parts are reported unweighted.
     """
     coarse_scores = text_vectors @ image_vectors.T  # [B_text, B_image]
     fine_scores = interaction(words[:, None], word_mask[:, None], patches[None], tau).fine  # [B,B]
@@ -101,4 +106,5 @@ def ftf_loss(
     fine = info_nce(fine_scores, temperature, anchors)
     intra_images = info_nce(image_vectors @ visual_view.T, temperature, anchors)
     intra_texts = info_nce(text_vectors @ text_view.T, temperature, anchors)
-    return LossParts(coarse + fine + intra_images + intra_texts, coarse, fine, intra_images, intra_texts)
+    total = coarse + fine_weight * fine + intra_weight * (intra_images + intra_texts)
+    return LossParts(total, coarse, fine, intra_images, intra_texts)

@@ -92,6 +92,50 @@ def i2t_recall(
     return _i2t(ranked, cap_img, _check_ks(ks))
 
 
+@dataclass(frozen=True)
+class QueryHits:
+    """Per query, the 0-based position of its first hit (int64 max when none in the list).
+
+    ``t2i [Nc]`` for the caption queries, ``i2t [Ni']`` for the image queries that have a caption.
+    Recall@K is the share below K; keeping positions lets a bootstrap resample queries.
+    """
+
+    t2i: NDArray[np.int64]
+    i2t: NDArray[np.int64]
+
+    def report(self) -> RecallReport:
+        t2i, i2t = _recalls(self.t2i, KS), _recalls(self.i2t, KS)
+        return RecallReport(
+            t2i_r1=t2i[1], t2i_r5=t2i[5], t2i_r10=t2i[10], i2t_r1=i2t[1], i2t_r5=i2t[5], i2t_r10=i2t[10]
+        )
+
+
+def query_hits(
+    ranked_images: NDArray[np.integer[Any]],
+    ranked_captions: NDArray[np.integer[Any]],
+    caption_image: NDArray[np.integer[Any]],
+    query_captions: NDArray[np.integer[Any]] | None = None,
+    query_images: NDArray[np.integer[Any]] | None = None,
+) -> QueryHits:
+    """First-hit positions per query, with the inputs and checks of :func:`recall_report`."""
+    rc = _as_rank_matrix(ranked_captions, "ranked_captions")
+    cap_img = _as_index_vector(caption_image, "caption_image")
+    if query_captions is None and query_images is None:
+        ri = _as_rank_matrix(ranked_images, "ranked_images", n_rows=cap_img.shape[0])
+        i2t = _i2t_first(rc, cap_img, KS)
+        t2i = _t2i_first(ri, cap_img, KS, n_images=rc.shape[0])
+        return QueryHits(t2i=t2i, i2t=i2t)
+    qc = _as_index_vector(
+        np.arange(cap_img.shape[0]) if query_captions is None else query_captions, "query_captions"
+    )
+    n_images = int(cap_img.max()) + 1
+    qi = _as_index_vector(np.arange(n_images) if query_images is None else query_images, "query_images")
+    ri = _as_rank_matrix(ranked_images, "ranked_images", n_rows=qc.shape[0])
+    t2i = _t2i_first(ri, cap_img[qc], KS, n_images=n_images)
+    i2t = _i2t_first(_as_rank_matrix(rc, "ranked_captions", n_rows=qi.shape[0]), cap_img, KS, qi)
+    return QueryHits(t2i=t2i, i2t=i2t)
+
+
 def recall_report(
     ranked_images: NDArray[np.integer[Any]],
     ranked_captions: NDArray[np.integer[Any]],
@@ -108,24 +152,34 @@ def recall_report(
     query of caption ``query_captions[r]`` and row ``r`` of ``ranked_captions`` that of image
     ``query_images[r]``; the image gallery size is then ``1 + caption_image.max()``.
     """
-    rc = _as_rank_matrix(ranked_captions, "ranked_captions")
-    cap_img = _as_index_vector(caption_image, "caption_image")
-    if query_captions is None and query_images is None:
-        ri = _as_rank_matrix(ranked_images, "ranked_images", n_rows=cap_img.shape[0])
-        i2t = _i2t(rc, cap_img, KS)
-        t2i = _t2i(ri, cap_img, KS, n_images=rc.shape[0])
-    else:
-        qc = _as_index_vector(
-            np.arange(cap_img.shape[0]) if query_captions is None else query_captions, "query_captions"
-        )
-        n_images = int(cap_img.max()) + 1
-        qi = _as_index_vector(np.arange(n_images) if query_images is None else query_images, "query_images")
-        ri = _as_rank_matrix(ranked_images, "ranked_images", n_rows=qc.shape[0])
-        t2i = _t2i(ri, cap_img[qc], KS, n_images=n_images)
-        i2t = _i2t(_as_rank_matrix(rc, "ranked_captions", n_rows=qi.shape[0]), cap_img, KS, qi)
-    return RecallReport(
-        t2i_r1=t2i[1], t2i_r5=t2i[5], t2i_r10=t2i[10], i2t_r1=i2t[1], i2t_r5=i2t[5], i2t_r10=i2t[10]
-    )
+    return query_hits(ranked_images, ranked_captions, caption_image, query_captions, query_images).report()
+
+
+def bootstrap_mr(hits: Sequence[QueryHits], n_resamples: int = 2000, seed: int = 0) -> NDArray[np.float64]:
+    """mR of each of several runs over the *same* queries, on ``n_resamples`` paired resamples.
+
+    Caption queries and image queries are resampled (with replacement) independently, and every run
+    sees the same resample, so differences and ratios between runs keep their pairing: the spread
+    of ``out[:, a] / out[:, b]`` is the sampling uncertainty of that ratio. Returns
+    ``[n_resamples, len(hits)]`` in percent.
+    """
+    if not hits:
+        raise InvalidInputError("bootstrap_mr needs at least one run")
+    if n_resamples < 1:
+        raise InvalidInputError(f"n_resamples must be >= 1, got {n_resamples}")
+    n_t, n_i = hits[0].t2i.shape[0], hits[0].i2t.shape[0]
+    if any(h.t2i.shape[0] != n_t or h.i2t.shape[0] != n_i for h in hits):
+        raise InvalidInputError("bootstrap_mr compares runs over the same queries: query counts differ")
+    if n_t == 0 or n_i == 0:
+        raise InvalidInputError("bootstrap_mr needs caption and image queries")
+    rng = np.random.default_rng(seed)
+    pick_t = rng.integers(0, n_t, size=(n_resamples, n_t))
+    pick_i = rng.integers(0, n_i, size=(n_resamples, n_i))
+    out = np.empty((n_resamples, len(hits)), np.float64)
+    for j, h in enumerate(hits):
+        t, i = h.t2i[pick_t], h.i2t[pick_i]
+        out[:, j] = sum(100.0 * (t < K).mean(1) + 100.0 * (i < K).mean(1) for K in KS) / (2 * len(KS))
+    return out
 
 
 def ranks_from_similarity(sim: NDArray[np.generic], k: int) -> NDArray[np.int64]:
@@ -169,6 +223,12 @@ def report_from_similarity(
 def _t2i(
     ranked: NDArray[np.int64], cap_img: NDArray[np.int64], ks: tuple[int, ...], n_images: int
 ) -> dict[int, float]:
+    return _recalls(_t2i_first(ranked, cap_img, ks, n_images), ks)
+
+
+def _t2i_first(
+    ranked: NDArray[np.int64], cap_img: NDArray[np.int64], ks: tuple[int, ...], n_images: int
+) -> NDArray[np.int64]:
     if int(cap_img.max()) >= n_images:
         raise InvalidInputError(
             f"caption_image has image index {int(cap_img.max())} but the gallery has {n_images} images"
@@ -180,8 +240,7 @@ def _t2i(
     _check_depth(ranked, ks, n_images, "ranked_images")
     _check_no_repeats(ranked, "ranked_images")
     # -1 padding never equals a real image index, so it can never count as a hit.
-    first = _first_hit(ranked == cap_img[:, None])
-    return {K: 100.0 * float(np.mean(first < K)) for K in ks}
+    return _first_hit(ranked == cap_img[:, None])
 
 
 def _i2t(
@@ -190,6 +249,15 @@ def _i2t(
     ks: tuple[int, ...],
     query_images: NDArray[np.int64] | None = None,
 ) -> dict[int, float]:
+    return _recalls(_i2t_first(ranked, cap_img, ks, query_images), ks)
+
+
+def _i2t_first(
+    ranked: NDArray[np.int64],
+    cap_img: NDArray[np.int64],
+    ks: tuple[int, ...],
+    query_images: NDArray[np.int64] | None = None,
+) -> NDArray[np.int64]:
     n_images, n_captions = ranked.shape[0], cap_img.shape[0]
     if query_images is not None:  # a subset of the images queried: row r is image query_images[r]
         n_images = max(int(cap_img.max()) + 1, int(query_images.max()) + 1)
@@ -208,7 +276,10 @@ def _i2t(
     has_caption = (np.bincount(cap_img, minlength=n_images) > 0)[queries]
     valid = ranked >= 0
     owner = np.where(valid, cap_img[np.where(valid, ranked, 0)], -1)
-    first = _first_hit(owner == queries[:, None])[has_caption]
+    return _first_hit(owner == queries[:, None])[has_caption]
+
+
+def _recalls(first: NDArray[np.int64], ks: tuple[int, ...]) -> dict[int, float]:
     return {K: 100.0 * float(np.mean(first < K)) for K in ks}
 
 

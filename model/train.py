@@ -48,6 +48,9 @@ class TrainConfig:
     eba: bool = False
     eba_start_epoch: int = 4
     ker_weight: float = 0.0  # KER loss weight (§4): 0 = off, the spec's 0.5 when on
+    # Weights of InfoNCE(s_f) and of L_intra in the §2 loss; the spec's loss is 1 and 1.
+    fine_weight: float = 1.0
+    intra_weight: float = 1.0
     # Hard negatives in the batch: images whose metadata agree at this dotted key (SynthRS:
     # "scene.family", the twins one caption-stated detail apart) are put in the same batch. None:
     # plain random batches, where a twin shares its batch with probability ~ batch / N.
@@ -63,8 +66,10 @@ class TrainConfig:
             raise InvalidInputError("batch_size must be >= 2: InfoNCE needs in-batch negatives")
         if self.epochs < 1:
             raise InvalidInputError("epochs must be >= 1")
-        if not (self.ker_weight >= 0.0 and math.isfinite(self.ker_weight)):
-            raise InvalidInputError(f"ker_weight must be a finite number >= 0, got {self.ker_weight}")
+        for name in ("ker_weight", "fine_weight", "intra_weight"):
+            value = getattr(self, name)
+            if not (value >= 0.0 and math.isfinite(value)):
+                raise InvalidInputError(f"{name} must be a finite number >= 0, got {value}")
 
 
 @dataclass(frozen=True)
@@ -259,7 +264,18 @@ def train(config: TrainConfig, dataset: CaptionDataset, out_dir: Path, resume: b
                 anchors = None
                 if eba is not None:
                     anchors = eba.anchors((t * v).sum(-1).detach(), state["epoch"] >= config.eba_start_epoch)
-                parts = ftf_loss(v, p, t, w, m, config.temperature, config.tau, anchors)
+                parts = ftf_loss(
+                    v,
+                    p,
+                    t,
+                    w,
+                    m,
+                    config.temperature,
+                    config.tau,
+                    anchors,
+                    config.fine_weight,
+                    config.intra_weight,
+                )
                 total = parts.total
                 extra: dict[str, float] = {}
                 if ker is not None:

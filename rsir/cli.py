@@ -203,6 +203,12 @@ def train_cmd(
     ker_weight: Annotated[
         float, typer.Option(help="KER (§4): weight of the masked-keyword loss; 0 = off, the spec uses 0.5")
     ] = 0.0,
+    fine_weight: Annotated[
+        float, typer.Option(help="weight of InfoNCE(s_f) in the loss (the spec: 1)")
+    ] = 1.0,
+    intra_weight: Annotated[
+        float, typer.Option(help="weight of the two L_intra terms in the loss (the spec: 1)")
+    ] = 1.0,
     batch_groups: Annotated[
         str | None,
         typer.Option(
@@ -228,6 +234,8 @@ def train_cmd(
         max_steps=max_steps,
         eba=eba,
         ker_weight=ker_weight,
+        fine_weight=fine_weight,
+        intra_weight=intra_weight,
         group_key=batch_groups,
         seed=seed,
         device=device,

@@ -20,7 +20,7 @@ from model.encoders import ClipEncoder
 from model.errors import DatasetError, ImageDecodeError, InvalidInputError
 from model.features import ImageFeatures, TextFeatures
 from model.images import decode_image
-from model.metrics import KS, RecallReport, recall_report
+from model.metrics import KS, QueryHits, RecallReport, query_hits
 from search.engine import QueryOptions, RecallMethod, RerankMode, SarMode, SearchEngine
 from search.gallery import Gallery, gallery_from_features
 
@@ -43,6 +43,8 @@ class EvalResult:
     text_encode_ms_per_query: float | None
     encoder: dict[str, Any]
     method: dict[str, Any] | None = None
+    # Per-query first-hit positions behind ``report``, for paired bootstrap intervals across modes.
+    hits: QueryHits | None = None
 
     @property
     def ms_per_query(self) -> float:
@@ -158,9 +160,9 @@ def evaluate(
 
     owners = gallery.captions.image_index
     if subset:
-        report = recall_report(_ranked(t2i, k), _ranked(i2t, k), owners, query_captions=cq, query_images=iq)
+        hits = query_hits(_ranked(t2i, k), _ranked(i2t, k), owners, query_captions=cq, query_images=iq)
     else:
-        report = recall_report(_ranked(t2i, k), _ranked(i2t, k), owners)
+        hits = query_hits(_ranked(t2i, k), _ranked(i2t, k), owners)
     return EvalResult(
         dataset=dataset_name,
         n_images=n_images,
@@ -168,7 +170,8 @@ def evaluate(
         mode=mode,
         recall_k=None if mode not in ("ftf", "local") else (recall_k or engine.config.default_recall_k),
         method=asdict(m),
-        report=report,
+        report=hits.report(),
+        hits=hits,
         t2i_ms_per_query=t2i_ms,
         i2t_ms_per_query=i2t_ms,
         text_encode_ms_per_query=encode_ms,

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
+from model import towers
 from model.encoders import ClipEncoder, EncoderConfig, build_model
 from model.errors import CheckpointError, InvalidInputError, UnsupportedModelError
 from model.features import TextFeatures
@@ -189,3 +190,13 @@ def test_shipped_default_model_loads_through_the_common_loader() -> None:
     assert enc.describe()["arch"] == DEFAULT_ARCH and enc.checkpoint_sha256 is not None
     txt = enc.encode_texts(["three white planes are parked on the right side of the airport ."])
     assert txt.vectors.shape == (1, enc.dim) and torch.isfinite(txt.tokens).all()
+
+
+@pytest.mark.parametrize(("arch", "grid"), [("rsir-vit-tiny", 7), ("rsir-vit-tiny-p16", 14)])
+def test_rsir_configs_give_their_patch_grid(arch: str, grid: int) -> None:
+    # 224 px input: 32 px patches give 7 x 7 tokens, 16 px patches 14 x 14 (the finer FTF grid).
+    model = build_model(arch).eval()
+    with torch.no_grad():
+        v, p = towers.image_features(model, torch.zeros(1, 3, 224, 224))
+    assert v.shape == (1, 256)
+    assert p.shape == (1, grid * grid, 256)

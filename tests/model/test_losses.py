@@ -9,8 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from model.eba import EBAFilter
+from model.errors import InvalidInputError
 from model.ftf import text_to_image
 from model.losses import ftf_loss, info_nce, paired_views
+from model.train import TrainConfig
 
 
 def test_info_nce_hand_computed() -> None:
@@ -68,6 +70,32 @@ def test_ftf_loss_terms_and_gradients() -> None:
     assert parts.total.item() == pytest.approx(total.item())
     parts.total.backward()  # type: ignore[no-untyped-call]
     assert v.grad is not None and torch.isfinite(v.grad).all() and v.grad.abs().sum() > 0
+
+
+def test_ftf_loss_term_weights() -> None:
+    gen = torch.Generator().manual_seed(2)
+    B, n, M, d = 5, 4, 6, 8
+    v = F.normalize(torch.randn(B, d, generator=gen), dim=-1)
+    p = F.normalize(torch.randn(B, M, d, generator=gen), dim=-1)
+    t = F.normalize(torch.randn(B, d, generator=gen), dim=-1)
+    w = F.normalize(torch.randn(B, n, d, generator=gen), dim=-1)
+    m = torch.rand(B, n, generator=gen) > 0.3
+    m[:, 0] = True
+    spec = ftf_loss(v, p, t, w, m)
+    weighted = ftf_loss(v, p, t, w, m, fine_weight=3.0, intra_weight=0.0)
+    # The parts stay the unweighted terms; only the total changes, by the weights.
+    assert weighted.fine.item() == pytest.approx(spec.fine.item())
+    assert weighted.intra_images.item() == pytest.approx(spec.intra_images.item())
+    assert weighted.total.item() == pytest.approx(spec.coarse.item() + 3.0 * spec.fine.item())
+    assert weighted.total.item() != pytest.approx(spec.total.item())
+
+
+@pytest.mark.parametrize("bad", [-1.0, math.inf, math.nan])
+def test_loss_weights_must_be_finite_and_non_negative(bad: float) -> None:
+    with pytest.raises(InvalidInputError, match="fine_weight"):
+        TrainConfig(fine_weight=bad)
+    with pytest.raises(InvalidInputError, match="intra_weight"):
+        TrainConfig(intra_weight=bad)
 
 
 def test_eba_filter_drops_low_positives_once_active() -> None:

@@ -9,8 +9,11 @@ from model import metrics
 from model.errors import InvalidInputError
 from model.metrics import (
     KS,
+    QueryHits,
     RecallReport,
+    bootstrap_mr,
     i2t_recall,
+    query_hits,
     ranks_from_similarity,
     recall_report,
     report_from_similarity,
@@ -234,3 +237,43 @@ def test_query_subsets_equal_the_rows_of_the_full_evaluation() -> None:
     i2t_hit = [[any(owner[j] == i for j in full_i2t[i, :k]) for i in qi] for k in (1, 5, 10)]
     assert [sub.t2i_r1, sub.t2i_r5, sub.t2i_r10] == pytest.approx([100 * np.mean(h) for h in t2i_hit])
     assert [sub.i2t_r1, sub.i2t_r5, sub.i2t_r10] == pytest.approx([100 * np.mean(h) for h in i2t_hit])
+
+
+NO_HIT = int(np.iinfo(np.int64).max)
+
+
+def _hits(t2i: list[int], i2t: list[int]) -> QueryHits:
+    return QueryHits(t2i=np.array(t2i, np.int64), i2t=np.array(i2t, np.int64))
+
+
+def test_query_hits_give_the_report() -> None:
+    # Captions 0,1 -> image 0; caption 2 -> image 1. Rankings hand-made.
+    cap_img = np.array([0, 0, 1])
+    ranked_images = np.array([[1, 0], [0, 1], [0, 1]])
+    ranked_captions = np.array([[2, 1, 0], [0, 1, 2]])
+    hits = query_hits(ranked_images, ranked_captions, cap_img)
+    np.testing.assert_array_equal(hits.t2i, [1, 0, 1])
+    np.testing.assert_array_equal(hits.i2t, [1, 2])
+    assert hits.report() == recall_report(ranked_images, ranked_captions, cap_img)
+
+
+def test_bootstrap_mr_spread_matches_the_binomial() -> None:
+    # 400 caption queries, half hit at rank 0 and half never; every image query hits at rank 0. Then
+    # R@1 = R@5 = R@10 for t2i, i2t is 100 on every resample, mR = (t2i + 100) / 2, and the spread
+    # of t2i recall over resamples is the binomial's, 100 * sqrt(p (1 - p) / n) = 2.5 points.
+    run = _hits([0] * 200 + [NO_HIT] * 200, [0] * 50)
+    mr = bootstrap_mr([run], n_resamples=4000, seed=1)[:, 0]
+    assert mr.shape == (4000,)
+    assert mr.mean() == pytest.approx(75.0, abs=0.2)
+    assert mr.std() == pytest.approx(2.5 / 2, rel=0.1)
+
+
+def test_bootstrap_mr_is_paired_across_runs() -> None:
+    a = _hits([0, 3, NO_HIT, 7, 0], [2, NO_HIT, 0])
+    b = _hits([0, 3, NO_HIT, 7, 0], [2, NO_HIT, 0])
+    worse = _hits([NO_HIT] * 5, [NO_HIT] * 3)
+    out = bootstrap_mr([a, b, worse], n_resamples=300)
+    np.testing.assert_array_equal(out[:, 0], out[:, 1])  # same queries drawn for every run
+    assert (out[:, 2] == 0).all() and (out[:, 0] >= 0).all()
+    with pytest.raises(InvalidInputError, match="same queries"):
+        bootstrap_mr([a, _hits([0], [0])])
