@@ -1,0 +1,88 @@
+"""FTF rerank depth on the large gallery: ftf@K for K beyond the table's 100, coarse-only alongside.
+
+The two-stage table (``bench/two_stage_table.py``) found that on the 20,000-image gallery the
+image-to-caption rerank over the 50-100 nearest of 100,000 captions loses to exhaustive search. This
+asks how deep the rerank must go to close that gap, on the table's own gallery and query sample
+(same seeds), without re-running exhaustive search::
+
+    .venv/bin/python -m bench.rerank_depth --data data/synthrs --distractors data/synthrs-distractors \\
+        --checkpoint model/weights/rsir-vit-tiny.safetensors --out bench/results/rerank_depth.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.two_stage_table import build, embed
+from model.datasets import CaptionDataset, load_dataset
+from model.encoders import ClipEncoder, EncoderConfig
+from model.ftf import FTFParams
+from search.engine import EngineConfig, SearchEngine
+from search.evaluate import evaluate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--distractors", type=Path, required=True)
+    parser.add_argument("--gallery-size", type=int, default=20_000)
+    parser.add_argument("--caption-queries", type=int, default=500)
+    parser.add_argument("--image-queries", type=int, default=200)
+    parser.add_argument("--ks", type=int, nargs="+", default=[100, 250, 500, 1000])
+    parser.add_argument("--arch", default="rsir-vit-tiny")
+    parser.add_argument("--checkpoint", type=Path)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    encoder = ClipEncoder(EncoderConfig(arch=args.arch, checkpoint=args.checkpoint, device=args.device))
+    test = load_dataset(args.data, split="test")
+    extra = load_dataset(args.distractors)
+    n_keep = args.gallery_size - len(test.images)
+    pairs = [(c, o) for c, o in zip(extra.captions, extra.caption_image, strict=True) if o < n_keep]
+    distract = CaptionDataset(
+        name=extra.name,
+        images=extra.images[:n_keep],
+        captions=[c for c, _ in pairs],
+        caption_image=[o for _, o in pairs],
+    )
+    gallery = build([(test, *embed(encoder, test)), (distract, *embed(encoder, distract))])
+    # The same query sample as bench.two_stage_table (same generator, same draws, same order).
+    rng = np.random.default_rng(0)
+    cq = np.sort(rng.choice(len(test.captions), min(args.caption_queries, len(test.captions)), replace=False))
+    iq = np.sort(rng.choice(len(test.images), min(args.image_queries, len(test.images)), replace=False))
+    config = EngineConfig(
+        ftf=FTFParams(), device=args.device, max_recall_k=max([*args.ks, EngineConfig().default_recall_k])
+    )
+    engine = SearchEngine(gallery, encoder, config)
+    rows: list[dict[str, Any]] = []
+    for mode, k in [("none", None)] + [("ftf", k) for k in args.ks]:
+        row = evaluate(
+            engine, mode, k, f"large {len(gallery)}", caption_queries=cq, image_queries=iq
+        ).as_dict()
+        row.pop("encoder")
+        rows.append(row)
+        print(
+            f"{mode:<5} K={k!s:<5} t2i R@1/5/10 {row['t2i_r1']:.2f}/{row['t2i_r5']:.2f}/{row['t2i_r10']:.2f} "
+            f"i2t R@1/5/10 {row['i2t_r1']:.2f}/{row['i2t_r5']:.2f}/{row['i2t_r10']:.2f} mR {row['mR']:.2f} "
+            f"t2i {row['t2i_ms_per_query']:.2f} ms i2t {row['i2t_ms_per_query']:.2f} ms",
+            flush=True,
+        )
+    if args.out is not None:
+        meta = {"date": date.today().isoformat(), "machine": platform.node(), "args": vars(args)}
+        args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
