@@ -18,11 +18,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from bench.two_stage_table import build, embed
-from model.datasets import CaptionDataset, load_dataset
+from bench.two_stage_table import build, distractors, embed, query_sample
+from model.datasets import load_dataset
 from model.encoders import ClipEncoder, EncoderConfig
 from model.ftf import FTFParams
 from search.engine import EngineConfig, SearchEngine
@@ -48,20 +47,9 @@ def main() -> None:
     torch.manual_seed(0)
     encoder = ClipEncoder(EncoderConfig(arch=args.arch, checkpoint=args.checkpoint, device=args.device))
     test = load_dataset(args.data, split="test")
-    extra = load_dataset(args.distractors)
-    n_keep = args.gallery_size - len(test.images)
-    pairs = [(c, o) for c, o in zip(extra.captions, extra.caption_image, strict=True) if o < n_keep]
-    distract = CaptionDataset(
-        name=extra.name,
-        images=extra.images[:n_keep],
-        captions=[c for c, _ in pairs],
-        caption_image=[o for _, o in pairs],
-    )
+    distract = distractors(load_dataset(args.distractors), args.gallery_size - len(test.images))
     gallery = build([(test, *embed(encoder, test)), (distract, *embed(encoder, distract))])
-    # The same query sample as bench.two_stage_table (same generator, same draws, same order).
-    rng = np.random.default_rng(0)
-    cq = np.sort(rng.choice(len(test.captions), min(args.caption_queries, len(test.captions)), replace=False))
-    iq = np.sort(rng.choice(len(test.images), min(args.image_queries, len(test.images)), replace=False))
+    cq, iq = query_sample(test, args.caption_queries, args.image_queries)
     config = EngineConfig(
         ftf=FTFParams(), device=args.device, max_recall_k=max([*args.ks, EngineConfig().default_recall_k])
     )

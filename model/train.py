@@ -264,18 +264,8 @@ def train(config: TrainConfig, dataset: CaptionDataset, out_dir: Path, resume: b
                 anchors = None
                 if eba is not None:
                     anchors = eba.anchors((t * v).sum(-1).detach(), state["epoch"] >= config.eba_start_epoch)
-                parts = ftf_loss(
-                    v,
-                    p,
-                    t,
-                    w,
-                    m,
-                    config.temperature,
-                    config.tau,
-                    anchors,
-                    config.fine_weight,
-                    config.intra_weight,
-                )
+                fine_w, intra_w = config.fine_weight, config.intra_weight
+                parts = ftf_loss(v, p, t, w, m, config.temperature, config.tau, anchors, fine_w, intra_w)
                 total = parts.total
                 extra: dict[str, float] = {}
                 if ker is not None:

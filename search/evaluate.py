@@ -37,14 +37,17 @@ class EvalResult:
     n_captions: int
     mode: str
     recall_k: int | None
-    report: RecallReport
+    # Per-query first-hit positions: the recalls derive from them, and bootstrap intervals need them.
+    hits: QueryHits
     t2i_ms_per_query: float
     i2t_ms_per_query: float
     text_encode_ms_per_query: float | None
     encoder: dict[str, Any]
     method: dict[str, Any] | None = None
-    # Per-query first-hit positions behind ``report``, for paired bootstrap intervals across modes.
-    hits: QueryHits | None = None
+
+    @property
+    def report(self) -> RecallReport:
+        return self.hits.report()
 
     @property
     def ms_per_query(self) -> float:
@@ -170,7 +173,6 @@ def evaluate(
         mode=mode,
         recall_k=None if mode not in ("ftf", "local") else (recall_k or engine.config.default_recall_k),
         method=asdict(m),
-        report=hits.report(),
         hits=hits,
         t2i_ms_per_query=t2i_ms,
         i2t_ms_per_query=i2t_ms,
