@@ -4,7 +4,8 @@ For each gallery size ``N`` (generated vectors) and, optionally, one gallery of 
 
 - ground truth: the exact top-100 of every query by FAISS ``Flat`` (inner product; also timed);
 - IVF-Flat with ``nlist = round(sqrt(N))`` (SGPD's cluster count), ``nprobe`` 4 (= SGPD's cluster cap:
-  "equal probes", ALGORITHMS.md §5) and 16;
+  "equal probes", ALGORITHMS.md §5) and 16; from 100k items on also the index ``--factory auto``
+  builds there (``IVF{4 sqrt N},Flat``) at the service's default nprobe 16, and at 32 and 64;
 - CFITR hash recall (ALGORITHMS.md §3): 128-bit heads trained on separate (item, noisy copy) pairs; the
   Hamming top-100, and the Hamming top-1000 re-scored by exact cosine and cut to 100 (the hash as a
   candidate generator);
@@ -25,6 +26,8 @@ Real data (``--real``, an index version directory): the gallery is its image vec
 captions of 1,000 held-out images (one caption each); the hash heads are trained on the captions of the
 other images, so no query caption and no caption of a query's image is seen in training.
 
+``--methods ivf`` (a comma list of ivf, hash, sgpd) runs only some of them beside exact search.
+
 Run::
 
     .venv/bin/python -m bench.recall_scale --sizes 100000 1000000 --real data/index20k/v0001 \\
@@ -41,7 +44,7 @@ import platform
 import resource
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -53,7 +56,7 @@ from numpy.typing import NDArray
 
 from model.hashing import HashHeads, train_hash_heads
 from search.hash_recall import HashRecall
-from search.recall import DenseRecall
+from search.recall import DEFAULT_NPROBE, DenseRecall, auto_factory
 from search.sgpd import SGPDRecall
 
 K = 100
@@ -70,6 +73,7 @@ CANDIDATE_QUERIES = 200  # queries whose SGPD candidate counts are averaged
 _GEN_CHUNK = 100_000
 _RESCORE_CHUNK = 100
 _TRAIN_THREADS = torch.get_num_threads()
+METHODS = ("ivf", "hash", "sgpd")
 
 F32 = NDArray[np.float32]
 I64 = NDArray[np.int64]
@@ -261,24 +265,33 @@ def run_exact(case: Case) -> dict[str, Any]:
 
 
 def run_ivf(case: Case) -> None:
-    """IVF-Flat with ``nlist = round(sqrt(N))``, nprobe 4 and 16."""
-    t0 = time.perf_counter()
-    ivf = DenseRecall(case.gallery, f"IVF{case.nlist},Flat", seed=case.seed, use_gpu=False)
-    build = time.perf_counter() - t0
-    index = faiss.extract_index_ivf(ivf.index)
-    invlists = index.invlists
-    assert invlists is not None
-    sizes = np.array([invlists.list_size(i) for i in range(case.nlist)], dtype=np.int64)
-    ivf_bytes = 4 * case.dim + 8 + case.nlist * case.dim * 4 / case.n
-    for nprobe in (4, 16):
+    """IVF-Flat with ``nlist = round(sqrt(N))`` at nprobe 4 and 16; above the exact limit also what
+    ``--factory auto`` builds (``IVF{4 sqrt N},Flat``), at the service's default nprobe and deeper."""
+    configs: list[tuple[str, int, tuple[int, ...], str]] = [
+        (f"IVF{case.nlist},Flat", case.nlist, (4, 16), "")
+    ]
+    auto = auto_factory(case.n)
+    if auto != "Flat":
+        nlist = int(auto.removeprefix("IVF").split(",")[0])
+        configs.append((auto, nlist, (DEFAULT_NPROBE, 2 * DEFAULT_NPROBE, 4 * DEFAULT_NPROBE), " (auto)"))
+    for factory, nlist, probes, tag in configs:
         t0 = time.perf_counter()
-        _, ids = ivf.search(case.queries, K, nprobe=nprobe)
-        batch = time.perf_counter() - t0
-        single = single_ms(lambda q, p=nprobe: ivf.search(q, K, nprobe=p), case.queries)  # type: ignore[misc]
-        _, lists = index.quantizer.search(case.queries, nprobe)
-        scanned = float(sizes[lists].sum(axis=1).mean())
-        case.add(f"IVF{case.nlist},Flat nprobe={nprobe}", ids, batch, single, build, ivf_bytes,
-                 "float32 vectors + int64 id + centroids", scanned)  # fmt: skip
+        ivf = DenseRecall(case.gallery, factory, seed=case.seed, use_gpu=False)
+        build = time.perf_counter() - t0
+        index = faiss.extract_index_ivf(ivf.index)
+        invlists = index.invlists
+        assert invlists is not None
+        sizes = np.array([invlists.list_size(i) for i in range(nlist)], dtype=np.int64)
+        ivf_bytes = 4 * case.dim + 8 + nlist * case.dim * 4 / case.n
+        for nprobe in probes:
+            t0 = time.perf_counter()
+            _, ids = ivf.search(case.queries, K, nprobe=nprobe)
+            batch = time.perf_counter() - t0
+            single = single_ms(lambda q, p=nprobe, r=ivf: r.search(q, K, nprobe=p), case.queries)  # type: ignore[misc]
+            _, lists = index.quantizer.search(case.queries, nprobe)
+            scanned = float(sizes[lists].sum(axis=1).mean())
+            case.add(f"{factory} nprobe={nprobe}{tag}", ids, batch, single, build, ivf_bytes,
+                     "float32 vectors + int64 id + centroids", scanned)  # fmt: skip
 
 
 def run_hash(case: Case, heads: HashHeads, train_s: float) -> None:
@@ -344,14 +357,18 @@ def evaluate(
     hash_train_s: float,
     seed: int,
     owners: I64 | None = None,
+    methods: Sequence[str] = METHODS,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Every method on one gallery; returns the rows and the ground-truth timings."""
+    """Exact search and ``methods`` on one gallery; returns the rows and the ground-truth timings."""
     case = Case(data, gallery, queries, owners, seed)
     load_start = os.getloadavg()[0]
     truth = run_exact(case) | {"load_average_1min_at_start": load_start}
-    run_ivf(case)
-    run_hash(case, heads, hash_train_s)
-    run_sgpd(case)
+    if "ivf" in methods:
+        run_ivf(case)
+    if "hash" in methods:
+        run_hash(case, heads, hash_train_s)
+    if "sgpd" in methods:
+        run_sgpd(case)
     truth["peak_rss_gib"] = peak_rss_gib()
     truth["load_average_1min_at_end"] = os.getloadavg()[0]
     return case.rows, truth
@@ -422,8 +439,16 @@ def main() -> None:
         default=None,
         help="hash heads of the model behind --real (model/hashing.py format), used instead of training",
     )
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help="which besides exact search: a comma list of " + ", ".join(METHODS),
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/recall_scale.json"))
     args = parser.parse_args()
+    methods = [m for m in args.methods.split(",") if m]
+    if unknown := sorted(set(methods) - set(METHODS)):
+        parser.error(f"unknown --methods {unknown}; choose from {', '.join(METHODS)}")
 
     t_start = time.perf_counter()
     rows: list[dict[str, Any]] = []
@@ -459,7 +484,7 @@ def main() -> None:
             heads, secs, losses = train_heads(gallery, texts, text_owner, args.hash_epochs, args.seed)
             info |= {"hash_train_s": secs, "hash_losses": losses}
         meta["real"] = info
-        got, truth = evaluate("real", gallery, queries, heads, secs, args.seed, owners=held)
+        got, truth = evaluate("real", gallery, queries, heads, secs, args.seed, owners=held, methods=methods)
         rows += got
         truths.append(truth)
         del gallery, queries, texts
@@ -476,7 +501,9 @@ def main() -> None:
     for n in args.sizes:
         (gallery, queries, source), gen_s = timed(lambda n=n: generate(world, n, args.queries, args.seed))  # type: ignore[misc]
         print(f" N={n:,}: generated in {gen_s:.1f} s", flush=True)
-        got, truth = evaluate("generated", gallery, queries, heads, secs, args.seed, owners=source)
+        got, truth = evaluate(
+            "generated", gallery, queries, heads, secs, args.seed, owners=source, methods=methods
+        )
         rows += got
         truths.append(truth | {"generate_s": gen_s})
         del gallery, queries

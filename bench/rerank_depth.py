@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from bench.two_stage_table import build, distractors, embed, query_sample
+from bench.two_stage_table import add_gallery_args, build, distractors, embed, query_sample, run_meta
 from model.datasets import load_dataset
 from model.encoders import ClipEncoder, EncoderConfig
 from model.ftf import FTFParams
@@ -32,15 +30,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--distractors", type=Path, required=True)
-    parser.add_argument("--gallery-size", type=int, default=20_000)
-    parser.add_argument("--caption-queries", type=int, default=500)
-    parser.add_argument("--image-queries", type=int, default=200)
+    add_gallery_args(parser, distractors_required=True, device="cpu")
     parser.add_argument("--ks", type=int, nargs="+", default=[100, 250, 500, 1000])
-    parser.add_argument("--arch", default="rsir-vit-tiny")
-    parser.add_argument("--checkpoint", type=Path)
-    parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -68,8 +59,7 @@ def main() -> None:
             flush=True,
         )
     if args.out is not None:
-        meta = {"date": date.today().isoformat(), "machine": platform.node(), "args": vars(args)}
-        args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str))
+        args.out.write_text(json.dumps({"meta": run_meta(encoder, args), "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -160,19 +160,38 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def add_gallery_args(parser: argparse.ArgumentParser, distractors_required: bool, device: str) -> None:
+    """The options every bench over this table's galleries takes, with the same defaults, so that
+    their rows are comparable: data, the large gallery's make-up and query sample, and the model."""
+    parser.add_argument("--data", type=Path, required=True, help="SynthRS folder; its test split is used")
+    parser.add_argument(
+        "--distractors", type=Path, required=distractors_required, help="SynthRS folder of distractors"
+    )
+    parser.add_argument("--gallery-size", type=int, default=20_000)
+    parser.add_argument("--caption-queries", type=int, default=500, help="large gallery: caption queries")
+    parser.add_argument("--image-queries", type=int, default=200, help="large gallery: image queries")
+    parser.add_argument("--arch", default="rsir-vit-tiny")
+    parser.add_argument("--checkpoint", type=Path)
+    parser.add_argument("--device", default=device)
+
+
+def run_meta(encoder: ClipEncoder, args: argparse.Namespace) -> dict[str, Any]:
+    """What a result file records of the run that made it."""
+    return {
+        "date": date.today().isoformat(),
+        "machine": platform.node(),
+        "torch_threads": torch.get_num_threads(),
+        "encoder": encoder.describe(),
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, required=True, help="SynthRS folder; its test split is used")
+    add_gallery_args(parser, distractors_required=False, device="auto")
     parser.add_argument("--split", default="test", help="split of --data to query (val for tuning)")
-    parser.add_argument("--distractors", type=Path, help="another SynthRS folder for the large gallery")
-    parser.add_argument("--gallery-size", type=int, default=20_000)
-    parser.add_argument("--caption-queries", type=int, default=500, help="large gallery: caption queries")
-    parser.add_argument("--image-queries", type=int, default=100, help="large gallery: image queries")
-    parser.add_argument("--arch", default="rsir-vit-tiny")
-    parser.add_argument("--checkpoint", type=Path)
-    parser.add_argument("--device", default="auto")
     parser.add_argument("--tau", type=float, default=0.05, help="FTF softmax temperature")
     parser.add_argument("--lam", type=float, default=0.5, help="coarse weight in the fused score")
     parser.add_argument("--skip-small", action="store_true", help="only the large gallery")
@@ -215,13 +234,7 @@ def main() -> None:
     print(table)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "date": date.today().isoformat(),
-            "machine": platform.node(),
-            "torch_threads": torch.get_num_threads(),
-            "encoder": encoder.describe(),
-            "args": {k: str(v) for k, v in vars(args).items()},
-        }
+        meta = run_meta(encoder, args)
         args.out.write_text(
             json.dumps({"meta": meta, "rows": rows, "intervals": found, "markdown": table}, indent=1)
         )
