@@ -38,7 +38,7 @@ def test_ivf_with_all_lists_probed_is_exact_and_fewer_probes_may_miss() -> None:
 
 
 def test_auto_factory_and_k_clipping_and_errors(tmp_path: Path) -> None:
-    assert auto_factory(99_999) == "Flat" and auto_factory(1_000_000) == "IVF4000,Flat"
+    assert auto_factory(99_999) == "Flat" and auto_factory(1_000_000) == "IVF1000,Flat"
     small = DenseRecall(_unit(5, 8, 4))
     assert small.search(_unit(2, 8, 5), 50)[1].shape == (2, 5)
     with pytest.raises(InvalidInputError, match="invalid FAISS factory"):
