@@ -136,7 +136,7 @@ def identical_strings_score_alike(gallery: Gallery) -> bool:
     return True
 
 
-def test_part(gallery: Gallery, n_images: int) -> Gallery:
+def leading_part(gallery: Gallery, n_images: int) -> Gallery:
     """The first ``n_images`` images and their captions (the test split, which the gallery starts with)."""
     c = gallery.captions
     assert c is not None
@@ -183,11 +183,10 @@ def full_scores(
     return coarse, fused, string_of
 
 
-def index_order_first_hit(
-    coarse: np.ndarray, fused: np.ndarray, relevant: np.ndarray, depth: int | None
-) -> np.ndarray:
-    """First-hit position per query of the ranking the engine makes (ties to the lower index):
-    ``depth`` None ranks all by ``fused``; else the coarse top ``depth``, then a stable sort by fused."""
+def first_hit(coarse: np.ndarray, fused: np.ndarray, relevant: np.ndarray, depth: int | None) -> np.ndarray:
+    """First-hit position per query with ties to the lower index: ``depth`` None ranks all by
+    ``fused``; else the coarse top ``depth``, then a stable sort by fused. Used with relevance by
+    string, where the tie order cannot matter (a tied group is one string: all hits or none)."""
     out = np.full(coarse.shape[0], np.iinfo(np.int64).max, np.int64)
     for q in range(coarse.shape[0]):
         if depth is None:
@@ -223,16 +222,16 @@ def analyse(
         if mode == "ftf" and depth is not None and depth >= coarse.shape[1]:
             continue
         if mode == "none":
-            string_first = index_order_first_hit(coarse, coarse, by_string, None)
+            string_first = first_hit(coarse, coarse, by_string, None)
             expected = tie_aware_hits(coarse, relevant)
             string = tie_aware_hits(coarse, by_string)  # ties are all hits or all misses: no draw
         elif mode == "exhaustive":
-            string_first = index_order_first_hit(coarse, fused, by_string, None)
+            string_first = first_hit(coarse, fused, by_string, None)
             expected = tie_aware_hits(fused, relevant)
             string = tie_aware_hits(fused, by_string)
         else:
             assert depth is not None
-            string_first = index_order_first_hit(coarse, fused, by_string, depth)
+            string_first = first_hit(coarse, fused, by_string, depth)
             expected = two_stage_tie_aware_hits(coarse, fused, relevant, depth)
             string = two_stage_tie_aware_hits(coarse, fused, by_string, depth)
         name = f"{mode}@{depth}" if mode == "ftf" else mode
@@ -385,7 +384,7 @@ def main() -> None:
         if args.cache is not None:
             save_gallery(gallery, args.cache)
     cq, iq = query_sample(test, args.caption_queries, args.image_queries)
-    small = test_part(gallery, len(test.images))
+    small = leading_part(gallery, len(test.images))
     config = EngineConfig(ftf=FTFParams(), device=args.device)
     found: dict[str, Any] = {}
     tables = []
