@@ -45,26 +45,16 @@ from model.encoders import ClipEncoder, EncoderConfig
 from model.ftf import FTFParams
 from model.metrics import KS, bootstrap_mr_rates, hit_rates, tie_aware_hits, two_stage_tie_aware_hits
 from search.engine import EngineConfig, QueryOptions, SearchEngine
-from search.gallery import CaptionStore, Gallery
+from search.evaluate import caption_order
+from search.gallery import CaptionStore, Gallery, permute_captions
 
 DEPTHS = (10, 50, 100, 1000)
 
 
-def shuffled_captions(gallery: Gallery, seed: int) -> tuple[Gallery, np.ndarray]:
-    """The gallery with its captions in a seeded random order, and ``new_index[old]`` to map queries."""
-    c = gallery.captions
-    assert c is not None
-    perm = np.random.default_rng(seed).permutation(len(c.texts))  # new position j holds old perm[j]
-    store = CaptionStore(
-        texts=[c.texts[i] for i in perm],
-        image_index=c.image_index[perm],
-        vectors=c.vectors[perm],
-        tokens=c.tokens[perm],
-        mask=c.mask[perm],
-    )
-    new_index = np.empty_like(perm)
-    new_index[perm] = np.arange(perm.size)
-    return replace(gallery, captions=store), new_index
+def shuffled_captions(gallery: Gallery, seed: int) -> Gallery:
+    """The gallery with its captions in a seeded random order (``search.evaluate``'s order for ``seed``)."""
+    assert gallery.captions is not None
+    return permute_captions(gallery, caption_order(len(gallery.captions.texts), seed))
 
 
 def save_gallery(g: Gallery, path: Path) -> None:
@@ -331,7 +321,7 @@ def engine_runs(
     by_string_first: dict[str, np.ndarray] = {}
     rows = []
     for seed in [None, *range(orders)]:
-        g = gallery if seed is None else shuffled_captions(gallery, seed)[0]
+        g = gallery if seed is None else shuffled_captions(gallery, seed)
         c = g.captions
         assert c is not None
         engine = SearchEngine(g, encoder, config)

@@ -71,6 +71,14 @@ def eval_cmd(
     device: DeviceOpt = "auto",
     batch_size: Annotated[int, typer.Option(help="images/texts per encoder forward pass")] = 64,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
+    tie_orders: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="also evaluate with the captions stored in N seeded random orders and report the mean "
+            "and sd: identical caption strings tie, and the tie-break follows storage order (--dataset only)",
+        ),
+    ] = 0,
 ) -> None:
     """Recall@1/5/10 both ways and mR of a caption dataset, searched through the engine."""
     from model.datasets import load_dataset
@@ -78,14 +86,19 @@ def eval_cmd(
     from model.ftf import FTFParams
     from model.hashing import HashHeads
     from search.engine import RERANK_MODES, EngineConfig, SearchEngine
-    from search.evaluate import MethodOptions, embed_dataset, evaluate
+    from search.evaluate import MethodOptions, OrderSpread, embed_dataset, evaluate, evaluate_caption_orders
     from search.extras import build_extras
+    from search.gallery import Gallery
     from search.index_dir import load_index
 
     if rerank not in RERANK_MODES:
         raise typer.BadParameter(f"must be one of {', '.join(RERANK_MODES)}", param_hint="--rerank")
     if (dataset is None) == (index is None):
         raise typer.BadParameter("give exactly one of --dataset and --index", param_hint="--dataset")
+    if tie_orders and index is not None:
+        raise typer.BadParameter(
+            "reorders the captions of an embedded --dataset; not with --index", param_hint="--tie-orders"
+        )
     encoder = _encoder(model, checkpoint, device, batch_size)
     config = EngineConfig(ftf=FTFParams(tau=tau, lam=lam), device=device, max_recall_k=max(1000, recall_k))
     if index is not None:
@@ -97,13 +110,20 @@ def eval_cmd(
         gallery = embed_dataset(encoder, ds)
         heads_file = hash_heads or default_hash_heads(model, encoder.config.checkpoint)
         heads = HashHeads.load(heads_file) if heads_file else None
-        extras = build_extras(gallery, heads, sgpd=recall == "sgpd")
-        engine = SearchEngine(gallery, encoder, config, extras=extras, hash_heads=heads)
+
+        def make_engine(g: Gallery) -> SearchEngine:
+            extras = build_extras(g, heads, sgpd=recall == "sgpd")
+            return SearchEngine(g, encoder, config, extras=extras, hash_heads=heads)
+
+        engine = make_engine(gallery)
         name = f"{ds.name}:{split}"
     method = MethodOptions(recall, ppsr, sar)  # type: ignore[arg-type]
     result = evaluate(engine, rerank, recall_k, dataset_name=name, method=method)  # type: ignore[arg-type]
+    spread: OrderSpread | None = None
+    if tie_orders:
+        spread = evaluate_caption_orders(engine.gallery, make_engine, rerank, tie_orders, recall_k, method)  # type: ignore[arg-type]
     if as_json:
-        typer.echo(json.dumps(result.as_dict()))
+        typer.echo(json.dumps(result.as_dict() | ({"caption_orders": spread.as_dict()} if spread else {})))
         return
     table = Table(title=f"{name}: {result.n_images} images, {result.n_captions} captions")
     for col in ("mode", "K", "t2i R@1", "R@5", "R@10", "i2t R@1", "R@5", "R@10", "mR", "ms/query"):
@@ -115,6 +135,10 @@ def eval_cmd(
         *(f"{v:.2f}" for v in (r.t2i_r1, r.t2i_r5, r.t2i_r10, r.i2t_r1, r.i2t_r5, r.i2t_r10, r.mR)),
         f"{result.ms_per_query:.2f}",
     )
+    if spread is not None:
+        keys = ("t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10", "mR")
+        for label, values in ((f"mean, {spread.n_orders} orders", spread.mean), ("sd", spread.sd)):
+            table.add_row(label, "", *(f"{values[k]:.2f}" for k in keys), "")
     Console().print(table)
 
 

@@ -7,7 +7,7 @@ through :class:`SearchEngine`, the same object the service uses.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -22,7 +22,7 @@ from model.features import ImageFeatures, TextFeatures
 from model.images import decode_image
 from model.metrics import KS, QueryHits, RecallReport, query_hits
 from search.engine import QueryOptions, RecallMethod, RerankMode, SarMode, SearchEngine
-from search.gallery import Gallery, gallery_from_features
+from search.gallery import Gallery, gallery_from_features, permute_captions
 
 # Query encoding is timed on a sample of captions: it does not depend on the mode or the gallery.
 ENCODE_SAMPLE = 256
@@ -188,3 +188,55 @@ def _ranked(results: Sequence[Any], k: int) -> np.ndarray:
         ids = [h.index for h in r.hits][:k]
         out[q, : len(ids)] = ids
     return out
+
+
+def caption_order(n_captions: int, seed: int) -> NDArray[np.int64]:
+    """The seeded random storage order of ``n_captions`` captions used by :func:`evaluate_caption_orders`."""
+    return np.random.default_rng(seed).permutation(n_captions).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class OrderSpread:
+    """Recalls (percent) over several caption storage orders: per-figure mean and standard deviation."""
+
+    n_orders: int
+    mean: dict[str, float]
+    sd: dict[str, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def evaluate_caption_orders(
+    gallery: Gallery,
+    make_engine: Callable[[Gallery], SearchEngine],
+    mode: RerankMode,
+    orders: int,
+    recall_k: int | None = None,
+    method: MethodOptions | None = None,
+) -> OrderSpread:
+    """:func:`evaluate` with the gallery's captions stored in ``orders`` seeded random orders.
+
+    Identical caption strings score alike, so which copy ranks first follows storage order; on
+    caption sets that repeat strings (RSICD, UCM, SynthRS) the image-to-text figures of one order are
+    one draw of that tie-break, and a dataset's own order can favour the query's copies. The mean
+    over random orders estimates the figure with ties ordered at random. Text-to-image figures do
+    not depend on caption order (the sd shows it). ``make_engine`` builds the engine (with whatever
+    per-gallery data its methods need) for a reordered gallery.
+    """
+    if isinstance(orders, bool) or not isinstance(orders, int) or orders < 1:
+        raise InvalidInputError(f"orders must be a positive integer, got {orders!r}")
+    if gallery.captions is None:
+        raise InvalidInputError("evaluation needs a gallery with captions")
+    n = len(gallery.captions.texts)
+    rows = []
+    for seed in range(orders):
+        engine = make_engine(permute_captions(gallery, caption_order(n, seed)))
+        rows.append(evaluate(engine, mode, recall_k, method=method).report.as_dict())
+    keys = list(rows[0])
+    values = {k: np.array([r[k] for r in rows], np.float64) for k in keys}
+    return OrderSpread(
+        n_orders=orders,
+        mean={k: float(v.mean()) for k, v in values.items()},
+        sd={k: float(v.std(ddof=1)) if orders > 1 else 0.0 for k, v in values.items()},
+    )

@@ -7,7 +7,7 @@ moves only those to the compute device.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -116,3 +116,23 @@ def gallery_from_features(
         grid=images.grid,
         captions=store,
     )
+
+
+def permute_captions(gallery: Gallery, perm: NDArray[np.integer]) -> Gallery:
+    """The same gallery with its captions stored in another order: new position ``j`` holds caption
+    ``perm[j]``. Search results over identical caption strings tie exactly, and the tie-break follows
+    storage order, so evaluating over several orders exposes how much a figure owes to it."""
+    c = gallery.captions
+    if c is None:
+        raise InvalidInputError("this gallery has no captions to reorder")
+    p = np.asarray(perm, dtype=np.int64)
+    if p.shape != (len(c.texts),) or not np.array_equal(np.sort(p), np.arange(len(c.texts))):
+        raise InvalidInputError(f"perm must be a permutation of the {len(c.texts)} caption indices")
+    store = CaptionStore(
+        texts=[c.texts[i] for i in p],
+        image_index=c.image_index[p],
+        vectors=np.asarray(c.vectors)[p],
+        tokens=np.asarray(c.tokens)[p],
+        mask=np.asarray(c.mask)[p],
+    )
+    return replace(gallery, captions=store)

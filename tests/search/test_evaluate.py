@@ -14,11 +14,13 @@ from typer.testing import CliRunner
 
 from model.datasets import load_dataset
 from model.encoders import ClipEncoder
+from model.errors import InvalidInputError
 from model.features import ImageFeatures, TextFeatures
+from model.metrics import tie_aware_hits
 from rsir.cli import app
-from search.engine import EngineConfig, RerankMode, SearchEngine
-from search.evaluate import embed_dataset, evaluate
-from search.gallery import gallery_from_features
+from search.engine import EngineConfig, QueryOptions, RerankMode, SearchEngine
+from search.evaluate import embed_dataset, evaluate, evaluate_caption_orders
+from search.gallery import Gallery, gallery_from_features, permute_captions
 from tests.conftest import TINY_ARCH, random_images, require_shared
 
 KEYS = {"t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10", "mR", "mode", "K", "ms_per_query"}
@@ -113,3 +115,79 @@ def test_real_images_end_to_end(tiny_encoder: ClipEncoder) -> None:
     assert all(math.isfinite(values[key]) for key in ("mR", "t2i_r1", "i2t_r10", "ms_per_query"))
     hits = engine.search_text("many buildings and green trees are around a playground", k=5).hits
     assert len(hits) == 5 and all(h.id.startswith(("rsicd_", "ucm_")) for h in hits)
+
+
+def _gallery_with_repeated_strings(seed: int = 0) -> Gallery:
+    """30 images, 5 captions each drawn from 12 strings; copies of a string share their features."""
+    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    n_img, n_str, d = 30, 12, 8
+    vectors = torch.nn.functional.normalize(torch.randn(n_img, d, generator=gen), dim=-1)
+    patches = torch.nn.functional.normalize(torch.randn(n_img, 4, d, generator=gen), dim=-1)
+    string_vec = torch.nn.functional.normalize(torch.randn(n_str, d, generator=gen), dim=-1)
+    string_tok = torch.nn.functional.normalize(torch.randn(n_str, 3, d, generator=gen), dim=-1)
+    strings = np.concatenate([rng.choice(n_str, 5, replace=False) for _ in range(n_img)])
+    owner = np.repeat(np.arange(n_img), 5)
+    return gallery_from_features(
+        [str(i) for i in range(n_img)],
+        ImageFeatures(vectors, patches, (2, 2)),
+        TextFeatures(string_vec[strings], string_tok[strings], torch.ones(len(strings), 3, dtype=torch.bool)),
+        texts=[f"string {s}" for s in strings],
+        caption_image=owner.tolist(),
+    )
+
+
+def test_permute_captions_moves_every_array_together() -> None:
+    g = _gallery_with_repeated_strings()
+    assert g.captions is not None
+    perm = np.random.default_rng(3).permutation(len(g.captions.texts))
+    p = permute_captions(g, perm)
+    assert p.captions is not None
+    for j in (0, 17, 149):
+        i = perm[j]
+        assert p.captions.texts[j] == g.captions.texts[i]
+        assert p.captions.image_index[j] == g.captions.image_index[i]
+        np.testing.assert_array_equal(p.captions.tokens[j], g.captions.tokens[i])
+    with pytest.raises(InvalidInputError, match="permutation"):
+        permute_captions(g, np.zeros(150, np.int64))
+
+
+def test_mean_over_caption_orders_is_the_tie_aware_expectation() -> None:
+    # Independent expectation: the closed form over the full coarse score matrix (model.metrics),
+    # against the engine's i2t searches over 300 random storage orders of the same captions.
+    g = _gallery_with_repeated_strings()
+    assert g.captions is not None
+
+    def engine(h: Gallery) -> SearchEngine:
+        return SearchEngine(h, None, EngineConfig(device="cpu"))
+
+    spread = evaluate_caption_orders(g, engine, "none", 300)
+    # The engine's copies of a string tie exactly...
+    opts = QueryOptions(k=10, rerank="none", target="captions", image_query=True)
+    for r in engine(g).search_image_features_batch(g.image_features(np.arange(len(g))), [opts] * len(g)):
+        by_text: dict[str, set[float]] = {}
+        for hit in r.hits:
+            by_text.setdefault(g.captions.texts[hit.index], set()).add(hit.score)
+        assert all(len(v) == 1 for v in by_text.values())
+    # ...so score each string once and copy it (a GEMM over repeated columns need not round alike).
+    first = np.array([g.captions.texts.index(t) for t in g.captions.texts])
+    scores = (np.asarray(g.vectors) @ np.asarray(g.captions.vectors).T)[:, first]
+    relevant = g.captions.image_index[None, :] == np.arange(len(g))[:, None]
+    want = 100 * tie_aware_hits(scores, relevant).mean(axis=0)
+    got = [spread.mean[f"i2t_r{K}"] for K in (1, 5, 10)]
+    # one order's i2t R@K has a spread of a few points over 30 queries; 300 orders: SE ~0.2
+    np.testing.assert_allclose(got, want, atol=1.0)
+    assert any(spread.sd[f"i2t_r{K}"] > 0 for K in (1, 5, 10))  # the order matters for i2t...
+    assert all(spread.sd[f"t2i_r{K}"] == 0 for K in (1, 5, 10))  # ...and not for t2i
+    with pytest.raises(InvalidInputError, match="orders"):
+        evaluate_caption_orders(g, engine, "none", 0)
+
+
+def test_rsir_eval_tie_orders(tmp_path: Path) -> None:
+    dataset = _tiny_dataset(tmp_path)
+    out = _run_eval("--dataset", str(dataset), "--rerank", "ftf", "--recall-k", "5", "--tie-orders", "3")
+    spread = out["caption_orders"]
+    assert isinstance(spread, dict) and spread["n_orders"] == 3
+    assert spread["mean"]["t2i_r1"] == pytest.approx(out["t2i_r1"]) and spread["sd"]["t2i_r1"] == 0
+    result = CliRunner().invoke(app, ["eval", "--index", str(tmp_path), "--tie-orders", "2"])
+    assert result.exit_code == 2 and "not with --index" in result.output
