@@ -45,16 +45,10 @@ from model.encoders import ClipEncoder, EncoderConfig
 from model.ftf import FTFParams
 from model.metrics import KS, bootstrap_mr_rates, hit_rates, tie_aware_hits, two_stage_tie_aware_hits
 from search.engine import EngineConfig, QueryOptions, SearchEngine
-from search.evaluate import caption_order
-from search.gallery import CaptionStore, Gallery, permute_captions
+from search.evaluate import reorder_captions
+from search.gallery import CaptionStore, Gallery
 
 DEPTHS = (10, 50, 100, 1000)
-
-
-def shuffled_captions(gallery: Gallery, seed: int) -> Gallery:
-    """The gallery with its captions in a seeded random order (``search.evaluate``'s order for ``seed``)."""
-    assert gallery.captions is not None
-    return permute_captions(gallery, caption_order(len(gallery.captions.texts), seed))
 
 
 def save_gallery(g: Gallery, path: Path) -> None:
@@ -320,14 +314,15 @@ def engine_runs(
     check on the score-matrix path)."""
     by_string_first: dict[str, np.ndarray] = {}
     rows = []
+    assert gallery.captions is not None
+    own: dict[int, set[str]] = {}  # each image's caption strings: the same in every storage order
+    for text, owner in zip(gallery.captions.texts, gallery.captions.image_index.tolist(), strict=True):
+        own.setdefault(owner, set()).add(text)
     for seed in [None, *range(orders)]:
-        g = gallery if seed is None else shuffled_captions(gallery, seed)
+        g = gallery if seed is None else reorder_captions(gallery, seed)
         c = g.captions
         assert c is not None
         engine = SearchEngine(g, encoder, config)
-        own: dict[int, set[str]] = {}
-        for text, owner in zip(c.texts, c.image_index.tolist(), strict=True):
-            own.setdefault(owner, set()).add(text)
         # Exhaustive search through the engine costs minutes per order; the score-matrix path covers it.
         for mode, k in [("none", None), ("ftf", 100)]:
             opts = QueryOptions(k=max(KS), recall_k=k, rerank=mode, target="captions", image_query=True)  # type: ignore[arg-type]

@@ -190,9 +190,12 @@ def _ranked(results: Sequence[Any], k: int) -> np.ndarray:
     return out
 
 
-def caption_order(n_captions: int, seed: int) -> NDArray[np.int64]:
-    """The seeded random storage order of ``n_captions`` captions used by :func:`evaluate_caption_orders`."""
-    return np.random.default_rng(seed).permutation(n_captions).astype(np.int64)
+def reorder_captions(gallery: Gallery, seed: int) -> Gallery:
+    """The gallery with its captions stored in the seeded random order :func:`evaluate_caption_orders`
+    uses for ``seed``."""
+    if gallery.captions is None:
+        raise InvalidInputError("evaluation needs a gallery with captions")
+    return permute_captions(gallery, np.random.default_rng(seed).permutation(len(gallery.captions.texts)))
 
 
 @dataclass(frozen=True)
@@ -226,12 +229,9 @@ def evaluate_caption_orders(
     """
     if isinstance(orders, bool) or not isinstance(orders, int) or orders < 1:
         raise InvalidInputError(f"orders must be a positive integer, got {orders!r}")
-    if gallery.captions is None:
-        raise InvalidInputError("evaluation needs a gallery with captions")
-    n = len(gallery.captions.texts)
     rows = []
     for seed in range(orders):
-        engine = make_engine(permute_captions(gallery, caption_order(n, seed)))
+        engine = make_engine(reorder_captions(gallery, seed))
         rows.append(evaluate(engine, mode, recall_k, method=method).report.as_dict())
     keys = list(rows[0])
     values = {k: np.array([r[k] for r in rows], np.float64) for k in keys}
