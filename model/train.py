@@ -33,6 +33,8 @@ from model.losses import ftf_loss
 
 log = structlog.get_logger(__name__)
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -60,8 +62,14 @@ class TrainConfig:
     log_every: int = 50
     seed: int = 0
     device: str = "auto"
+    # "bf16": forward and loss under torch.autocast in bfloat16 (weights, gradients and optimiser
+    # state stay float32). On CPUs with AMX or AVX512-BF16 and on GPUs the matrix products are
+    # several times faster; "fp32" is the plain run the shipped model was first trained with.
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise InvalidInputError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
         if self.batch_size < 2:
             raise InvalidInputError("batch_size must be >= 2: InfoNCE needs in-batch negatives")
         if self.epochs < 1:
@@ -248,6 +256,8 @@ def train(config: TrainConfig, dataset: CaptionDataset, out_dir: Path, resume: b
         torch.save(payload, tmp)
         tmp.replace(last)  # atomic: a kill mid-save leaves the previous checkpoint intact
 
+    amp_dtype = PRECISIONS[config.precision]
+    autocast = torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
     t0 = time.perf_counter()
     with _progress() as progress:
         task = progress.add_task("train", total=stop_at, completed=state["step"], loss="")
@@ -259,8 +269,12 @@ def train(config: TrainConfig, dataset: CaptionDataset, out_dir: Path, resume: b
                     continue
                 if state["step"] >= stop_at:
                     break
-                v, p = towers.image_features(model, pixels.to(device))
-                t, w, m = towers.text_features(model, ids.to(device), specials, causal)
+                # Only the towers run under autocast: the loss's logits are cosines over tau 0.05,
+                # where bfloat16's 8-bit mantissa would be an error of ~0.1 in every logit.
+                with autocast:
+                    v, p = towers.image_features(model, pixels.to(device))
+                    t, w, m = towers.text_features(model, ids.to(device), specials, causal)
+                v, p, t, w = v.float(), p.float(), t.float(), w.float()
                 anchors = None
                 if eba is not None:
                     anchors = eba.anchors((t * v).sum(-1).detach(), state["epoch"] >= config.eba_start_epoch)
@@ -269,7 +283,8 @@ def train(config: TrainConfig, dataset: CaptionDataset, out_dir: Path, resume: b
                 total = parts.total
                 extra: dict[str, float] = {}
                 if ker is not None:
-                    ker_term = ker.loss(model, ids, p, specials, causal, int(state["step"]))
+                    with autocast:
+                        ker_term = ker.loss(model, ids, p, specials, causal, int(state["step"])).float()
                     total = total + config.ker_weight * ker_term
                     extra["ker"] = float(ker_term.detach())
                     extra["loss"] = float(total.detach())

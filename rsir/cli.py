@@ -242,6 +242,13 @@ def train_cmd(
     ] = None,
     seed: int = 0,
     device: DeviceOpt = "auto",
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="fp32 | bf16: the towers under bfloat16 autocast (fast on GPUs and AMX/AVX512-BF16 "
+            "CPUs; the loss and the weights stay float32)"
+        ),
+    ] = "fp32",
     resume: Annotated[bool, typer.Option(help="continue from OUT/last.pt when present")] = True,
 ) -> None:
     """Train with the FTF loss (L_inter + L_intra); export fp16 open_clip weights as safetensors."""
@@ -263,6 +270,7 @@ def train_cmd(
         group_key=batch_groups,
         seed=seed,
         device=device,
+        precision=precision,
     )
     report = train(config, load_dataset(data, split=split), out, resume=resume)
     Console().print(

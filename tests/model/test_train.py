@@ -62,6 +62,25 @@ def test_resume_gives_the_same_weights_as_one_run(tmp_path: Path) -> None:
         assert torch.equal(a[key], b[key]), key
 
 
+def test_bf16_training_lowers_the_loss_and_keeps_float32_weights(tmp_path: Path) -> None:
+    ds = load_dataset(_dataset(tmp_path / "data"), split="train")
+    report = train(_config(precision="bf16"), ds, tmp_path / "run")
+    assert report.last_loss < 0.7 * report.first_loss
+    saved = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)
+    # Autocast changes the arithmetic of the forward pass, not the dtype of what is trained.
+    assert saved["model"]["visual.proj"].dtype == torch.float32
+    # And it does change the arithmetic: the first step's loss differs from a float32 run's.
+    plain = train(_config(max_steps=1), ds, tmp_path / "plain")
+    bf16 = train(_config(max_steps=1, precision="bf16"), ds, tmp_path / "bf16")
+    assert plain.first_loss != bf16.first_loss
+    assert bf16.first_loss == pytest.approx(plain.first_loss, rel=0.05)
+
+
+def test_unknown_precision_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="precision must be one of"):
+        _config(precision="fp8")
+
+
 def test_too_small_dataset_is_a_clear_error(tmp_path: Path) -> None:
     ds = load_dataset(_dataset(tmp_path / "data", n=4), split="train")
     with pytest.raises(ValueError, match="fewer than one batch"):
