@@ -43,13 +43,18 @@ def info_nce(
     scores: torch.Tensor,
     temperature: float | torch.Tensor = DEFAULT_TEMPERATURE,
     anchors: torch.Tensor | None = None,
+    exclude: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Symmetric InfoNCE of a ``[B,B]`` score matrix whose diagonal holds the positives.
 
     ``anchors [B]`` bool (EBA): only these pairs contribute rows/columns as anchors; every item stays a
     negative. ``None`` or an all-False mask uses every pair.
+    ``exclude [B,B]`` bool: off-diagonal pairs that are not negatives here (left out of both softmaxes).
     """
     logits = scores / temperature
+    if exclude is not None:
+        off_diagonal = exclude & ~torch.eye(scores.shape[0], dtype=torch.bool, device=scores.device)
+        logits = logits.masked_fill(off_diagonal, float("-inf"))
     target = torch.arange(scores.shape[0], device=scores.device)
     per_text = F.cross_entropy(logits, target, reduction="none")
     per_image = F.cross_entropy(logits.T, target, reduction="none")
@@ -89,6 +94,7 @@ def ftf_loss(
     anchors: torch.Tensor | None = None,
     fine_weight: float = 1.0,
     intra_weight: float = 1.0,
+    fine_only_negatives: torch.Tensor | None = None,
 ) -> LossParts:
     """``L_inter + L_intra`` for a batch of ``B`` matched pairs (all inputs L2-normalised).
 
@@ -98,13 +104,17 @@ def ftf_loss(
     ``fine_weight`` scales ``InfoNCE(s_f)`` and ``intra_weight`` both ``L_intra`` terms; the spec's
     loss is 1 and 1. They exist to test whether a fine score trained harder, or less tied to the
     global vector, adds more to the coarse one (BENCHMARKS.md); the parts are reported unweighted.
+    ``fine_only_negatives [B,B]`` bool: pairs that are negatives of ``InfoNCE(s_f)`` only, left out of
+    the coarse and ``L_intra`` terms (a two-stage search asks the fine score alone to tell apart the
+    near-twins that the coarse score lets through; None: every pair is a negative of every term).
     """
     coarse_scores = text_vectors @ image_vectors.T  # [B_text, B_image]
     fine_scores = interaction(words[:, None], word_mask[:, None], patches[None], tau).fine  # [B,B]
     visual_view, text_view = paired_views(words, word_mask, patches, tau)
-    coarse = info_nce(coarse_scores, temperature, anchors)
+    only = fine_only_negatives
+    coarse = info_nce(coarse_scores, temperature, anchors, only)
     fine = info_nce(fine_scores, temperature, anchors)
-    intra_images = info_nce(image_vectors @ visual_view.T, temperature, anchors)
-    intra_texts = info_nce(text_vectors @ text_view.T, temperature, anchors)
+    intra_images = info_nce(image_vectors @ visual_view.T, temperature, anchors, only)
+    intra_texts = info_nce(text_vectors @ text_view.T, temperature, anchors, only)
     total = coarse + fine_weight * fine + intra_weight * (intra_images + intra_texts)
     return LossParts(total, coarse, fine, intra_images, intra_texts)

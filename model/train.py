@@ -57,6 +57,9 @@ class TrainConfig:
     # "scene.family", the twins one caption-stated detail apart) are put in the same batch. None:
     # plain random batches, where a twin shares its batch with probability ~ batch / N.
     group_key: str | None = None
+    # With group_key: which loss terms see a batch's same-group pairs as negatives. "all": every term
+    # (plain hard negatives); "fine": InfoNCE(s_f) only, the coarse and L_intra terms leave them out.
+    group_negatives: str = "all"
     max_steps: int | None = None
     save_every: int = 200
     log_every: int = 50
@@ -68,6 +71,10 @@ class TrainConfig:
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        if self.group_negatives not in ("all", "fine"):
+            raise InvalidInputError(f"group_negatives must be 'all' or 'fine', got {self.group_negatives!r}")
+        if self.group_negatives == "fine" and self.group_key is None:
+            raise InvalidInputError("group_negatives='fine' needs group_key (the batch groups)")
         if self.precision not in PRECISIONS:
             raise InvalidInputError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
         if self.batch_size < 2:
@@ -126,14 +133,23 @@ class PairSource:
 
     def batches(
         self, batch_size: int, rng: np.random.Generator
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One epoch: each image once, with one of its captions drawn at random; full batches only."""
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
+        """One epoch: each image once, with one of its captions drawn at random; full batches only.
+
+        Yields (pixels, caption tokens, the batch's image indices)."""
         order = epoch_order(self.usable, self.groups, rng)
         for start in range(0, order.size - batch_size + 1, batch_size):
             images = order[start : start + batch_size]
             captions = [int(rng.choice(self.captions_of[i])) for i in images]
             pixels = (self.pixels[images].float() / 255 - self.mean) / self.std
-            yield pixels, self.tokens[captions]
+            yield pixels, self.tokens[captions], images
+
+    def same_group(self, images: np.ndarray) -> torch.Tensor:
+        """``[B,B]`` bool: the batch's pairs of images in one group (the diagonal included)."""
+        if self.groups is None:
+            raise InvalidInputError("same_group needs batch groups")
+        g = torch.from_numpy(self.groups[images])
+        return g[:, None] == g[None, :]
 
 
 def epoch_order(usable: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
@@ -264,7 +280,7 @@ def train(config: TrainConfig, dataset: CaptionDataset, out_dir: Path, resume: b
         while state["step"] < stop_at and state["epoch"] < config.epochs:
             epoch_rng = np.random.default_rng([config.seed, int(state["epoch"])])
             skip = state["step"] - state["epoch"] * steps_per_epoch  # resume mid-epoch: same batches
-            for i, (pixels, ids) in enumerate(source.batches(config.batch_size, epoch_rng)):
+            for i, (pixels, ids, images) in enumerate(source.batches(config.batch_size, epoch_rng)):
                 if i < skip:
                     continue
                 if state["step"] >= stop_at:
@@ -279,7 +295,10 @@ def train(config: TrainConfig, dataset: CaptionDataset, out_dir: Path, resume: b
                 if eba is not None:
                     anchors = eba.anchors((t * v).sum(-1).detach(), state["epoch"] >= config.eba_start_epoch)
                 fine_w, intra_w = config.fine_weight, config.intra_weight
-                parts = ftf_loss(v, p, t, w, m, config.temperature, config.tau, anchors, fine_w, intra_w)
+                only = source.same_group(images).to(device) if config.group_negatives == "fine" else None
+                parts = ftf_loss(
+                    v, p, t, w, m, config.temperature, config.tau, anchors, fine_w, intra_w, only
+                )
                 total = parts.total
                 extra: dict[str, float] = {}
                 if ker is not None:

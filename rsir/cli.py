@@ -240,6 +240,13 @@ def train_cmd(
             "for SynthRS twins; default: random batches"
         ),
     ] = None,
+    group_negatives: Annotated[
+        str,
+        typer.Option(
+            help="with --batch-groups: all = same-group pairs are negatives of every loss term; "
+            "fine = of InfoNCE(s_f) only (the coarse and L_intra terms leave them out)"
+        ),
+    ] = "all",
     seed: int = 0,
     device: DeviceOpt = "auto",
     precision: Annotated[
@@ -268,6 +275,7 @@ def train_cmd(
         fine_weight=fine_weight,
         intra_weight=intra_weight,
         group_key=batch_groups,
+        group_negatives=group_negatives,
         seed=seed,
         device=device,
         precision=precision,

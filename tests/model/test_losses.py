@@ -39,6 +39,43 @@ def test_info_nce_anchor_mask_drops_rows_but_keeps_negatives() -> None:
     )
 
 
+def test_info_nce_exclude_drops_pairs_from_both_softmaxes() -> None:
+    # 3x3 grid, temperature 1, pair (0, 1) excluded: row 0 and column 1 lose that logit, and
+    # nothing else changes (hand-computed from the log-sum-exp of what is left).
+    scores = torch.tensor([[2.0, 0.5, 0.1], [0.3, -1.0, 0.2], [0.0, 0.4, 1.5]])
+    exclude = torch.zeros(3, 3, dtype=torch.bool)
+    exclude[0, 1] = True
+    exclude[2, 2] = True  # the diagonal is the positive: never excluded
+
+    def ce(logits: list[float], positive: int) -> float:
+        return -logits[positive] + math.log(sum(math.exp(x) for x in logits))
+
+    rows = ce([2.0, 0.1], 0) + ce([0.3, -1.0, 0.2], 1) + ce([0.0, 0.4, 1.5], 2)
+    cols = ce([2.0, 0.3, 0.0], 0) + ce([-1.0, 0.4], 0) + ce([0.1, 0.2, 1.5], 2)
+    assert info_nce(scores, 1.0, exclude=exclude).item() == pytest.approx((rows / 3 + cols / 3) / 2)
+    nothing = torch.zeros(3, 3, dtype=torch.bool)
+    assert info_nce(scores, 1.0, exclude=nothing).item() == pytest.approx(info_nce(scores, 1.0).item())
+
+
+def test_fine_only_negatives_leave_the_fine_term_alone() -> None:
+    gen = torch.Generator().manual_seed(3)
+    B, n, M, d = 4, 5, 6, 8
+    v = F.normalize(torch.randn(B, d, generator=gen), dim=-1)
+    p = F.normalize(torch.randn(B, M, d, generator=gen), dim=-1)
+    t = F.normalize(torch.randn(B, d, generator=gen), dim=-1)
+    w = F.normalize(torch.randn(B, n, d, generator=gen), dim=-1)
+    m = torch.ones(B, n, dtype=torch.bool)
+    groups = torch.tensor([0, 0, 1, 1])
+    same = groups[:, None] == groups[None, :]
+    spec = ftf_loss(v, p, t, w, m)
+    parts = ftf_loss(v, p, t, w, m, fine_only_negatives=same)
+    assert parts.fine.item() == pytest.approx(spec.fine.item())
+    assert parts.coarse.item() == pytest.approx(info_nce(t @ v.T, 0.05, exclude=same).item())
+    assert parts.coarse.item() < spec.coarse.item()  # fewer negatives in every softmax
+    assert parts.intra_images.item() < spec.intra_images.item()
+    assert parts.intra_texts.item() < spec.intra_texts.item()
+
+
 def test_paired_views_direct_formula() -> None:
     gen = torch.Generator().manual_seed(0)
     words = F.normalize(torch.randn(3, 4, 8, generator=gen), dim=-1)

@@ -62,6 +62,19 @@ def test_resume_gives_the_same_weights_as_one_run(tmp_path: Path) -> None:
         assert torch.equal(a[key], b[key]), key
 
 
+def test_fine_only_group_negatives_train_and_need_groups(tmp_path: Path) -> None:
+    ds = load_dataset(_grouped_dataset(tmp_path / "data"), split="train")
+    report = train(_config(group_key="scene.family", group_negatives="fine", epochs=6), ds, tmp_path / "run")
+    assert report.last_loss < report.first_loss
+    # The same batches with every term seeing the twins start from a higher loss (more negatives).
+    plain = train(_config(group_key="scene.family", max_steps=1), ds, tmp_path / "all")
+    assert plain.first_loss > report.first_loss
+    with pytest.raises(ValueError, match="needs group_key"):
+        _config(group_negatives="fine")
+    with pytest.raises(ValueError, match="group_negatives must be"):
+        _config(group_key="scene.family", group_negatives="coarse")
+
+
 def test_bf16_training_lowers_the_loss_and_keeps_float32_weights(tmp_path: Path) -> None:
     ds = load_dataset(_dataset(tmp_path / "data"), split="train")
     report = train(_config(precision="bf16"), ds, tmp_path / "run")
