@@ -15,6 +15,16 @@ from model.losses import ftf_loss, info_nce, paired_views
 from model.train import TrainConfig
 
 
+def _features(
+    seed: int | torch.Generator, B: int, n: int, M: int, d: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random L2-normalised image vectors, patches, text vectors and words of a batch."""
+    gen = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
+    shapes = [(B, d), (B, M, d), (B, d), (B, n, d)]
+    v, p, t, w = (F.normalize(torch.randn(*shape, generator=gen), dim=-1) for shape in shapes)
+    return v, p, t, w
+
+
 def test_info_nce_hand_computed() -> None:
     # 2x2 grid, temperature 1: row 0 logits [1, 0] -> -log(e/(e+1)); row 1 logits [0, 1] -> same.
     scores = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
@@ -58,12 +68,8 @@ def test_info_nce_exclude_drops_pairs_from_both_softmaxes() -> None:
 
 
 def test_fine_only_negatives_leave_the_fine_term_alone() -> None:
-    gen = torch.Generator().manual_seed(3)
-    B, n, M, d = 4, 5, 6, 8
-    v = F.normalize(torch.randn(B, d, generator=gen), dim=-1)
-    p = F.normalize(torch.randn(B, M, d, generator=gen), dim=-1)
-    t = F.normalize(torch.randn(B, d, generator=gen), dim=-1)
-    w = F.normalize(torch.randn(B, n, d, generator=gen), dim=-1)
+    B, n = 4, 5
+    v, p, t, w = _features(3, B, n, M=6, d=8)
     m = torch.ones(B, n, dtype=torch.bool)
     groups = torch.tensor([0, 0, 1, 1])
     same = groups[:, None] == groups[None, :]
@@ -92,12 +98,9 @@ def test_paired_views_direct_formula() -> None:
 
 
 def test_ftf_loss_terms_and_gradients() -> None:
-    gen = torch.Generator().manual_seed(1)
-    B, n, M, d = 4, 5, 6, 8
-    v = F.normalize(torch.randn(B, d, generator=gen), dim=-1).requires_grad_()
-    p = F.normalize(torch.randn(B, M, d, generator=gen), dim=-1)
-    t = F.normalize(torch.randn(B, d, generator=gen), dim=-1)
-    w = F.normalize(torch.randn(B, n, d, generator=gen), dim=-1)
+    B, n = 4, 5
+    v, p, t, w = _features(1, B, n, M=6, d=8)
+    v.requires_grad_()
     m = torch.ones(B, n, dtype=torch.bool)
     parts = ftf_loss(v, p, t, w, m, temperature=0.05, tau=0.05)
     assert parts.coarse.item() == pytest.approx(info_nce(t @ v.T, 0.05).item())
@@ -110,12 +113,9 @@ def test_ftf_loss_terms_and_gradients() -> None:
 
 
 def test_ftf_loss_term_weights() -> None:
+    B, n = 5, 4
     gen = torch.Generator().manual_seed(2)
-    B, n, M, d = 5, 4, 6, 8
-    v = F.normalize(torch.randn(B, d, generator=gen), dim=-1)
-    p = F.normalize(torch.randn(B, M, d, generator=gen), dim=-1)
-    t = F.normalize(torch.randn(B, d, generator=gen), dim=-1)
-    w = F.normalize(torch.randn(B, n, d, generator=gen), dim=-1)
+    v, p, t, w = _features(gen, B, n, M=6, d=8)
     m = torch.rand(B, n, generator=gen) > 0.3
     m[:, 0] = True
     spec = ftf_loss(v, p, t, w, m)
