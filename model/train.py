@@ -65,9 +65,11 @@ class TrainConfig:
     log_every: int = 50
     seed: int = 0
     device: str = "auto"
-    # "bf16": forward and loss under torch.autocast in bfloat16 (weights, gradients and optimiser
-    # state stay float32). On CPUs with AMX or AVX512-BF16 and on GPUs the matrix products are
-    # several times faster; "fp32" is the plain run the shipped model was first trained with.
+    # "bf16": the towers' forward (and KER's decoder) under torch.autocast in bfloat16; the §2 loss,
+    # the weights, gradients and optimiser state stay float32. Their L2-normalised outputs are cast
+    # up as they are (norms within bfloat16's ~0.4% of 1), not re-normalised. On CPUs with AMX or
+    # AVX512-BF16 and on GPUs the matrix products are several times faster (bench/train_step.py);
+    # "fp32" is how the shipped model was trained.
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
