@@ -1,9 +1,9 @@
 """Seconds per training step of an architecture, float32 against bfloat16 autocast, on this machine.
 
-One step is what ``rsir train`` does per batch: both towers forward (under autocast for bf16), the
-§2 loss in float32, backward, AdamW. Inputs are random (the time does not depend on them). Also
-times a square matrix product in both precisions, which tells whether the CPU has fast bfloat16
-(AMX / AVX512-BF16) at all. Used for BENCHMARKS.md::
+One step is what ``rsir train`` does per batch: both towers forward (``model.train.batch_features``,
+under autocast for bf16), the §2 loss in float32, backward, gradient clipping, AdamW. Inputs are
+random (the time does not depend on them). Also times a square matrix product in both precisions,
+which tells whether the CPU has fast bfloat16 (AMX / AVX512-BF16) at all. Used for BENCHMARKS.md::
 
     .venv/bin/python -m bench.train_step --archs rsir-vit-tiny rsir-vit-tiny-p16
 """
@@ -21,6 +21,7 @@ import torch
 from model import towers
 from model.encoders import build_model, special_ids
 from model.losses import ftf_loss
+from model.train import batch_features, precision_autocast
 
 CAPTION = "many cars are parked in a parking lot next to a road with some green trees"
 
@@ -45,16 +46,15 @@ def step_seconds(arch: str, bf16: bool, batch: int, steps: int, warmup: int) -> 
     pixels = torch.randn(batch, 3, side, side)
     ids = tokenizer([CAPTION] * batch, context_length=int(getattr(model, "context_length", 77)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+    autocast = precision_autocast(torch.device("cpu"), "bf16" if bf16 else "fp32")
     times = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
-        with autocast:
-            v, p = towers.image_features(model, pixels)
-            t, w, m = towers.text_features(model, ids, specials, causal)
-        loss = ftf_loss(v.float(), p.float(), t.float(), w.float(), m).total
+        v, p, t, w, m = batch_features(model, pixels, ids, specials, causal, autocast)
+        loss = ftf_loss(v, p, t, w, m).total
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         if i >= warmup:
             times.append(time.perf_counter() - t0)

@@ -274,8 +274,7 @@ def train(config: TrainConfig, dataset: CaptionDataset, out_dir: Path, resume: b
         torch.save(payload, tmp)
         tmp.replace(last)  # atomic: a kill mid-save leaves the previous checkpoint intact
 
-    amp_dtype = PRECISIONS[config.precision]
-    autocast = torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
+    autocast = precision_autocast(device, config.precision)
     t0 = time.perf_counter()
     with _progress() as progress:
         task = progress.add_task("train", total=stop_at, completed=state["step"], loss="")
@@ -287,12 +286,8 @@ def train(config: TrainConfig, dataset: CaptionDataset, out_dir: Path, resume: b
                     continue
                 if state["step"] >= stop_at:
                     break
-                # Only the towers run under autocast: the loss's logits are cosines over tau 0.05,
-                # where bfloat16's 8-bit mantissa would be an error of ~0.1 in every logit.
-                with autocast:
-                    v, p = towers.image_features(model, pixels.to(device))
-                    t, w, m = towers.text_features(model, ids.to(device), specials, causal)
-                v, p, t, w = v.float(), p.float(), t.float(), w.float()
+                pixels, ids = pixels.to(device), ids.to(device)
+                v, p, t, w, m = batch_features(model, pixels, ids, specials, causal, autocast)
                 anchors = None
                 if eba is not None:
                     anchors = eba.anchors((t * v).sum(-1).detach(), state["epoch"] >= config.eba_start_epoch)
@@ -347,6 +342,31 @@ def train(config: TrainConfig, dataset: CaptionDataset, out_dir: Path, resume: b
         first_ker_loss=float(state["first_ker_loss"]),
         last_ker_loss=float(state["last_ker_loss"]),
     )
+
+
+def precision_autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The autocast context of ``precision`` (see :attr:`TrainConfig.precision`); disabled for fp32."""
+    dtype = PRECISIONS[precision]
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def batch_features(
+    model: torch.nn.Module,
+    pixels: torch.Tensor,
+    ids: torch.Tensor,
+    specials: Any,
+    causal: bool,
+    autocast: torch.autocast,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One training batch through both towers: (v, patches, t, words, word mask), float32 for the loss.
+
+    Only the towers run under ``autocast``: the loss's logits are cosines over tau 0.05, where
+    bfloat16's 8-bit mantissa would be an error of ~0.1 in every logit.
+    """
+    with autocast:
+        v, p = towers.image_features(model, pixels)
+        t, w, m = towers.text_features(model, ids, specials, causal)
+    return v.float(), p.float(), t.float(), w.float(), m
 
 
 def _param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
