@@ -242,6 +242,40 @@ def tie_probability(
     return 1.0 - miss
 
 
+def expected_report(
+    t2i_scores: NDArray[np.generic],
+    t2i_relevant: NDArray[np.bool_],
+    i2t_scores: NDArray[np.generic],
+    i2t_relevant: NDArray[np.bool_],
+) -> RecallReport:
+    """R@1/5/10 both ways, in expectation over random orders of tied scores, for any relevance.
+
+    ``t2i_scores [Nc, Ni]`` and ``i2t_scores [Ni, Nc]``; ``-inf`` marks an item a search did not return
+    (outside a two-stage search's candidates), which is never a hit. Unlike :func:`tie_aware_hits`, a
+    query with nothing relevant in reach counts as a miss, so every row of the relevance matrices is
+    a query: relevance by ownership gives the standard recall in expectation, relevance by "the
+    caption is true of the image" a true-match recall. Every query must have a relevant item
+    somewhere, or it could never hit whatever the scores.
+    """
+    values: list[float] = []
+    for name, scores, relevant in (("t2i", t2i_scores, t2i_relevant), ("i2t", i2t_scores, i2t_relevant)):
+        s = np.asarray(scores, np.float64)
+        rel = np.asarray(relevant, np.bool_)
+        if s.ndim != 2 or rel.shape != s.shape:
+            raise InvalidInputError(
+                f"{name} scores {s.shape} and relevance {rel.shape} must be one matrix shape"
+            )
+        if np.isnan(s).any() or np.isposinf(s).any():
+            raise InvalidInputError(f"{name} scores hold NaN or +inf")
+        if not rel.any(axis=1).all():
+            raise InvalidInputError(f"{name}: every query needs a relevant item")
+        reach = rel & np.isfinite(s)
+        floor = s[np.isfinite(s)].min(initial=0.0) - 1.0  # below every returned item
+        p = tie_aware_hits(np.where(np.isfinite(s), s, floor), reach)
+        values += list(100.0 * p.sum(axis=0) / s.shape[0])
+    return RecallReport(*values)
+
+
 def two_stage_tie_aware_hits(
     coarse: NDArray[np.generic],
     fused: NDArray[np.generic],

@@ -408,3 +408,39 @@ def test_bootstrap_of_hit_probabilities_centres_on_the_expected_mr() -> None:
     )
     with pytest.raises(InvalidInputError, match="same queries"):
         metrics.bootstrap_mr_rates([(t2i, i2t), (t2i[:5], i2t)])
+
+
+def test_expected_report_without_ties_is_the_standard_recall() -> None:
+    rng = np.random.default_rng(11)
+    sim = rng.random((12, 60))  # image x caption, no ties
+    cap_img = np.repeat(np.arange(12), 5)
+    own_i2t = cap_img[None, :] == np.arange(12)[:, None]
+    got = metrics.expected_report(sim.T, own_i2t.T, sim, own_i2t)
+    assert got.as_dict() == pytest.approx(report_from_similarity(sim, cap_img).as_dict())
+
+
+def test_expected_report_by_hand() -> None:
+    # t2i: 2 caption queries over 3 images. Query 0's own image was not returned (-inf): a miss at
+    # every K. Query 1's own image ties with one other at the top: R@1 = 1/2, R@5 = R@10 = 1.
+    t2i = np.array([[-np.inf, 0.5, 0.2], [0.9, 0.9, 0.1]])
+    t2i_rel = np.array([[True, False, False], [False, True, False]])
+    # i2t: one image query; the second and third captions are relevant, the third ranks first.
+    i2t = np.array([[0.3, 0.2, 0.8]])
+    i2t_rel = np.array([[False, True, True]])
+    got = metrics.expected_report(t2i, t2i_rel, i2t, i2t_rel)
+    assert (got.t2i_r1, got.t2i_r5, got.t2i_r10) == pytest.approx((25.0, 50.0, 50.0))
+    assert (got.i2t_r1, got.i2t_r5, got.i2t_r10) == pytest.approx((100.0, 100.0, 100.0))
+
+
+def test_expected_report_rejects_queries_that_cannot_hit() -> None:
+    with pytest.raises(InvalidInputError, match="every query needs a relevant item"):
+        metrics.expected_report(
+            np.zeros((2, 3)),
+            np.array([[True, False, False], [False] * 3]),
+            np.zeros((1, 2)),
+            np.ones((1, 2), bool),
+        )
+    with pytest.raises(InvalidInputError, match="NaN"):
+        metrics.expected_report(
+            np.full((1, 1), np.nan), np.ones((1, 1), bool), np.zeros((1, 1)), np.ones((1, 1), bool)
+        )

@@ -7,6 +7,7 @@ import io
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,7 +28,7 @@ from model.synth import (
 from model.synth.metadata import FOOTPRINT_DEG, REGION, SENSORS
 from model.synth.png import encode_png
 from model.synth.sampler import CLASSES, sample_attributes
-from tests.model.synth.checker import COLOURS, NUMBERS, check_caption
+from model.synth.truth import COLOURS, NUMBERS, check_caption, parse_caption, true_of, truth_matrix
 
 N_SMALL = 24  # > one family per class is not needed here; 24 images take well under a second
 
@@ -157,6 +158,30 @@ def test_checker_catches_false_captions() -> None:
         assert check_caption(false, scene), false
 
 
+def test_checker_reads_vague_quantifiers() -> None:
+    """'a couple of' is two, 'several' three or more, 'many' / 'lots of' / 'a lot of' six or more."""
+
+    def scene(n: int) -> dict[str, Any]:
+        return {
+            "objects": [{"type": "car", "count": n, "colour": "red", "position": "left"}],
+            "relations": [],
+        }
+
+    cases = {
+        "a couple of red cars are parked .": {2},
+        "several red cars are parked .": {3, 4, 6, 9},
+        "many red cars are parked .": {6, 9},
+        "lots of red cars are parked .": {6, 9},
+        "a lot of cars are parked .": {6, 9},
+        "some cars are parked on the left .": {2, 3, 4, 6, 9},
+    }
+    for caption, true_counts in cases.items():
+        claims = parse_caption(caption)
+        for n in (1, 2, 3, 4, 6, 9):
+            assert true_of(claims, scene(n)) == (n in true_counts), (caption, n)
+            assert (check_caption(caption, scene(n)) == []) == (n in true_counts), (caption, n)
+
+
 def test_captions_state_exact_counts_and_details() -> None:
     counted = 0
     for index in range(150):
@@ -251,3 +276,22 @@ def test_captions_are_lower_case_sentences() -> None:
     for index in range(60):
         for caption in captions_for(make_scene(4, index), 4, index):
             assert pattern.match(caption), caption
+
+
+def test_truth_matrix_is_the_checker_over_every_pair() -> None:
+    """Own captions are true of their scene; every cell equals the checker's verdict (plus the class
+    test), and without classes it is the checker alone."""
+    scenes = [make_scene(4, i) for i in range(40)]
+    jsons = [s.to_json() for s in scenes]
+    captions = [(c, i) for i, s in enumerate(scenes) for c in captions_for(s, 4, i)]
+    texts = [c for c, _ in captions]
+    owner_class = [scenes[i].cls for _, i in captions]
+    got = truth_matrix(texts, owner_class, jsons)
+    loose = truth_matrix(texts, None, jsons)
+    for c, (text, own) in enumerate(captions):
+        assert got[c, own]
+        for j, scene in enumerate(jsons):
+            holds = check_caption(text, scene) == []
+            assert loose[c, j] == holds
+            assert got[c, j] == (holds and scene["class"] == owner_class[c])
+    assert got.sum() > len(captions)  # some captions are true of another scene (hard negatives)
