@@ -1,0 +1,243 @@
+"""Does a *learned* stage 2 earn what FTF's parameter-free block does not? Two small rerankers, tried.
+
+The shipped encoder is frozen; its tokens for the SynthRS train split are the training data. A
+reranker (``--reranker cross``: :class:`model.cross_rerank.CrossReranker`, a small transformer over
+both token sets; ``kernel``: :class:`model.kernel_rerank.KernelReranker`, kernel pooling of the
+word-patch similarities) learns a correction to the coarse logit from listwise groups: a query
+(caption or image) with its own item and ``--negatives`` items drawn from its coarse top ``--pool``
+(its own items excluded). Then, on the test split, the engine's coarse top-K (``none`` mode) is
+re-ranked by the learned reranker and by FTF (``ftf`` mode at the same K), all scored in expectation
+over tie orders (``model.metrics.expected_report``) in one run::
+
+    .venv/bin/python -m bench.cross_rerank --data data/synthrs \\
+        --checkpoint model/weights/rsir-vit-tiny.safetensors --out bench/results/cross_rerank.json
+
+``--negatives-from truth`` draws the negatives only among items the caption is *not* true of
+(:mod:`model.synth.truth`): supervision from the scene descriptions, which a real archive lacks, so
+that row is an upper bound on this design, not a deployable result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.caption_truth import engine_scores
+from bench.two_stage_table import run_meta
+from model.cross_rerank import CrossConfig, CrossReranker, group_loss
+from model.datasets import load_dataset
+from model.encoders import ClipEncoder, EncoderConfig
+from model.ftf import FTFParams
+from model.kernel_rerank import KernelConfig, KernelReranker
+from model.metrics import expected_report
+from model.synth.truth import truth_matrix
+from search.engine import EngineConfig, SearchEngine
+from search.evaluate import embed_dataset
+from search.gallery import Gallery
+
+
+def features(encoder: ClipEncoder, data: Path, split: str, cache: Path | None) -> Gallery:
+    """The split embedded once (cached as a torch file: the train split takes minutes)."""
+    path = cache / f"{split}.pt" if cache else None
+    if path is not None and path.exists():
+        gallery: Gallery = torch.load(path, weights_only=False)
+        return gallery
+    gallery = embed_dataset(encoder, load_dataset(data, split=split))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(gallery, path)
+    return gallery
+
+
+def hard_pools(
+    gallery: Gallery, pool: int, allowed: np.ndarray | None
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per caption its coarse top-``pool`` images other than its own; per image its top-``pool``
+    captions other than its own. ``allowed [Nc, Ni]`` (if given) limits both to pairs it marks."""
+    assert gallery.captions is not None
+    owners = gallery.captions.image_index
+    cap_vecs = np.asarray(gallery.captions.vectors, np.float32)
+    img_vecs = np.asarray(gallery.vectors, np.float32)
+    t2i: list[np.ndarray] = []
+    for start in range(0, len(owners), 4096):
+        s = cap_vecs[start : start + 4096] @ img_vecs.T
+        s[np.arange(s.shape[0]), owners[start : start + 4096]] = -np.inf
+        if allowed is not None:
+            s[~allowed[start : start + 4096]] = -np.inf
+        top = np.argsort(-s, axis=1)[:, :pool]
+        t2i += [row[np.isfinite(s[q, row])] for q, row in enumerate(top)]
+    i2t: list[np.ndarray] = []
+    for start in range(0, len(img_vecs), 1024):
+        s = img_vecs[start : start + 1024] @ cap_vecs.T
+        own = owners[None, :] == np.arange(start, start + s.shape[0])[:, None]
+        s[own] = -np.inf
+        if allowed is not None:
+            s[~allowed[:, start : start + 1024].T] = -np.inf
+        top = np.argsort(-s, axis=1)[:, :pool]
+        i2t += [row[np.isfinite(s[q, row])] for q, row in enumerate(top)]
+    return t2i, i2t
+
+
+def train(
+    gallery: Gallery, model: torch.nn.Module, args: argparse.Namespace, allowed: np.ndarray | None
+) -> dict[str, Any]:
+    assert gallery.captions is not None
+    c = gallery.captions
+    words = torch.from_numpy(np.asarray(c.tokens, np.float32))
+    mask = torch.from_numpy(np.asarray(c.mask))
+    cap_vecs = torch.from_numpy(np.asarray(c.vectors, np.float32))
+    patches = torch.from_numpy(np.asarray(gallery.patches, np.float32))
+    img_vecs = torch.from_numpy(np.asarray(gallery.vectors, np.float32))
+    owners = c.image_index
+    own_caps = [np.nonzero(owners == i)[0] for i in range(len(gallery))]
+    t2i_pool, i2t_pool = hard_pools(gallery, args.pool, allowed)
+    rng = np.random.default_rng(args.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    n = args.negatives
+    # Groups: (caption, [images]) for caption queries and (image, [captions]) for image queries.
+    queries = [("t", q) for q in range(len(owners)) if len(t2i_pool[q]) >= n]
+    queries += [("i", q) for q in range(len(gallery)) if len(i2t_pool[q]) >= n]
+    steps, losses, t0 = 0, [], time.perf_counter()
+    while time.perf_counter() - t0 < args.train_seconds:
+        batch = [queries[int(j)] for j in rng.choice(len(queries), args.batch, replace=False)]
+        cap_idx, img_idx = [], []
+        for kind, q in batch:
+            if kind == "t":
+                negs = rng.choice(t2i_pool[q], n, replace=False)
+                cap_idx += [q] * (n + 1)
+                img_idx += [int(owners[q]), *negs.tolist()]
+            else:
+                negs = rng.choice(i2t_pool[q], n, replace=False)
+                cap_idx += [int(rng.choice(own_caps[q])), *negs.tolist()]
+                img_idx += [q] * (n + 1)
+        ci, ii = torch.as_tensor(cap_idx), torch.as_tensor(img_idx)
+        coarse = (cap_vecs[ci] * img_vecs[ii]).sum(-1)
+        scores = model(words[ci], mask[ci], patches[ii], coarse).view(len(batch), n + 1)
+        loss = group_loss(scores)
+        opt.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        steps += 1
+        losses.append(loss.item())
+        if steps % 50 == 0:
+            print(
+                f"step {steps}: loss {np.mean(losses[-50:]):.4f} ({time.perf_counter() - t0:.0f} s)",
+                flush=True,
+            )
+    return {
+        "steps": steps,
+        "groups": steps * args.batch,
+        "seconds": time.perf_counter() - t0,
+        "loss_first50": float(np.mean(losses[:50])),
+        "loss_last50": float(np.mean(losses[-50:])),
+    }
+
+
+@torch.no_grad()
+def rerank_scores(
+    gallery: Gallery, model: torch.nn.Module, coarse: np.ndarray, image_queries: bool
+) -> np.ndarray:
+    """The cross-encoder's scores for the finite (candidate) cells of a coarse score matrix."""
+    assert gallery.captions is not None
+    c = gallery.captions
+    q, g = np.nonzero(np.isfinite(coarse))
+    cap, img = (g, q) if image_queries else (q, g)
+    out = np.full(coarse.shape, -np.inf)
+    for start in range(0, len(q), 2048):
+        ci, ii = cap[start : start + 2048], img[start : start + 2048]
+        s = model(
+            torch.from_numpy(np.asarray(c.tokens[ci], np.float32)),
+            torch.from_numpy(np.asarray(c.mask[ci])),
+            torch.from_numpy(np.asarray(gallery.patches[ii], np.float32)),
+            torch.from_numpy(coarse[q[start : start + 2048], g[start : start + 2048]].astype(np.float32)),
+        )
+        out[q[start : start + 2048], g[start : start + 2048]] = s.numpy()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--arch", default="rsir-vit-tiny")
+    ap.add_argument("--checkpoint", type=Path, required=True)
+    ap.add_argument("--cache", type=Path, default=Path("data/cache/cross"))
+    ap.add_argument("--reranker", choices=["cross", "kernel"], default="cross")
+    ap.add_argument("--recall-k", type=int, default=20)
+    ap.add_argument("--pool", type=int, default=50, help="coarse top-N that negatives are drawn from")
+    ap.add_argument("--negatives", type=int, default=7)
+    ap.add_argument("--negatives-from", choices=["coarse", "truth"], default="coarse")
+    ap.add_argument("--batch", type=int, default=64, help="groups per step")
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--train-seconds", type=float, default=900)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    torch.manual_seed(args.seed)
+
+    encoder = ClipEncoder(
+        EncoderConfig(arch=args.arch, checkpoint=args.checkpoint, device="cpu", batch_size=128)
+    )
+    t0 = time.perf_counter()
+    train_g = features(encoder, args.data, "train", args.cache)
+    test_g = features(encoder, args.data, "test", args.cache)
+    print(f"features in {time.perf_counter() - t0:.0f} s")
+    allowed = None
+    if args.negatives_from == "truth":
+        ds = load_dataset(args.data, split="train")
+        scenes = [r.meta["scene"] for r in ds.images]
+        truth = truth_matrix(ds.captions, [scenes[o]["class"] for o in ds.caption_image], scenes)
+        allowed = ~truth
+    config: CrossConfig | KernelConfig
+    model: torch.nn.Module
+    if args.reranker == "cross":
+        config = CrossConfig(dim=train_g.dim, patches=train_g.patches.shape[1])
+        model = CrossReranker(config)
+    else:
+        config = KernelConfig(dim=train_g.dim, grid=train_g.grid)
+        model = KernelReranker(config)
+    fit = train(train_g, model, args, allowed)
+    model.eval()
+
+    assert test_g.captions is not None
+    owners = test_g.captions.image_index
+    own_t2i = np.zeros((len(owners), len(test_g)), bool)
+    own_t2i[np.arange(len(owners)), owners] = True
+    k = args.recall_k
+    engine = SearchEngine(test_g, None, EngineConfig(ftf=FTFParams(), device="cpu"))
+    none_t2i, none_i2t = engine_scores(engine, test_g, "none", k)
+    ftf_t2i, ftf_i2t = engine_scores(engine, test_g, "ftf", k)
+    t0 = time.perf_counter()
+    cross_t2i = rerank_scores(test_g, model, none_t2i, image_queries=False)
+    cross_i2t = rerank_scores(test_g, model, none_i2t, image_queries=True)
+    n_pairs = int(np.isfinite(none_t2i).sum() + np.isfinite(none_i2t).sum())
+    cross_ms = (time.perf_counter() - t0) * 1000 / (len(owners) + len(test_g))
+    rows = {}
+    for name, t2i, i2t in (
+        ("none", none_t2i, none_i2t),
+        (f"ftf@{k}", ftf_t2i, ftf_i2t),
+        (f"{args.reranker}@{k}", cross_t2i, cross_i2t),
+    ):
+        rows[name] = expected_report(t2i, own_t2i, i2t, own_t2i.T).as_dict()
+        print(f"{name:<10} " + " ".join(f"{v:6.2f}" for v in rows[name].values()))
+    result = {
+        **run_meta(encoder, args),
+        "train": fit,
+        "config": config.__dict__,
+        "test_pairs_scored": n_pairs,
+        "cross_ms_per_query": cross_ms,
+        "rows": rows,
+    }
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
