@@ -1,16 +1,23 @@
 """Does a *learned* stage 2 earn what FTF's parameter-free block does not? Two small rerankers, tried.
 
-The shipped encoder is frozen; its tokens for the SynthRS train split are the training data. A
+The shipped encoder is frozen; its tokens for a SynthRS train split are the training data. A
 reranker (``--reranker cross``: :class:`model.cross_rerank.CrossReranker`, a small transformer over
 both token sets; ``kernel``: :class:`model.kernel_rerank.KernelReranker`, kernel pooling of the
 word-patch similarities) learns a correction to the coarse logit from listwise groups: a query
 (caption or image) with its own item and ``--negatives`` items drawn from its coarse top ``--pool``
-(its own items excluded). Then, on the test split, the engine's coarse top-K (``none`` mode) is
-re-ranked by the learned reranker and by FTF (``ftf`` mode at the same K), all scored in expectation
-over tie orders (``model.metrics.expected_report``) in one run::
+(its own items excluded; ranked within sub-galleries of the test split's size). Then, on the test
+split, the engine's coarse top-K (``none`` mode) is re-ranked by the learned reranker and by FTF
+(``ftf`` mode at the same K), all scored in expectation over tie orders
+(``model.metrics.expected_report``) in one run::
 
-    .venv/bin/python -m bench.cross_rerank --data data/synthrs \\
-        --checkpoint model/weights/rsir-vit-tiny.safetensors --out bench/results/cross_rerank.json
+    .venv/bin/rsir synth --n 12000 --seed 1 --workers 2 --out data/synthrs-seed1
+    .venv/bin/python -m bench.cross_rerank --data data/synthrs --train-data data/synthrs-seed1 \\
+        --checkpoint model/weights/rsir-vit-tiny.safetensors --reranker kernel --lr 2e-3 \\
+        --train-seconds 600 --recall-k 20 100 --out bench/results/kernel_rerank_seed1.json
+
+Training on another seed keeps the tokens unseen by the encoder's training, and the groups are drawn
+as a two-stage search draws candidates (:func:`hard_pools`); BENCHMARKS.md shows what goes wrong
+otherwise.
 
 ``--negatives-from truth`` draws the negatives only among items the caption is *not* true of
 (:mod:`model.synth.truth`): supervision from the scene descriptions, which a real archive lacks, so
@@ -43,8 +50,9 @@ from search.gallery import Gallery
 
 
 def features(encoder: ClipEncoder, data: Path, split: str, cache: Path | None) -> Gallery:
-    """The split embedded once (cached as a torch file: the train split takes minutes)."""
-    path = cache / f"{split}.pt" if cache else None
+    """The split embedded once (cached as a torch file per data folder and split, for one checkpoint:
+    clear the cache when the weights change; the train split takes minutes)."""
+    path = cache / f"{data.name}-{split}.pt" if cache else None
     if path is not None and path.exists():
         gallery: Gallery = torch.load(path, weights_only=False)
         return gallery
@@ -55,32 +63,40 @@ def features(encoder: ClipEncoder, data: Path, split: str, cache: Path | None) -
     return gallery
 
 
+Pools = list[tuple[np.ndarray, np.ndarray]]  # per query: (own items, other items) in its coarse top-N
+
+
 def hard_pools(
-    gallery: Gallery, pool: int, allowed: np.ndarray | None
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per caption its coarse top-``pool`` images other than its own; per image its top-``pool``
-    captions other than its own. ``allowed [Nc, Ni]`` (if given) limits both to pairs it marks."""
+    gallery: Gallery, pool: int, allowed: np.ndarray | None, sub_gallery: int, seed: int
+) -> tuple[Pools, Pools]:
+    """Per caption and per image query, the own items and the other items among its coarse top
+    ``pool``: the candidate distribution a two-stage search hands its reranker. A query whose own
+    item is ranked deeper is left for the coarse stage to fix (its positives are empty); training on
+    it would teach the reranker to promote low-similarity pairs.
+
+    The ranking is within a random sub-gallery of ``sub_gallery`` images (and their captions), the
+    size of the test gallery: in a gallery 8x larger a caption is true of 8x more images, and its
+    coarse top 50 holds almost nothing it is false of. ``allowed [Nc, Ni]`` (if given) limits the
+    other items to pairs it marks."""
     assert gallery.captions is not None
     owners = gallery.captions.image_index
     cap_vecs = np.asarray(gallery.captions.vectors, np.float32)
     img_vecs = np.asarray(gallery.vectors, np.float32)
-    t2i: list[np.ndarray] = []
-    for start in range(0, len(owners), 4096):
-        s = cap_vecs[start : start + 4096] @ img_vecs.T
-        s[np.arange(s.shape[0]), owners[start : start + 4096]] = -np.inf
-        if allowed is not None:
-            s[~allowed[start : start + 4096]] = -np.inf
-        top = np.argsort(-s, axis=1)[:, :pool]
-        t2i += [row[np.isfinite(s[q, row])] for q, row in enumerate(top)]
-    i2t: list[np.ndarray] = []
-    for start in range(0, len(img_vecs), 1024):
-        s = img_vecs[start : start + 1024] @ cap_vecs.T
-        own = owners[None, :] == np.arange(start, start + s.shape[0])[:, None]
-        s[own] = -np.inf
-        if allowed is not None:
-            s[~allowed[:, start : start + 1024].T] = -np.inf
-        top = np.argsort(-s, axis=1)[:, :pool]
-        i2t += [row[np.isfinite(s[q, row])] for q, row in enumerate(top)]
+    n_img, n_cap = len(img_vecs), len(owners)
+    part = np.empty(n_img, np.int64)
+    part[np.random.default_rng(seed).permutation(n_img)] = np.arange(n_img) // sub_gallery
+    t2i: Pools = [(np.empty(0, np.int64), np.empty(0, np.int64))] * n_cap
+    i2t: Pools = [(np.empty(0, np.int64), np.empty(0, np.int64))] * n_img
+    for g in range(int(part.max()) + 1):
+        imgs = np.nonzero(part == g)[0]
+        caps = np.nonzero(part[owners] == g)[0]
+        s = cap_vecs[caps] @ img_vecs[imgs].T  # [caps, imgs]
+        own = owners[caps][:, None] == imgs[None, :]
+        ok = np.ones_like(own) if allowed is None else own | allowed[np.ix_(caps, imgs)]
+        for q, row in enumerate(np.argsort(-s, axis=1)[:, :pool]):
+            t2i[caps[q]] = (imgs[row[own[q, row]]], imgs[row[~own[q, row] & ok[q, row]]])
+        for q, row in enumerate(np.argsort(-s.T, axis=1)[:, :pool]):
+            i2t[imgs[q]] = (caps[row[own.T[q, row]]], caps[row[~own.T[q, row] & ok.T[q, row]]])
     return t2i, i2t
 
 
@@ -94,27 +110,26 @@ def train(
     cap_vecs = torch.from_numpy(np.asarray(c.vectors, np.float32))
     patches = torch.from_numpy(np.asarray(gallery.patches, np.float32))
     img_vecs = torch.from_numpy(np.asarray(gallery.vectors, np.float32))
-    owners = c.image_index
-    own_caps = [np.nonzero(owners == i)[0] for i in range(len(gallery))]
-    t2i_pool, i2t_pool = hard_pools(gallery, args.pool, allowed)
+    t2i_pool, i2t_pool = hard_pools(gallery, args.pool, allowed, args.sub_gallery, args.seed)
     rng = np.random.default_rng(args.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     n = args.negatives
     # Groups: (caption, [images]) for caption queries and (image, [captions]) for image queries.
-    queries = [("t", q) for q in range(len(owners)) if len(t2i_pool[q]) >= n]
-    queries += [("i", q) for q in range(len(gallery)) if len(i2t_pool[q]) >= n]
+    queries = [("t", q) for q, (pos, neg) in enumerate(t2i_pool) if len(pos) and len(neg) >= n]
+    queries += [("i", q) for q, (pos, neg) in enumerate(i2t_pool) if len(pos) and len(neg) >= n]
+    print(f"{len(queries)} training queries have an own item in their coarse top {args.pool}", flush=True)
     steps, losses, t0 = 0, [], time.perf_counter()
     while time.perf_counter() - t0 < args.train_seconds:
         batch = [queries[int(j)] for j in rng.choice(len(queries), args.batch, replace=False)]
         cap_idx, img_idx = [], []
         for kind, q in batch:
+            pos, neg = (t2i_pool if kind == "t" else i2t_pool)[q]
+            items = [int(rng.choice(pos)), *rng.choice(neg, n, replace=False).tolist()]
             if kind == "t":
-                negs = rng.choice(t2i_pool[q], n, replace=False)
                 cap_idx += [q] * (n + 1)
-                img_idx += [int(owners[q]), *negs.tolist()]
+                img_idx += items
             else:
-                negs = rng.choice(i2t_pool[q], n, replace=False)
-                cap_idx += [int(rng.choice(own_caps[q])), *negs.tolist()]
+                cap_idx += items
                 img_idx += [q] * (n + 1)
         ci, ii = torch.as_tensor(cap_idx), torch.as_tensor(img_idx)
         coarse = (cap_vecs[ci] * img_vecs[ii]).sum(-1)
@@ -167,11 +182,22 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--arch", default="rsir-vit-tiny")
     ap.add_argument("--checkpoint", type=Path, required=True)
+    ap.add_argument(
+        "--train-data",
+        type=Path,
+        help="SynthRS folder to train the reranker on (default --data); another seed keeps its tokens "
+        "unseen by the encoder's training",
+    )
+    ap.add_argument("--train-split", default="train")
     ap.add_argument("--cache", type=Path, default=Path("data/cache/cross"))
     ap.add_argument("--reranker", choices=["cross", "kernel"], default="cross")
-    ap.add_argument("--recall-k", type=int, default=20)
-    ap.add_argument("--pool", type=int, default=50, help="coarse top-N that negatives are drawn from")
+    ap.add_argument("--recall-k", type=int, nargs="+", default=[20], help="candidate depths to evaluate")
+    ap.add_argument("--save", type=Path, help="where to write the trained reranker's state dict")
+    ap.add_argument("--pool", type=int, default=20, help="coarse top-N that negatives are drawn from")
     ap.add_argument("--negatives", type=int, default=7)
+    ap.add_argument(
+        "--sub-gallery", type=int, default=1200, help="images per gallery the pools are ranked in"
+    )
     ap.add_argument("--negatives-from", choices=["coarse", "truth"], default="coarse")
     ap.add_argument("--batch", type=int, default=64, help="groups per step")
     ap.add_argument("--lr", type=float, default=5e-4)
@@ -185,12 +211,12 @@ def main() -> None:
         EncoderConfig(arch=args.arch, checkpoint=args.checkpoint, device="cpu", batch_size=128)
     )
     t0 = time.perf_counter()
-    train_g = features(encoder, args.data, "train", args.cache)
+    train_g = features(encoder, args.train_data or args.data, args.train_split, args.cache)
     test_g = features(encoder, args.data, "test", args.cache)
     print(f"features in {time.perf_counter() - t0:.0f} s")
     allowed = None
     if args.negatives_from == "truth":
-        ds = load_dataset(args.data, split="train")
+        ds = load_dataset(args.train_data or args.data, split=args.train_split)
         scenes = [r.meta["scene"] for r in ds.images]
         truth = truth_matrix(ds.captions, [scenes[o]["class"] for o in ds.caption_image], scenes)
         allowed = ~truth
@@ -209,29 +235,33 @@ def main() -> None:
     owners = test_g.captions.image_index
     own_t2i = np.zeros((len(owners), len(test_g)), bool)
     own_t2i[np.arange(len(owners)), owners] = True
-    k = args.recall_k
     engine = SearchEngine(test_g, None, EngineConfig(ftf=FTFParams(), device="cpu"))
-    none_t2i, none_i2t = engine_scores(engine, test_g, "none", k)
-    ftf_t2i, ftf_i2t = engine_scores(engine, test_g, "ftf", k)
-    t0 = time.perf_counter()
-    cross_t2i = rerank_scores(test_g, model, none_t2i, image_queries=False)
-    cross_i2t = rerank_scores(test_g, model, none_i2t, image_queries=True)
-    n_pairs = int(np.isfinite(none_t2i).sum() + np.isfinite(none_i2t).sum())
-    cross_ms = (time.perf_counter() - t0) * 1000 / (len(owners) + len(test_g))
-    rows = {}
-    for name, t2i, i2t in (
-        ("none", none_t2i, none_i2t),
-        (f"ftf@{k}", ftf_t2i, ftf_i2t),
-        (f"{args.reranker}@{k}", cross_t2i, cross_i2t),
-    ):
-        rows[name] = expected_report(t2i, own_t2i, i2t, own_t2i.T).as_dict()
-        print(f"{name:<10} " + " ".join(f"{v:6.2f}" for v in rows[name].values()))
+    rows: dict[str, dict[str, float]] = {}
+    timing: dict[str, float] = {}
+    for k in args.recall_k:
+        none_t2i, none_i2t = engine_scores(engine, test_g, "none", k)
+        ftf_t2i, ftf_i2t = engine_scores(engine, test_g, "ftf", k)
+        t0 = time.perf_counter()
+        learned_t2i = rerank_scores(test_g, model, none_t2i, image_queries=False)
+        learned_i2t = rerank_scores(test_g, model, none_i2t, image_queries=True)
+        timing[f"{args.reranker}@{k}_ms_per_query"] = (
+            (time.perf_counter() - t0) * 1000 / (len(owners) + len(test_g))
+        )
+        for name, t2i, i2t in (
+            ("none", none_t2i, none_i2t),
+            (f"ftf@{k}", ftf_t2i, ftf_i2t),
+            (f"{args.reranker}@{k}", learned_t2i, learned_i2t),
+        ):
+            rows[name] = expected_report(t2i, own_t2i, i2t, own_t2i.T).as_dict()
+            print(f"{name:<10} " + " ".join(f"{v:6.2f}" for v in rows[name].values()), flush=True)
+    if args.save:
+        args.save.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), args.save)
     result = {
         **run_meta(encoder, args),
         "train": fit,
         "config": config.__dict__,
-        "test_pairs_scored": n_pairs,
-        "cross_ms_per_query": cross_ms,
+        "timing": timing,
         "rows": rows,
     }
     if args.out:
