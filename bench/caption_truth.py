@@ -46,6 +46,7 @@ from model import ftf
 from model.datasets import load_dataset
 from model.encoders import ClipEncoder, EncoderConfig
 from model.ftf import FTFParams
+from model.kernel_rerank import KernelConfig, KernelReranker
 from model.metrics import expected_report
 from model.synth.truth import truth_matrix
 from search.engine import EngineConfig, QueryOptions, SearchEngine
@@ -87,10 +88,12 @@ def twin_probe(
     truth: NDArray[np.bool_],
     scenes: list[dict[str, Any]],
     params: FTFParams,
+    kernel: KernelReranker | None = None,
 ) -> dict[str, dict[str, float]]:
     """Per attribute kind: how often each score ranks a caption's own image above its twin, over the
     captions false of the twin (ties count half). Counts are split by whether the twin has more or
-    fewer of the object than the caption's own image."""
+    fewer of the object than the caption's own image. ``kernel``: a trained kernel-pooling head
+    (``bench/cross_rerank.py --save``), probed beside the others."""
     assert gallery.captions is not None
     owners = gallery.captions.image_index
     family: dict[int, list[int]] = {}
@@ -132,6 +135,12 @@ def twin_probe(
         "s_vt": torch.cat([o.s_vt for o in parts]),
         "fused": ftf.fuse(coarse, fine, params.lam),
     }
+    if kernel is not None:
+        with torch.no_grad():
+            words = text.tokens[:, None].expand(-1, 2, -1, -1).reshape(-1, *text.tokens.shape[1:])
+            mask = text.mask[:, None].expand(-1, 2, -1).reshape(-1, text.mask.shape[1])
+            flat = kernel(words, mask, patches[pair].reshape(-1, *patches.shape[1:]), coarse.reshape(-1))
+        scores["kernel head"] = flat.view(-1, 2)
     kinds = np.array([r[3] for r in rows])
     out: dict[str, dict[str, float]] = {}
     for kind in ["all", *sorted(set(kinds))]:
@@ -153,6 +162,7 @@ def main() -> None:
     ap.add_argument("--recall-k", type=int, default=100)
     ap.add_argument("--tau", type=float, default=0.05)
     ap.add_argument("--lam", type=float, default=0.5)
+    ap.add_argument("--kernel-weights", type=Path, help="a kernel head's state dict to probe as well")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -218,7 +228,12 @@ def main() -> None:
     row("true-match: none", none_t2i, none_i2t, "truth")
     row(f"true-match: ftf@{k}", ftf_t2i, ftf_i2t, "truth")
 
-    probe = twin_probe(gallery, truth, scenes, params)
+    kernel = None
+    if args.kernel_weights:
+        kernel = KernelReranker(KernelConfig(dim=gallery.dim, grid=gallery.grid))
+        kernel.load_state_dict(torch.load(args.kernel_weights, weights_only=True))
+        kernel.eval()
+    probe = twin_probe(gallery, truth, scenes, params, kernel)
     print("twin probe (% of captions false of the twin whose own image scores higher):")
     for kind, e in probe.items():
         print(
