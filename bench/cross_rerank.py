@@ -193,6 +193,8 @@ def main() -> None:
     ap.add_argument("--reranker", choices=["cross", "kernel"], default="cross")
     ap.add_argument("--recall-k", type=int, nargs="+", default=[20], help="candidate depths to evaluate")
     ap.add_argument("--save", type=Path, help="where to write the trained reranker's state dict")
+    ap.add_argument("--load", type=Path, help="evaluate this saved state dict instead of training")
+    ap.add_argument("--split", default="test", help="split of --data to evaluate on")
     ap.add_argument("--pool", type=int, default=20, help="coarse top-N that negatives are drawn from")
     ap.add_argument("--negatives", type=int, default=7)
     ap.add_argument(
@@ -212,7 +214,7 @@ def main() -> None:
     )
     t0 = time.perf_counter()
     train_g = features(encoder, args.train_data or args.data, args.train_split, args.cache)
-    test_g = features(encoder, args.data, "test", args.cache)
+    test_g = features(encoder, args.data, args.split, args.cache)
     print(f"features in {time.perf_counter() - t0:.0f} s")
     allowed = None
     if args.negatives_from == "truth":
@@ -228,7 +230,11 @@ def main() -> None:
     else:
         config = KernelConfig(dim=train_g.dim, grid=train_g.grid)
         model = KernelReranker(config)
-    fit = train(train_g, model, args, allowed)
+    if args.load:
+        model.load_state_dict(torch.load(args.load, weights_only=True))
+        fit: dict[str, Any] = {"loaded": str(args.load)}
+    else:
+        fit = train(train_g, model, args, allowed)
     model.eval()
 
     assert test_g.captions is not None
