@@ -9,7 +9,7 @@ pass. This bench measures them with the independent truth checker (:mod:`model.s
 1. **Truth sets**: for every caption of the split, the images it is true of (same class, every stated
    fact holds); their sizes.
 2. **Oracle ceilings**, each the expected recall over random orders of what the oracle cannot tell
-   apart (:func:`model.metrics.tie_aware_hits`):
+   apart (:func:`model.metrics.expected_report`):
    - *class oracle*: ranks the caption's class first, knows nothing else;
    - *truth oracle*: ranks the images a caption is true of first (the best any model can do without
      reading more into a caption than it says);
@@ -19,13 +19,14 @@ pass. This bench measures them with the independent truth checker (:mod:`model.s
    (hit = own item) and a *true-match* recall (hit = any item the caption is true of), both in
    expectation over tie orders.
 4. **Twin probe**: for twin pairs (same family, one attribute apart) and every caption of one twin
-   that is false of the other, how often does each score (coarse, fine, fused) prefer the caption's
-   own image? 50% is chance. Broken down by the kind of attribute (count, colour, side).
+   that is false of the other, how often does each score (coarse, FTF's fine score and its two
+   halves, fused, and optionally a trained kernel head) prefer the caption's own image? 50% is
+   chance. Broken down by the kind of attribute (count, colour, side).
 
 ::
 
     .venv/bin/python -m bench.caption_truth --data data/synthrs --split test \\
-        --checkpoint model/weights/rsir-vit-tiny.safetensors --out bench/results/caption_truth.json
+        --checkpoint model/weights/rsir-vit-tiny.safetensors --out bench/results/caption_truth_test.json
 """
 
 from __future__ import annotations
@@ -54,12 +55,6 @@ from search.evaluate import embed_dataset
 from search.gallery import Gallery
 
 NAMES = ("t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10")
-
-
-def recalls(
-    t2i: NDArray[np.float64], t2i_rel: NDArray[np.bool_], i2t: NDArray[np.float64], i2t_rel: NDArray[np.bool_]
-) -> dict[str, float]:
-    return expected_report(t2i, t2i_rel, i2t, i2t_rel).as_dict()
 
 
 def engine_scores(
@@ -204,7 +199,7 @@ def main() -> None:
 
     def row(name: str, t2i: np.ndarray, i2t: np.ndarray, relevance: str) -> None:
         rel = (own_t2i, own_i2t) if relevance == "own" else (truth, truth_i2t)
-        rows[name] = recalls(t2i, rel[0], i2t, rel[1])
+        rows[name] = expected_report(t2i, rel[0], i2t, rel[1]).as_dict()
         print(f"{name:<42} " + " ".join(f"{rows[name][n]:6.2f}" for n in (*NAMES, "mR")))
 
     print(f"{'':<42} " + " ".join(f"{n:>6}" for n in (*NAMES, "mR")))

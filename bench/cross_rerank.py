@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.caption_ties import load_gallery, save_gallery
 from bench.caption_truth import engine_scores
 from bench.two_stage_table import run_meta
 from model.cross_rerank import CrossConfig, CrossReranker, group_loss
@@ -50,16 +51,15 @@ from search.gallery import Gallery
 
 
 def features(encoder: ClipEncoder, data: Path, split: str, cache: Path | None) -> Gallery:
-    """The split embedded once (cached as a torch file per data folder and split, for one checkpoint:
-    clear the cache when the weights change; the train split takes minutes)."""
-    path = cache / f"{data.name}-{split}.pt" if cache else None
-    if path is not None and path.exists():
-        gallery: Gallery = torch.load(path, weights_only=False)
-        return gallery
+    """The split embedded once, kept in ``cache`` per data folder and split in ``bench.caption_ties``'s
+    gallery format (for one checkpoint: clear the cache when the weights change; the train split
+    takes minutes)."""
+    folder = cache / f"{data.name}-{split}" if cache else None
+    if folder is not None and (folder / "meta.json").exists():
+        return load_gallery(folder)
     gallery = embed_dataset(encoder, load_dataset(data, split=split))
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(gallery, path)
+    if folder is not None:
+        save_gallery(gallery, folder)
     return gallery
 
 
@@ -159,7 +159,7 @@ def train(
 def rerank_scores(
     gallery: Gallery, model: torch.nn.Module, coarse: np.ndarray, image_queries: bool
 ) -> np.ndarray:
-    """The cross-encoder's scores for the finite (candidate) cells of a coarse score matrix."""
+    """The learned reranker's scores for the finite (candidate) cells of a coarse score matrix."""
     assert gallery.captions is not None
     c = gallery.captions
     q, g = np.nonzero(np.isfinite(coarse))

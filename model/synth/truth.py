@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from model.errors import InvalidInputError
+
 # surface form -> (object type, plural?)
 _NOUN_FORMS: dict[str, tuple[str, tuple[str, ...]]] = {
     "plane": ("plane", ("plane", "planes", "airplane", "airplanes", "aircraft")),
@@ -302,7 +304,7 @@ def truth_matrix(
     area") that the checker does not read; it can only make the sets smaller than the checker alone.
     """
     if caption_class is not None and len(captions) != len(caption_class):
-        raise ValueError(f"{len(captions)} captions but {len(caption_class)} caption classes")
+        raise InvalidInputError(f"{len(captions)} captions but {len(caption_class)} caption classes")
     by_class: dict[str | None, list[int]] = {}
     for j, scene in enumerate(scenes):
         by_class.setdefault(scene["class"] if caption_class is not None else None, []).append(j)
