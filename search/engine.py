@@ -81,6 +81,10 @@ class QueryOptions:
     recall: RecallMethod = "dense"
     ppsr: bool = False
     sar: SarMode = "off"
+    # Caption search only: each caption text once, at its best-ranked copy. Archives repeat captions
+    # across images (SynthRS's templates, RSICD's "many buildings are in a dense residential area"),
+    # and a describe-this-image answer that lists one sentence five times tells the user nothing.
+    distinct: bool = False
 
 
 @dataclass(frozen=True)
@@ -350,7 +354,12 @@ class SearchEngine:
             )
         if o.rerank == "exhaustive" and (o.recall != "dense" or o.ppsr or o.sar != "off"):
             raise InvalidInputError("exhaustive scores every item: it takes no recall method, ppsr or sar")
-        deep = o.rerank in ("ftf", "local") or o.sar != "off"
+        if o.distinct and not (o.image_query and o.target == "captions"):
+            raise InvalidInputError("distinct applies to caption search (an image query, target 'captions')")
+        if o.distinct and o.rerank == "exhaustive":
+            raise InvalidInputError("exhaustive is for measurement: it takes no distinct")
+        # distinct drops repeated texts, so it needs candidates beyond k even without a rerank.
+        deep = o.rerank in ("ftf", "local") or o.sar != "off" or o.distinct
         return max(recall_k, o.k) if deep else o.k
 
     # -- stages -------------------------------------------------------------------------------------
@@ -526,8 +535,11 @@ class SearchEngine:
         fine_np = fine.float().cpu().numpy() if fine is not None else None
         results = []
         for q, o in enumerate(options):
-            order = self._final_order(fused_np[q], cosine_np[q], ids_np[q], o, captions)[: o.k]
+            order = self._final_order(fused_np[q], cosine_np[q], ids_np[q], o, captions)
             order = order[np.isfinite(fused_np[q, order])]
+            if o.distinct:
+                order = order[_first_per_text(_present(self.gallery.captions).texts, ids_np[q, order])]
+            order = order[: o.k]
             maps = None
             if o.explain and attention is not None and text is not None:
                 maps = self._attention_maps(attention[q, torch.from_numpy(order)], text.mask[q])
@@ -692,6 +704,17 @@ class SearchEngine:
         if self.encoder is None:
             raise InvalidInputError("this engine has no encoder: pass encoded features instead")
         return self.encoder
+
+
+def _first_per_text(texts: Sequence[str], ids: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Positions in ``ids`` (best first) of each text's first occurrence."""
+    seen: set[str] = set()
+    keep = []
+    for j, i in enumerate(ids.tolist()):
+        if texts[i] not in seen:
+            seen.add(texts[i])
+            keep.append(j)
+    return np.asarray(keep, np.int64)
 
 
 @dataclass

@@ -69,6 +69,11 @@ class ImageSearchOptions(_SearchBase, _Methods):
     rerank: Literal["ftf", "local", "none"] | None = Field(
         None, description="default: none for images (coarse only), the server's default for captions"
     )
+    distinct: bool = Field(
+        False,
+        description="captions only: each caption text once, at its best-ranked copy (archives repeat "
+        "captions across images)",
+    )
 
     @model_validator(mode="after")
     def _rerank_fits_target(self) -> ImageSearchOptions:
@@ -76,6 +81,8 @@ class ImageSearchOptions(_SearchBase, _Methods):
             raise ValueError(
                 "image-to-image search is coarse only: use rerank 'none' (FTF scores text-image pairs)"
             )
+        if self.target == "images" and self.distinct:
+            raise ValueError("distinct applies to target 'captions' (it drops repeated caption texts)")
         return self
 
 

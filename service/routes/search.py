@@ -116,6 +116,7 @@ async def search_text(body: TextSearchRequest, request: Request) -> Response:
                             "recall": {"type": "string", "enum": ["dense", "hash", "sgpd"]},
                             "ppsr": {"type": "boolean"},
                             "sar": {"type": "string", "enum": ["off", "hard", "soft"]},
+                            "distinct": {"type": "boolean"},
                             "filters": {"type": "string", "description": "SearchFilters as JSON"},
                         },
                     }
@@ -149,6 +150,7 @@ async def search_image(request: Request) -> Response:
         if options_model.ppsr is None
         else options_model.ppsr,
         sar=options_model.sar or (s.default_sar if cross else "off"),
+        distinct=options_model.distinct,
     )
     index.engine.check_options(options)
     methods = _methods(options)
@@ -157,6 +159,7 @@ async def search_image(request: Request) -> Response:
         "k": k,
         "recall_k": recall_k,
         "target": target,
+        "distinct": options.distinct,
         "filters": options_model.filters.model_dump(mode="json") if options_model.filters else None,
         **methods,
     }

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from model.images import decode_image
-from search.engine import SearchEngine
+from search.engine import QueryOptions, SearchEngine
 from tests.service.conftest import TinyIndex, assert_error
 
 
@@ -90,6 +90,23 @@ def test_captions_target_returns_the_engines_caption_ranking(
     assert all(h["fine_score"] is None for h in coarse)
     scores = [h["score"] for h in coarse]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_distinct_captions_pass_through_to_the_engine(
+    client: httpx.Client, engine: SearchEngine, tiny_index: TinyIndex
+):
+    data = tiny_index.file(tiny_index.ids[5]).read_bytes()
+    image = decode_image(data)
+    for rerank in ("ftf", "none"):
+        response = _multipart(client, data, k="7", target="captions", rerank=rerank, distinct="true")
+        assert response.status_code == 200, response.text
+        hits = response.json()["results"]
+        options = QueryOptions(k=7, rerank=rerank, target="captions", distinct=True)
+        expected = engine.search_image_batch([image], [options])[0]
+        assert [h["caption"] for h in hits] == [h.id for h in expected.hits]
+        assert len({h["caption"] for h in hits}) == len(hits) == 7
+    error = assert_error(_multipart(client, data, target="images", distinct="true"), 422, "invalid_request")
+    assert "distinct" in error["message"]
 
 
 def test_ftf_rerank_of_an_image_over_images_is_refused(client: httpx.Client, tiny_index: TinyIndex):
