@@ -67,7 +67,12 @@ Pools = list[tuple[np.ndarray, np.ndarray]]  # per query: (own items, other item
 
 
 def hard_pools(
-    gallery: Gallery, pool: int, allowed: np.ndarray | None, sub_gallery: int, seed: int
+    gallery: Gallery,
+    pool: int,
+    allowed: np.ndarray | None,
+    sub_gallery: int,
+    seed: int,
+    directions: str = "both",
 ) -> tuple[Pools, Pools]:
     """Per caption and per image query, the own items and the other items among its coarse top
     ``pool``: the candidate distribution a two-stage search hands its reranker. A query whose own
@@ -77,7 +82,8 @@ def hard_pools(
     The ranking is within a random sub-gallery of ``sub_gallery`` images (and their captions), the
     size of the test gallery: in a gallery 8x larger a caption is true of 8x more images, and its
     coarse top 50 holds almost nothing it is false of. ``allowed [Nc, Ni]`` (if given) limits the
-    other items to pairs it marks."""
+    other items to pairs it marks, for caption queries (``directions`` t2i), image queries (i2t) or
+    both."""
     assert gallery.captions is not None
     owners = gallery.captions.image_index
     cap_vecs = np.asarray(gallery.captions.vectors, np.float32)
@@ -93,11 +99,33 @@ def hard_pools(
         s = cap_vecs[caps] @ img_vecs[imgs].T  # [caps, imgs]
         own = owners[caps][:, None] == imgs[None, :]
         ok = np.ones_like(own) if allowed is None else own | allowed[np.ix_(caps, imgs)]
+        ok_t2i = ok if directions in ("both", "t2i") else np.ones_like(own)
+        ok_i2t = ok if directions in ("both", "i2t") else np.ones_like(own)
         for q, row in enumerate(np.argsort(-s, axis=1)[:, :pool]):
-            t2i[caps[q]] = (imgs[row[own[q, row]]], imgs[row[~own[q, row] & ok[q, row]]])
+            t2i[caps[q]] = (imgs[row[own[q, row]]], imgs[row[~own[q, row] & ok_t2i[q, row]]])
         for q, row in enumerate(np.argsort(-s.T, axis=1)[:, :pool]):
-            i2t[imgs[q]] = (caps[row[own.T[q, row]]], caps[row[~own.T[q, row] & ok.T[q, row]]])
+            i2t[imgs[q]] = (caps[row[own.T[q, row]]], caps[row[~own.T[q, row] & ok_i2t.T[q, row]]])
     return t2i, i2t
+
+
+def text_allowed(
+    vectors: np.ndarray, owners: np.ndarray, n_images: int, threshold: float, chunk: int = 2048
+) -> np.ndarray:
+    """``[Nc, Ni]`` from caption vectors ``[Nc, d]`` and their images ``owners [Nc]``: True where no
+    caption of image ``g`` is within cosine ``threshold`` of caption ``c``. A deployable stand-in for
+    the truth checker's false-negative filter: an image whose own captions say what ``c`` says is
+    likely a true match, not a negative, and a real archive has its captions (not its scenes).
+    ``bench/negative_filter.py`` measures it against the checker."""
+    vecs = np.asarray(vectors, np.float32)
+    by_owner = np.argsort(owners, kind="stable")
+    starts = np.r_[0, np.flatnonzero(np.diff(owners[by_owner])) + 1]
+    captioned = owners[by_owner][starts]
+    out = np.ones((len(vecs), n_images), bool)
+    for start in range(0, len(vecs), chunk):
+        sims = vecs[start : start + chunk] @ vecs[by_owner].T  # [chunk, Nc], grouped by image
+        best = np.maximum.reduceat(sims, starts, axis=1)  # per image, its captions' best similarity
+        out[start : start + chunk, captioned] = best < threshold
+    return out
 
 
 def train(
@@ -110,7 +138,9 @@ def train(
     cap_vecs = torch.from_numpy(np.asarray(c.vectors, np.float32))
     patches = torch.from_numpy(np.asarray(gallery.patches, np.float32))
     img_vecs = torch.from_numpy(np.asarray(gallery.vectors, np.float32))
-    t2i_pool, i2t_pool = hard_pools(gallery, args.pool, allowed, args.sub_gallery, args.seed)
+    t2i_pool, i2t_pool = hard_pools(
+        gallery, args.pool, allowed, args.sub_gallery, args.seed, args.filter_directions
+    )
     rng = np.random.default_rng(args.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     n = args.negatives
@@ -200,7 +230,19 @@ def main() -> None:
     ap.add_argument(
         "--sub-gallery", type=int, default=1200, help="images per gallery the pools are ranked in"
     )
-    ap.add_argument("--negatives-from", choices=["coarse", "truth"], default="coarse")
+    ap.add_argument("--negatives-from", choices=["coarse", "truth", "text"], default="coarse")
+    ap.add_argument(
+        "--filter-directions",
+        choices=["both", "t2i", "i2t"],
+        default="both",
+        help="which query kind's negatives --negatives-from truth|text filters",
+    )
+    ap.add_argument(
+        "--text-threshold",
+        type=float,
+        default=0.9,
+        help="--negatives-from text: drop negatives whose own captions are this close to the query caption",
+    )
     ap.add_argument("--batch", type=int, default=64, help="groups per step")
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--train-seconds", type=float, default=900)
@@ -222,6 +264,10 @@ def main() -> None:
         scenes = [r.meta["scene"] for r in ds.images]
         truth = truth_matrix(ds.captions, [scenes[o]["class"] for o in ds.caption_image], scenes)
         allowed = ~truth
+    elif args.negatives_from == "text":
+        assert train_g.captions is not None
+        c = train_g.captions
+        allowed = text_allowed(c.vectors, c.image_index, len(train_g), args.text_threshold)
     config: CrossConfig | KernelConfig
     model: torch.nn.Module
     if args.reranker == "cross":
