@@ -100,6 +100,8 @@
     data.append("target", o.target);
     // Image-to-image search is coarse only; the FTF block reranks image-to-caption search.
     data.append("rerank", o.target === "captions" && o.rerank ? "ftf" : "none");
+    // Describing an image: each sentence once, not the same template line for five near-twins.
+    if (o.target === "captions") data.append("distinct", "true");
     if (o.filters) data.append("filters", JSON.stringify(o.filters));
     return api("search/image", { method: "POST", body: data });
   }

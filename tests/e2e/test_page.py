@@ -170,10 +170,27 @@ def test_uploading_an_image_finds_it_and_its_captions(open_page: PageFactory, li
     assert shown_ids(page) == [hit["id"] for hit in body["results"]]
     screenshot(page, "05-image-query")
 
+    page.fill("#k", "40")  # deep enough for repeated caption texts (see below)
     with page.expect_response("**/search/image") as got:
         page.select_option("#target", "captions")  # re-runs the upload as image -> text, reranked
     captions = got.value.json()
     assert captions["target"] == "captions"
+    texts = [hit["caption"] for hit in captions["results"]]
+    # The page asks for each caption text once: a template line shared by near-twin scenes would
+    # otherwise fill the list (the precondition shows it would here).
+    asked = {
+        distinct: [
+            h["caption"]
+            for h in httpx.post(
+                f"{live_server.url}/search/image",
+                files={"file": (tile.name, tile.read_bytes(), "image/png")},
+                data={"k": "40", "target": "captions", "rerank": "ftf", "distinct": distinct},
+            ).json()["results"]
+        ]
+        for distinct in ("true", "false")
+    }
+    assert len(set(asked["false"])) < len(asked["false"])
+    assert texts == asked["true"] and len(set(texts)) == len(texts)
     assert all(hit["fine_score"] is not None for hit in captions["results"])
     rendered(page)
     expect(page.locator(f"{RESULTS} .caption-text")).to_have_count(len(captions["results"]))
