@@ -21,7 +21,10 @@ otherwise.
 
 ``--negatives-from truth`` draws the negatives only among items the caption is *not* true of
 (:mod:`model.synth.truth`): supervision from the scene descriptions, which a real archive lacks, so
-that row is an upper bound on this design, not a deployable result.
+that row is an upper bound on this design, not a deployable result. ``--negatives-from text`` is the
+deployable stand-in: it drops negatives whose own captions are close to the query caption
+(:func:`text_allowed`; ``bench/negative_filter.py`` measures it against the checker).
+``--filter-directions`` applies either filter to caption queries, image queries or both.
 """
 
 from __future__ import annotations
