@@ -81,8 +81,6 @@ class ImageSearchOptions(_SearchBase, _Methods):
             raise ValueError(
                 "image-to-image search is coarse only: use rerank 'none' (FTF scores text-image pairs)"
             )
-        if self.target == "images" and self.distinct:
-            raise ValueError("distinct applies to target 'captions' (it drops repeated caption texts)")
         return self
 
 
