@@ -65,6 +65,16 @@ clean:
 
 # The deployment files (docker/, compose.yaml, k8s/) checked statically, and a 20 s Locust run against
 # a local `rsir serve`: tests/deploy/, which `make unit` (so `make test`) also runs.
+# The device check (docs/gpu-check.md): GPU against CPU on the demo index, one JSON report under $$OUT
+# (default logs/gpu-check). Not part of `make test`: without a GPU it runs its CPU side and exits 2.
+.PHONY: gpu-check gpu-wheels
+gpu-check:
+	bash scripts/gpu-check.sh
+
+# The wheels the device machine lacks (it reaches no registry), into .whl/ for the device tool's carry.
+gpu-wheels: $(STAMP)
+	bash scripts/gpu-wheels.sh
+
 .PHONY: deploy-check
 deploy-check: $(STAMP)
 	$(PY) -m pytest -q tests/deploy
