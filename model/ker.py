@@ -46,7 +46,7 @@ DEFAULT_WEIGHT = 0.5  # the spec's KER loss weight
 MASK_PROBABILITY = 1.0
 
 # Scene and object words of remote-sensing captions: SynthRS's scene classes and object nouns
-# (model/synth/phrases.py), RSICD/UCM/NWPU class names, and their plurals. Order is the class index;
+# (synthrs/phrases.py), RSICD/UCM/NWPU class names, and their plurals. Order is the class index;
 # append only, or trained decoders change meaning (they are training-only, so this is mild).
 KEYWORDS: tuple[str, ...] = (
     # SynthRS objects (singular, plural)

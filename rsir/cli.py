@@ -151,7 +151,7 @@ def synth_cmd(
     workers: Annotated[int, typer.Option(help="processes; the output does not depend on it")] = 1,
 ) -> None:
     """Generate SynthRS: aerial-looking scenes with five true RSICD-style captions each."""
-    from model.synth import SynthConfig, write_dataset
+    from synthrs import SynthConfig, write_dataset
 
     report = write_dataset(SynthConfig(n=n, seed=seed, size=size, workers=workers), out)
     Console().print(

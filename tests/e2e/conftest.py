@@ -23,9 +23,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from index_builder.build import BuildConfig, build
 from model.encoders import DEFAULT_ARCH, ClipEncoder, EncoderConfig, default_checkpoint
-from model.synth.dataset import SynthConfig, write_dataset
 from service.app import create_app
 from service.settings import Settings
+from synthrs.dataset import SynthConfig, write_dataset
 from tests.conftest import REPO
 
 if TYPE_CHECKING:

@@ -16,16 +16,16 @@ import math
 import numpy as np
 
 from model.errors import InvalidInputError
-from model.synth.classes_nature import BEACH, FARMLAND, FOREST, POND, RIVER
-from model.synth.classes_transport import AIRPORT, BRIDGE, PARKING_LOT, PORT, ROUNDABOUT
-from model.synth.classes_urban import (
+from synthrs.classes_nature import BEACH, FARMLAND, FOREST, POND, RIVER
+from synthrs.classes_transport import AIRPORT, BRIDGE, PARKING_LOT, PORT, ROUNDABOUT
+from synthrs.classes_urban import (
     BASEBALL_FIELD,
     DENSE_RESIDENTIAL,
     PLAYGROUND,
     SPARSE_RESIDENTIAL,
     STORAGE_TANKS,
 )
-from model.synth.scene import Attr, Attrs, Builder, ClassSpec, Scene
+from synthrs.scene import Attr, Attrs, Builder, ClassSpec, Scene
 
 CLASSES: tuple[ClassSpec, ...] = (
     AIRPORT,

@@ -10,9 +10,9 @@ import math
 
 import numpy as np
 
-from model.synth.geometry import CAR, PLANE, SHIP, darker, place, rect, tint
-from model.synth.scene import Builder, Pt
-from model.synth.vocab import ASPHALT, RGB, SOLID, Box
+from synthrs.geometry import CAR, PLANE, SHIP, darker, place, rect, tint
+from synthrs.scene import Builder, Pt
+from synthrs.vocab import ASPHALT, RGB, SOLID, Box
 
 
 def trees(

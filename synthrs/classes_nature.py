@@ -5,10 +5,10 @@ from __future__ import annotations
 import itertools
 import math
 
-from model.synth.geometry import blob, darker, frame_box, framed, grid_slots, place, scatter, tint, wavy
-from model.synth.parts import house, road, ship, trees
-from model.synth.scene import Attrs, Builder, ClassSpec, Pt
-from model.synth.vocab import BARE, FIELDS, FOLIAGE, GRASS, OPPOSITE, SANDS, SIDES, SOLID, WATER
+from synthrs.geometry import blob, darker, frame_box, framed, grid_slots, place, scatter, tint, wavy
+from synthrs.parts import house, road, ship, trees
+from synthrs.scene import Attrs, Builder, ClassSpec, Pt
+from synthrs.vocab import BARE, FIELDS, FOLIAGE, GRASS, OPPOSITE, SANDS, SIDES, SOLID, WATER
 
 _MUTED_ROOF = (170, 158, 140)
 

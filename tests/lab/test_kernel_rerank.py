@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.cross_rerank import group_loss
+from lab.cross_rerank import group_loss
+from lab.kernel_rerank import MUS, KernelConfig, KernelReranker
 from model.errors import InvalidInputError
-from model.kernel_rerank import MUS, KernelConfig, KernelReranker
 
 CFG = KernelConfig(dim=8, grid=(2, 3), word_width=4, hidden=16)
 

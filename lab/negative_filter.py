@@ -1,13 +1,13 @@
 """How well does caption-text similarity find the false negatives of a reranker's training groups?
 
-``bench/cross_rerank.py --negatives-from text`` drops, from a caption query's negatives, every image
+``lab/learned_rerank.py --negatives-from text`` drops, from a caption query's negatives, every image
 one of whose own captions is within a cosine threshold of the query caption (``text_allowed``): such
 an image is likely a true match, not a negative, and only the archive's captions are needed to tell.
-This measures that filter against the truth checker (:mod:`model.synth.truth`) on the groups the
+This measures that filter against the truth checker (:mod:`synthrs.truth`) on the groups the
 reranker trains on: the non-own images of each caption's coarse top ``--pool`` within one random
-sub-gallery of ``--sub-gallery`` images of a split whose features ``bench.cross_rerank`` cached::
+sub-gallery of ``--sub-gallery`` images of a split whose features ``lab.learned_rerank`` cached::
 
-    .venv/bin/python -m bench.negative_filter --data data/synthrs-seed1 --split train \\
+    .venv/bin/python -m lab.negative_filter --data data/synthrs-seed1 --split train \\
         --cache data/cache/cross/synthrs-seed1-train
 """
 
@@ -20,16 +20,16 @@ from pathlib import Path
 import numpy as np
 
 from bench.caption_ties import load_gallery
-from bench.cross_rerank import text_allowed
+from lab.learned_rerank import text_allowed
 from model.datasets import load_dataset
-from model.synth.truth import truth_matrix
+from synthrs.truth import truth_matrix
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--split", default="train")
-    ap.add_argument("--cache", type=Path, required=True, help="the split's features (bench.cross_rerank's)")
+    ap.add_argument("--cache", type=Path, required=True, help="the split's features (lab.learned_rerank's)")
     ap.add_argument("--pool", type=int, default=20)
     ap.add_argument("--sub-gallery", type=int, default=1200)
     ap.add_argument("--thresholds", type=float, nargs="+", default=[0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98])

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 
-from model.synth.geometry import frame_box, framed, grid_slots, pie, place, rect, scatter, stadium, tint
-from model.synth.parts import buildings_in, house, house_radius, road, tank, trees
-from model.synth.scene import Attrs, Builder, ClassSpec
-from model.synth.vocab import BARE, FOLIAGE, GRASS, OPPOSITE, SIDES, SOLID, URBAN, Box
+from synthrs.geometry import frame_box, framed, grid_slots, pie, place, rect, scatter, stadium, tint
+from synthrs.parts import buildings_in, house, house_radius, road, tank, trees
+from synthrs.scene import Attrs, Builder, ClassSpec
+from synthrs.vocab import BARE, FOLIAGE, GRASS, OPPOSITE, SIDES, SOLID, URBAN, Box
 
 _COUNTS = tuple(range(1, 7))
 _ROOFS = ("red", "grey", "white", "blue", "brown")

@@ -1,8 +1,8 @@
 """Does a *learned* stage 2 earn what FTF's parameter-free block does not? Two small rerankers, tried.
 
 The shipped encoder is frozen; its tokens for a SynthRS train split are the training data. A
-reranker (``--reranker cross``: :class:`model.cross_rerank.CrossReranker`, a small transformer over
-both token sets; ``kernel``: :class:`model.kernel_rerank.KernelReranker`, kernel pooling of the
+reranker (``--reranker cross``: :class:`lab.cross_rerank.CrossReranker`, a small transformer over
+both token sets; ``kernel``: :class:`lab.kernel_rerank.KernelReranker`, kernel pooling of the
 word-patch similarities) learns a correction to the coarse logit from listwise groups: a query
 (caption or image) with its own item and ``--negatives`` items drawn from its coarse top ``--pool``
 (its own items excluded; ranked within sub-galleries of the test split's size). Then, on the test
@@ -11,19 +11,19 @@ split, the engine's coarse top-K (``none`` mode) is re-ranked by the learned rer
 (``model.metrics.expected_report``) in one run::
 
     .venv/bin/rsir synth --n 12000 --seed 1 --workers 2 --out data/synthrs-seed1
-    .venv/bin/python -m bench.cross_rerank --data data/synthrs --train-data data/synthrs-seed1 \\
+    .venv/bin/python -m lab.learned_rerank --data data/synthrs --train-data data/synthrs-seed1 \\
         --checkpoint model/weights/rsir-vit-tiny.safetensors --reranker kernel --lr 2e-3 \\
-        --train-seconds 600 --recall-k 20 100 --out bench/results/kernel_rerank_seed1.json
+        --train-seconds 600 --recall-k 20 100 --out lab/results/kernel_rerank_seed1.json
 
 Training on another seed keeps the tokens unseen by the encoder's training, and the groups are drawn
 as a two-stage search draws candidates (:func:`hard_pools`); BENCHMARKS.md shows what goes wrong
 otherwise.
 
 ``--negatives-from truth`` draws the negatives only among items the caption is *not* true of
-(:mod:`model.synth.truth`): supervision from the scene descriptions, which a real archive lacks, so
+(:mod:`synthrs.truth`): supervision from the scene descriptions, which a real archive lacks, so
 that row is an upper bound on this design, not a deployable result. ``--negatives-from text`` is the
 deployable stand-in: it drops negatives whose own captions are close to the query caption
-(:func:`text_allowed`; ``bench/negative_filter.py`` measures it against the checker).
+(:func:`text_allowed`; ``lab/negative_filter.py`` measures it against the checker).
 ``--filter-directions`` applies either filter to caption queries, image queries or both.
 """
 
@@ -39,18 +39,18 @@ import numpy as np
 import torch
 
 from bench.caption_ties import load_gallery, save_gallery
-from bench.caption_truth import engine_scores
 from bench.two_stage_table import run_meta
-from model.cross_rerank import CrossConfig, CrossReranker, group_loss
+from lab.caption_truth import engine_scores
+from lab.cross_rerank import CrossConfig, CrossReranker, group_loss
+from lab.kernel_rerank import KernelConfig, KernelReranker
 from model.datasets import load_dataset
 from model.encoders import ClipEncoder, EncoderConfig
 from model.ftf import FTFParams
-from model.kernel_rerank import KernelConfig, KernelReranker
 from model.metrics import expected_report
-from model.synth.truth import truth_matrix
 from search.engine import EngineConfig, SearchEngine
 from search.evaluate import embed_dataset
 from search.gallery import Gallery
+from synthrs.truth import truth_matrix
 
 
 def features(encoder: ClipEncoder, data: Path, split: str, cache: Path | None) -> Gallery:
@@ -118,7 +118,7 @@ def text_allowed(
     caption of image ``g`` is within cosine ``threshold`` of caption ``c``. A deployable stand-in for
     the truth checker's false-negative filter: an image whose own captions say what ``c`` says is
     likely a true match, not a negative, and a real archive has its captions (not its scenes).
-    ``bench/negative_filter.py`` measures it against the checker."""
+    ``lab/negative_filter.py`` measures it against the checker."""
     vecs = np.asarray(vectors, np.float32)
     by_owner = np.argsort(owners, kind="stable")
     starts = np.r_[0, np.flatnonzero(np.diff(owners[by_owner])) + 1]

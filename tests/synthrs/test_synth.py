@@ -16,7 +16,7 @@ from PIL import Image
 from index_builder.metadata import read_metadata
 from index_builder.sources import scan_archive
 from model.errors import InvalidInputError
-from model.synth import (
+from synthrs import (
     CLASS_NAMES,
     SynthConfig,
     captions_for,
@@ -25,10 +25,10 @@ from model.synth import (
     split_of,
     write_dataset,
 )
-from model.synth.metadata import FOOTPRINT_DEG, REGION, SENSORS
-from model.synth.png import encode_png
-from model.synth.sampler import CLASSES, sample_attributes
-from model.synth.truth import COLOURS, NUMBERS, check_caption, parse_caption, true_of, truth_matrix
+from synthrs.metadata import FOOTPRINT_DEG, REGION, SENSORS
+from synthrs.png import encode_png
+from synthrs.sampler import CLASSES, sample_attributes
+from synthrs.truth import COLOURS, NUMBERS, check_caption, parse_caption, true_of, truth_matrix
 
 N_SMALL = 24  # > one family per class is not needed here; 24 images take well under a second
 

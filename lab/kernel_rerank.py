@@ -1,6 +1,6 @@
 """A small learned stage 2 that can count: kernel pooling over the word-patch similarity matrix.
 
-The twin probe (``bench/caption_truth.py``) shows where FTF's parameter-free block falls short: it
+The twin probe (``lab/caption_truth.py``) shows where FTF's parameter-free block falls short: it
 ranks a caption's own image above a twin that differs in a count or a side no better than the global
 vector does. Its softmax-weighted mean of patches is, by design, blind to how many patches match a
 word. Kernel pooling (K-NRM, Xiong et al., SIGIR 2017) keeps that number: for word ``i`` and kernel
@@ -14,7 +14,7 @@ logit::
 
 The last layer starts at zero, so an untrained reranker ranks exactly as the coarse score does. It
 reads only the stored tokens and costs about what the FTF block costs. Trained with
-:func:`model.cross_rerank.group_loss`; measured in ``bench/cross_rerank.py``; not a mode of the engine.
+:func:`lab.cross_rerank.group_loss`; measured in ``lab/learned_rerank.py``; not a mode of the engine.
 """
 
 from __future__ import annotations

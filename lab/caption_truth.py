@@ -4,7 +4,7 @@ SynthRS captions state facts (class, counts, colours, sides, relations), and man
 satisfy every fact of a caption: a caption is *true of* a set of images, not of its own image alone.
 The standard recall (§6) still counts only the image the caption was written for. So there is a
 ceiling no model can pass, and over a two-stage search's candidates there is a ceiling no rerank can
-pass. This bench measures them with the independent truth checker (:mod:`model.synth.truth`):
+pass. This bench measures them with the independent truth checker (:mod:`synthrs.truth`):
 
 1. **Truth sets**: for every caption of the split, the images it is true of (same class, every stated
    fact holds); their sizes.
@@ -25,8 +25,8 @@ pass. This bench measures them with the independent truth checker (:mod:`model.s
 
 ::
 
-    .venv/bin/python -m bench.caption_truth --data data/synthrs --split test \\
-        --checkpoint model/weights/rsir-vit-tiny.safetensors --out bench/results/caption_truth_test.json
+    .venv/bin/python -m lab.caption_truth --data data/synthrs --split test \\
+        --checkpoint model/weights/rsir-vit-tiny.safetensors --out lab/results/caption_truth_test.json
 """
 
 from __future__ import annotations
@@ -43,16 +43,16 @@ import torch
 from numpy.typing import NDArray
 
 from bench.two_stage_table import run_meta
+from lab.kernel_rerank import KernelConfig, KernelReranker
 from model import ftf
 from model.datasets import load_dataset
 from model.encoders import ClipEncoder, EncoderConfig
 from model.ftf import FTFParams
-from model.kernel_rerank import KernelConfig, KernelReranker
 from model.metrics import expected_report
-from model.synth.truth import truth_matrix
 from search.engine import EngineConfig, QueryOptions, SearchEngine
 from search.evaluate import embed_dataset
 from search.gallery import Gallery
+from synthrs.truth import truth_matrix
 
 NAMES = ("t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10")
 
@@ -88,7 +88,7 @@ def twin_probe(
     """Per attribute kind: how often each score ranks a caption's own image above its twin, over the
     captions false of the twin (ties count half). Counts are split by whether the twin has more or
     fewer of the object than the caption's own image. ``kernel``: a trained kernel-pooling head
-    (``bench/cross_rerank.py --save``), probed beside the others."""
+    (``lab/learned_rerank.py --save``), probed beside the others."""
     assert gallery.captions is not None
     owners = gallery.captions.image_index
     family: dict[int, list[int]] = {}

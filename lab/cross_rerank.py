@@ -9,7 +9,7 @@ stores, from a frozen encoder) and outputs a correction to the coarse logit::
 ``r`` starts at zero (zero-initialised head), so an untrained reranker ranks exactly as the coarse
 score does. Training is listwise: a query's own item among hard negatives drawn from its coarse
 top-K, softmax cross-entropy over the group (:func:`group_loss`). The same pair scorer serves both
-directions of search. It is an experiment measured in ``bench/cross_rerank.py``, not a mode of the
+directions of search. It is an experiment measured in ``lab/learned_rerank.py``, not a mode of the
 engine.
 """
 
