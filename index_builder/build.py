@@ -41,6 +41,7 @@ from index_builder.assemble import assemble
 from index_builder.embed import ShardAccumulator, decode_batches, shard_batches
 from index_builder.extras import write_extras
 from index_builder.metadata import read_metadata
+from index_builder.progress import ProgressLog
 from index_builder.sources import ArchiveItem, scan_archive
 from model.encoders import ClipEncoder, default_hash_heads
 from model.errors import DatasetError, InvalidInputError
@@ -86,7 +87,10 @@ class BuildConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     engine: Engine = "local"
     ray_actors: int = 2
-    progress: bool = True
+    progress: bool = True  # a progress bar (a person at a terminal)
+    # Without the bar: a structured progress line on stderr every this many seconds (None: none), so
+    # that `kubectl logs` of an hour-long build says how far it is (index_builder/progress.py).
+    progress_log_s: float | None = None
     # CFITR hash heads for this encoder (None: the shipped ones when the shipped model runs, else none).
     hash_heads: Path | None = None
     stop_after_shards: int | None = None  # testing aid: behave like a job killed after N shards
@@ -309,6 +313,7 @@ def _embed_local(
 ) -> None:
     todo = [bounds[n] for n in pending]
     total = sum(stop - start for start, stop in todo)
+    log = progress_log(config, total)
     with _progress(config.progress) as progress:
         task = progress.add_task("embed", total=total)
         batches = decode_batches(items, todo, encoder, config.batch_size, config.workers, config.max_pixels)
@@ -320,7 +325,17 @@ def _embed_local(
                 batch = next(batches)
                 acc.add(batch)
                 progress.advance(task, len(batch))
+                if log is not None:
+                    log.advance(len(batch), sum(d.pixels is None for d in batch))
             shards.write_shard(work, number, acc.finish())
+    if log is not None:
+        log.close()
+
+
+def progress_log(config: BuildConfig, total: int) -> ProgressLog | None:
+    if config.progress or config.progress_log_s is None:
+        return None
+    return ProgressLog(total, config.progress_log_s)
 
 
 def _plan_config(config: BuildConfig) -> dict[str, Any]:
