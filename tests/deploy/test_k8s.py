@@ -506,3 +506,12 @@ def test_the_image_has_the_archive_build_script() -> None:
     done = run([tool("shellcheck"), "--shell=sh", str(REPO / "docker" / "index-archive.sh")])
     assert done.returncode == 0, done.stdout + done.stderr
     assert (REPO / "docker" / "index-archive.sh").stat().st_mode & 0o111
+
+
+def test_the_kuberay_version_is_pinned_in_one_place_the_docs_repeat() -> None:
+    """KubeRay operators whose default probes exec `wget` fail with images without it: the version
+    the manifests are written for is stated where they are applied and in the walkthrough."""
+    text = (K8S / "ray" / "kustomization.yaml").read_text()
+    (version,) = re.findall(r"kuberay/kuberay-operator --version (\d+\.\d+\.\d+)", text)
+    docs = (REPO / "docs" / "deploy.md").read_text()
+    assert f"helm install kuberay-operator kuberay/kuberay-operator --version {version}" in docs
