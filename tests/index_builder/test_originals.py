@@ -32,8 +32,8 @@ def _read(sources: Sources, ident: str, archive_root: Path | None = None) -> byt
     return read_original(sources.locate(entry, archive_root), entry)
 
 
-def _blake2b(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+def _sha256_128(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
 def _tar_members(folder: Path) -> dict[str, bytes]:
@@ -61,10 +61,10 @@ def test_folder_build_records_relative_paths_sizes_and_hashes(
     assert sorted(sources.items) == ids
     for ident in ids:
         data = (archive / ident).read_bytes()
-        assert sources.items[ident] == Original(ident, None, len(data), _blake2b(data))
+        assert sources.items[ident] == Original(ident, None, len(data), _sha256_128(data))
         assert _read(sources, ident) == data
     doc = json.loads((v1 / "sources.json").read_text())
-    assert doc["format"] == 2 and doc["hash"] == "blake2b-128"
+    assert doc["format"] == 2 and doc["hash"] == "sha256-128"
     assert not any(Path(e[0]).is_absolute() for e in doc["items"].values()), "sources are relative"
 
 
@@ -112,7 +112,7 @@ def test_tar_build_records_member_spans_that_read_back_exactly(
     for key, data in members.items():
         entry = sources.items[key]
         assert entry.path.endswith(".tar") and not Path(entry.path).is_absolute()
-        assert entry.offset is not None and entry.size == len(data) and entry.digest == _blake2b(data)
+        assert entry.offset is not None and entry.size == len(data) and entry.digest == _sha256_128(data)
         assert _read(sources, key) == data
     # The shard's own .json side file gave tile0000 a sensor: load_index exposes it as a column.
     loaded = load_index(tmp_path / "idx")
@@ -159,7 +159,7 @@ def test_missing_or_malformed_sources_are_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "sources.json").write_text('{"a": [1, 2]}')
     with pytest.raises(OriginalUnavailableError, match=r"\[path\] or \[path, offset, size\]"):
         read_sources(tmp_path)
-    doc = {"format": 2, "root": str(tmp_path), "hash": "blake2b-128", "items": {"a": ["../x", None, 1, "h"]}}
+    doc = {"format": 2, "root": str(tmp_path), "hash": "sha256-128", "items": {"a": ["../x", None, 1, "h"]}}
     (tmp_path / "sources.json").write_text(json.dumps(doc))
     sources = read_sources(tmp_path)
     with pytest.raises(OriginalUnavailableError, match="leaves the archive root"):
