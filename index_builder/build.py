@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +41,7 @@ from index_builder.assemble import assemble
 from index_builder.embed import ShardAccumulator, decode_batches, shard_batches
 from index_builder.extras import write_extras
 from index_builder.metadata import read_metadata
+from index_builder.progress import ProgressLog
 from index_builder.sources import ArchiveItem, scan_archive
 from model.encoders import ClipEncoder, default_hash_heads
 from model.errors import DatasetError, InvalidInputError
@@ -56,7 +57,16 @@ from search.index_dir import (
     read_tombstones,
     resolve_version,
 )
-from search.originals import Source, read_sources, source_of, write_sources
+from search.originals import (
+    Original,
+    Sources,
+    archive_root_of,
+    common_root,
+    digest,
+    read_sources,
+    relative_to,
+    write_sources,
+)
 from search.recall import check_factory
 from search.token_store import CODECS, Codec
 
@@ -77,10 +87,16 @@ class BuildConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     engine: Engine = "local"
     ray_actors: int = 2
-    progress: bool = True
+    progress: bool = True  # a progress bar (a person at a terminal)
+    # Without the bar: a structured progress line on stderr every this many seconds (None: none), so
+    # that `kubectl logs` of an hour-long build says how far it is (index_builder/progress.py).
+    progress_log_s: float | None = None
     # CFITR hash heads for this encoder (None: the shipped ones when the shipped model runs, else none).
     hash_heads: Path | None = None
     stop_after_shards: int | None = None  # testing aid: behave like a job killed after N shards
+    # What sources.json paths are relative to (None: the archive folder, or the folder holding the
+    # archive file); the server resolves them against RSIR_ARCHIVE_ROOT, the same folder mounted there.
+    archive_root: Path | None = None
 
     def __post_init__(self) -> None:
         if self.shard_size < 1 or self.batch_size < 1 or self.workers < 0:
@@ -125,7 +141,7 @@ def build(
     items = scan_archive(archive, config.split)
     if not items:
         raise DatasetError(f"archive {archive} holds no images")
-    return _run(items, root, encoder, config, metadata, None, str(archive))
+    return _run(items, root, encoder, config, metadata, None, archive)
 
 
 def add(
@@ -137,7 +153,7 @@ def add(
     items = [i for i in scan_archive(archive, config.split) if i.id not in known]
     if not items:
         raise InvalidInputError(f"{archive} has no images that {base.folder.name} does not already hold")
-    return _run(items, Path(root), encoder, config, metadata, base, str(archive))
+    return _run(items, Path(root), encoder, config, metadata, base, archive)
 
 
 def delete(root: Path, ids: Sequence[str]) -> Path:
@@ -170,9 +186,11 @@ def _run(
     config: BuildConfig,
     metadata: Path | None,
     base: LoadedIndex | None,
-    source: str,
+    archive: Path,
 ) -> BuildReport:
     t0 = time.perf_counter()
+    source = str(archive)
+    archive_root = archive_root_of(archive)
     check_factory(encoder.dim, config.factory)
     rows = read_metadata(metadata) if metadata is not None else {}
     for item in items:  # metadata shipped inside tar shards, under the file's own
@@ -217,7 +235,8 @@ def _run(
         shutil.rmtree(staged)
         raise DatasetError(f"no image of {source} could be decoded ({len(skipped)} skipped)")
     ids = json.loads((staged / "images.json").read_text(encoding="utf-8"))
-    write_sources(staged, version_sources(ids, items, base))
+    recorded = _recorded_originals(work, range(len(bounds)))
+    write_sources(staged, version_sources(ids, items, base, recorded, config.archive_root or archive_root))
     heads = config.hash_heads or default_hash_heads(encoder.config.arch, encoder.config.checkpoint)
     write_extras(staged, heads)
     version = publish(root, staged, name)
@@ -236,13 +255,52 @@ def _run(
 
 
 def version_sources(
-    ids: Sequence[str], items: Sequence[ArchiveItem], base: LoadedIndex | None
-) -> dict[str, Source]:
-    """Where the originals of a version's images ``ids`` are: the base version's record (when it has
-    one) for the images it held, the archive's files or tar members for the new ones."""
-    known = read_sources(base.folder) if base is not None else {}
-    known.update((item.id, source_of(item.path, item.span)) for item in items)
-    return {ident: known[ident] for ident in ids if ident in known}
+    ids: Sequence[str],
+    items: Sequence[ArchiveItem],
+    base: LoadedIndex | None,
+    recorded: Mapping[str, Sequence[Any]],
+    root: Path,
+) -> Sources:
+    """Where the originals of a version's images ``ids`` are, relative to one archive root.
+
+    The root is ``root``, widened when needed so it holds every new file and the base version's
+    relative entries (an ``add`` from a folder beside the first archive widens it to their parent).
+    ``recorded`` is ``{id: (size, digest)}`` of the bytes the embedding read; an id missing from it
+    (a shard committed by an older rsir, resumed) is read and hashed here. The base version's
+    absolute (format 1) entries stay absolute.
+    """
+    old = read_sources(base.folder) if base is not None else Sources(None, {})
+    wanted = set(ids)
+    new = [item for item in items if item.id in wanted]
+    new_ids = {item.id for item in new}
+    carried = {i: e for i, e in old.items.items() if i in wanted and i not in new_ids}
+    relative_old = {i: old.locate(e) for i, e in carried.items() if not Path(e.path).is_absolute()}
+    paths = {item.id: Path(item.path).resolve() for item in new}
+    root = common_root(Path(root).resolve(), [*paths.values(), *relative_old.values()])
+    out: dict[str, Original] = {
+        i: Original(relative_to(root, relative_old[i]), e.offset, e.size, e.digest)
+        if i in relative_old
+        else e
+        for i, e in carried.items()
+    }
+    for item in new:
+        size, hashed = recorded.get(item.id) or _size_and_digest(item)
+        offset = item.span[0] if item.span is not None else None
+        out[item.id] = Original(relative_to(root, paths[item.id]), offset, int(size), str(hashed))
+    return Sources(str(root), out)
+
+
+def _size_and_digest(item: ArchiveItem) -> tuple[int, str]:
+    data = item.read_bytes()
+    return len(data), digest(data)
+
+
+def _recorded_originals(work: Path, numbers: Iterable[int]) -> dict[str, Sequence[Any]]:
+    """``{id: (size, digest)}`` from the committed shards' metadata."""
+    out: dict[str, Sequence[Any]] = {}
+    for number in numbers:
+        out |= shards.read_shard_meta(work, number).get("originals", {})
+    return out
 
 
 def _embed_local(
@@ -255,6 +313,7 @@ def _embed_local(
 ) -> None:
     todo = [bounds[n] for n in pending]
     total = sum(stop - start for start, stop in todo)
+    log = progress_log(config, total)
     with _progress(config.progress) as progress:
         task = progress.add_task("embed", total=total)
         batches = decode_batches(items, todo, encoder, config.batch_size, config.workers, config.max_pixels)
@@ -266,7 +325,17 @@ def _embed_local(
                 batch = next(batches)
                 acc.add(batch)
                 progress.advance(task, len(batch))
+                if log is not None:
+                    log.advance(len(batch), sum(d.pixels is None for d in batch))
             shards.write_shard(work, number, acc.finish())
+    if log is not None:
+        log.close()
+
+
+def progress_log(config: BuildConfig, total: int) -> ProgressLog | None:
+    if config.progress or config.progress_log_s is None:
+        return None
+    return ProgressLog(total, config.progress_log_s)
 
 
 def _plan_config(config: BuildConfig) -> dict[str, Any]:

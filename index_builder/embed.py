@@ -20,15 +20,19 @@ from model.encoders import ClipEncoder
 from model.errors import ImageDecodeError
 from model.features import TextFeatures
 from model.images import DEFAULT_MAX_PIXELS, decode_image
+from search.originals import digest
 
 
 @dataclass(frozen=True)
 class Decoded:
-    """A decoded item: ``pixels [3,H,W]`` ready for the model, or ``error`` saying why not."""
+    """A decoded item: ``pixels [3,H,W]`` ready for the model, or ``error`` saying why not; ``size``
+    and ``digest`` of the bytes read (recorded in ``sources.json``, hashed here where they are read)."""
 
     position: int
     pixels: torch.Tensor | None
     error: str | None
+    size: int = 0
+    digest: str = ""
 
 
 class DecodeDataset(Dataset[Decoded]):
@@ -45,8 +49,9 @@ class DecodeDataset(Dataset[Decoded]):
     def __getitem__(self, position: int) -> Decoded:
         item = self.items[position]
         try:
-            image = decode_image(item.read_bytes(), max_pixels=self.max_pixels)
-            return Decoded(position, self.preprocess(image), None)
+            data = item.read_bytes()
+            image = decode_image(data, max_pixels=self.max_pixels)
+            return Decoded(position, self.preprocess(image), None, len(data), digest(data))
         except ImageDecodeError as exc:
             return Decoded(position, None, str(exc).removeprefix("upload: "))
         except OSError as exc:  # unreadable file, vanished file, short tar member
@@ -90,6 +95,7 @@ class ShardAccumulator:
         self.encoder = encoder
         self.items = items
         self.kept: list[ArchiveItem] = []
+        self.originals: dict[str, tuple[int, str]] = {}  # id -> (size, digest) of the bytes indexed
         self.skipped: list[dict[str, str]] = []
         self.vectors: list[np.ndarray] = []
         self.patches: list[np.ndarray] = []
@@ -102,6 +108,7 @@ class ShardAccumulator:
         if not good:
             return
         self.kept += [self.items[d.position] for d in good]
+        self.originals |= {self.items[d.position].id: (d.size, d.digest) for d in good}
         feats = self.encoder.encode_pixels(torch.stack([d.pixels for d in good if d.pixels is not None]))
         self.vectors.append(feats.vectors.float().cpu().numpy())
         self.patches.append(feats.patches.cpu().numpy().astype(np.float16))
@@ -130,4 +137,5 @@ class ShardAccumulator:
             caption_vectors=t.vectors.float().cpu().numpy(),
             caption_tokens=t.tokens.cpu().numpy().astype(np.float16),
             caption_mask=t.mask.cpu().numpy(),
+            originals=self.originals,
         )

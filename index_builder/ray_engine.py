@@ -116,7 +116,17 @@ def embed_with_ray(
         num_gpus=1 if gpus else 0,
         num_cpus=1,
     )
-    embedded = sum(int(r["images"]) for r in done.iter_rows())
+    from index_builder.build import progress_log
+
+    log = progress_log(config, sum(bounds[n][1] - bounds[n][0] for n in pending))
+    embedded = 0
+    for row in done.iter_rows():
+        embedded += int(row["images"])
+        if log is not None:
+            size = int(row["stop"]) - int(row["start"])
+            log.advance(size, size - int(row["images"]))
+    if log is not None:
+        log.close()
     missing = [n for n in pending if not shards.is_done(work, n)]
     if missing:
         raise RsirError(

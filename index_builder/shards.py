@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ class Shard:
     caption_vectors: NDArray[np.float32]
     caption_tokens: NDArray[np.float16]
     caption_mask: NDArray[np.bool_]
+    originals: dict[str, tuple[int, str]] = field(default_factory=dict)  # id -> (size, digest)
 
 
 def shard_dir(work: Path, number: int) -> Path:
@@ -56,7 +57,12 @@ def write_shard(work: Path, number: int, shard: Shard) -> None:
     tmp = final.with_name(f".{final.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    meta = {"ids": shard.ids, "skipped": shard.skipped, "captions": shard.captions}
+    meta = {
+        "ids": shard.ids,
+        "skipped": shard.skipped,
+        "captions": shard.captions,
+        "originals": {i: list(v) for i, v in shard.originals.items()},
+    }
     (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
     arrays: dict[str, NDArray[Any]] = {
         "vectors": shard.vectors,

@@ -304,6 +304,9 @@ ShardOpt = Annotated[int, typer.Option(help="images per committed (resumable) sh
 WorkersOpt = Annotated[int, typer.Option(help="image decoding processes")]
 EngineOpt = Annotated[str, typer.Option(help="local | ray (Ray Data actor pool)")]
 RayActorsOpt = Annotated[int, typer.Option(help="model copies on Ray (e.g. one per GPU worker)")]
+ProgressEveryOpt = Annotated[
+    float, typer.Option(help="seconds between JSON progress lines on stderr when it is not a terminal")
+]
 # Exit status of build-index / index add when the index was built but some files were left out.
 EXIT_SKIPPED = 3
 
@@ -317,6 +320,7 @@ def _build_options(
     split: str | None,
     engine: str,
     ray_actors: int,
+    progress_every: float = 30.0,
 ) -> BuildConfig:
     from index_builder.build import BuildConfig
 
@@ -330,6 +334,8 @@ def _build_options(
         engine=engine,  # type: ignore[arg-type]
         ray_actors=ray_actors,
         progress=sys.stderr.isatty(),
+        # No terminal (a Job, a RayJob): structured progress lines instead of the bar.
+        progress_log_s=progress_every,
     )
 
 
@@ -367,6 +373,7 @@ def build_index_cmd(
     ] = "auto",
     engine: EngineOpt = "local",
     ray_actors: RayActorsOpt = 2,
+    progress_every: ProgressEveryOpt = 30.0,
 ) -> None:
     """Embed an image archive into a new index root (resumable: run it again after a kill).
 
@@ -376,7 +383,9 @@ def build_index_cmd(
     from index_builder.build import build
 
     encoder = _encoder(model, checkpoint, device, batch_size)
-    config = _build_options(shard_size, batch_size, workers, token_codec, factory, split, engine, ray_actors)
+    config = _build_options(
+        shard_size, batch_size, workers, token_codec, factory, split, engine, ray_actors, progress_every
+    )
     _report_build(build(archive, out, encoder, config, metadata))
 
 
@@ -400,6 +409,7 @@ def index_add_cmd(
     workers: WorkersOpt = 2,
     engine: EngineOpt = "local",
     ray_actors: RayActorsOpt = 2,
+    progress_every: ProgressEveryOpt = 30.0,
 ) -> None:
     """Publish a new version holding the current one plus the archive's images it lacks (by id)."""
     from index_builder.build import add
@@ -407,8 +417,9 @@ def index_add_cmd(
 
     encoder = _encoder(model, checkpoint, device, batch_size)
     current = Manifest.read(resolve_version(index))
+    codec = current.token_codec
     config = _build_options(
-        shard_size, batch_size, workers, current.token_codec, "auto", split, engine, ray_actors
+        shard_size, batch_size, workers, codec, "auto", split, engine, ray_actors, progress_every
     )
     _report_build(add(archive, index, encoder, config, metadata))
 

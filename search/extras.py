@@ -22,6 +22,9 @@ from search.sgpd import SGPDRecall
 
 __all__ = ["HashHeads", "SideExtras", "build_extras", "reference_sample"]
 
+# SGPD's k-means as a version stores it (centroids [C, d] float32, assignments [N] int), per side prefix.
+SGPD_FILES = ("sgpd_centroids.npy", "sgpd_assignments.npy")
+
 # SAR's reference set: a seeded sample of the other modality's items. N x R profile entries are
 # stored per side (fp16), so R bounds the memory: 512 -> 1 KB per gallery item.
 SAR_REFERENCES = 512
@@ -81,7 +84,8 @@ def build_extras(
 def load_extras(
     folder: Path, gallery: Gallery, with_sgpd: bool = True, seed: int = 0
 ) -> tuple[dict[str, SideExtras], HashHeads | None]:
-    """The arrays :mod:`index_builder.extras` wrote (those present), plus SGPD built from the vectors."""
+    """The arrays :mod:`index_builder.extras` wrote (those present), plus SGPD: its clusters as the
+    build stored them, or computed from the vectors for versions built before that."""
     heads_file = folder / "hash_heads.safetensors"
     heads = HashHeads.load(heads_file) if heads_file.is_file() else None
     out: dict[str, SideExtras] = {}
@@ -97,6 +101,14 @@ def load_extras(
         if heads is not None and (folder / f"{prefix}hash_codes.npy").is_file():
             extras.hash = HashRecall(np.load(folder / f"{prefix}hash_codes.npy"))
         if with_sgpd:
-            extras.sgpd = SGPDRecall(np.asarray(vectors, np.float32), seed=seed)
+            extras.sgpd = _sgpd(folder, prefix, vectors, seed)
         out[side] = extras
     return out, heads
+
+
+def _sgpd(folder: Path, prefix: str, vectors: NDArray[np.float32], seed: int) -> SGPDRecall:
+    paths = [folder / f"{prefix}{name}" for name in SGPD_FILES]
+    clusters = None
+    if all(p.is_file() for p in paths):
+        clusters = (np.load(paths[0]), np.load(paths[1]))
+    return SGPDRecall(np.asarray(vectors, np.float32), seed=seed, clusters=clusters)

@@ -196,13 +196,15 @@ def load_gallery(folder: Path, expect_encoder: dict[str, Any] | None = None) -> 
         captions = CaptionStore(
             texts=meta["texts"],
             image_index=np.asarray(meta["image_index"], dtype=np.int64),
-            vectors=np.load(folder / "caption_vectors.npy"),
+            vectors=np.load(folder / "caption_vectors.npy", mmap_mode="r"),
             tokens=open_tokens(folder, "caption_tokens", manifest.token_codec),  # type: ignore[arg-type]
             mask=np.load(folder / "caption_mask.npy", mmap_mode="r"),
         )
     gallery = Gallery(
         ids=ids,
-        vectors=np.load(folder / "image_vectors.npy"),
+        # Memory-mapped: the page cache holds them, shared with the next version during a switch and
+        # evictable, instead of a private copy per loaded version (issue 22 item 9).
+        vectors=np.load(folder / "image_vectors.npy", mmap_mode="r"),
         patches=open_tokens(folder, "patches", manifest.token_codec),  # type: ignore[arg-type]
         grid=manifest.grid,
         captions=captions,

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import faiss
 import numpy as np
@@ -153,6 +153,8 @@ class SGPDRecall:
         hits: ``M``, the sparse hits guiding the cluster choice.
         temperature, mass, max_clusters: the cluster selection (see :func:`select_clusters`).
         hit_scores: ``"dense"`` (default) or ``"sparse"``: the scores of the hits fed to the softmax.
+        clusters: ``(centroids [C, d], assignments [N])`` computed before (an index version stores
+            them at build time): skips the k-means, the slow part of building (37.6 s at 1M).
     """
 
     def __init__(
@@ -166,6 +168,7 @@ class SGPDRecall:
         mass: float = DEFAULT_MASS,
         max_clusters: int = DEFAULT_MAX_CLUSTERS,
         hit_scores: Literal["dense", "sparse"] = "dense",
+        clusters: tuple[NDArray[np.float32], NDArray[np.integer[Any]]] | None = None,
     ) -> None:
         data = np.ascontiguousarray(vectors, dtype=np.float32)
         if data.ndim != 2 or data.shape[0] == 0:
@@ -188,14 +191,32 @@ class SGPDRecall:
         # Row j of the transposed codes is dimension j's posting list (item ids and values).
         self.inverted: sp.csr_matrix = sparse_codes(data, k_sparse).T.tocsr()
 
-        wanted = round(math.sqrt(self.size)) if n_clusters is None else n_clusters
-        self.n_clusters = min(max(int(wanted), 1), self.size)
-        kmeans = faiss.Kmeans(self.dim, self.n_clusters, niter=KMEANS_ITERATIONS, seed=seed, spherical=True)
-        kmeans.train(data)
-        self.centroids = np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
-        _, nearest = kmeans.index.search(data, 1)
         index_dtype = np.int32 if self.size < 2**31 else np.int64
-        self.assignments = nearest[:, 0].astype(index_dtype)
+        if clusters is None:
+            wanted = round(math.sqrt(self.size)) if n_clusters is None else n_clusters
+            self.n_clusters = min(max(int(wanted), 1), self.size)
+            kmeans = faiss.Kmeans(
+                self.dim, self.n_clusters, niter=KMEANS_ITERATIONS, seed=seed, spherical=True
+            )
+            kmeans.train(data)
+            self.centroids = np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
+            _, nearest = kmeans.index.search(data, 1)
+            self.assignments = nearest[:, 0].astype(index_dtype)
+        else:
+            centroids, assignments = clusters
+            if (
+                centroids.ndim != 2
+                or centroids.shape[1] != self.dim
+                or assignments.shape != (self.size,)
+                or (self.size and not 0 <= int(assignments.min()) <= int(assignments.max()) < len(centroids))
+            ):
+                raise InvalidInputError(
+                    f"SGPD clusters {centroids.shape} / {assignments.shape} do not fit {self.size} "
+                    f"vectors of dim {self.dim}"
+                )
+            self.n_clusters = int(centroids.shape[0])
+            self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+            self.assignments = np.asarray(assignments).astype(index_dtype)
         self.members = np.argsort(self.assignments, kind="stable").astype(index_dtype)
         self.member_offsets = np.zeros(self.n_clusters + 1, dtype=np.int64)
         np.cumsum(np.bincount(self.assignments, minlength=self.n_clusters), out=self.member_offsets[1:])

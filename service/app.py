@@ -22,7 +22,7 @@ import rsir
 from model.encoders import ClipEncoder, EncoderConfig, default_checkpoint
 from model.ftf import FTFParams
 from search.engine import EngineConfig
-from service import errors
+from service import docs, errors
 from service.metrics import Metrics
 from service.middleware import RequestContext
 from service.routes import images, ops, search
@@ -85,12 +85,16 @@ def create_app(settings: Settings, encoder: ClipEncoder | None = None) -> FastAP
         version=rsir.__version__,
         summary="Remote-sensing image-text retrieval: FAISS recall, FTF rerank, explanations.",
         lifespan=lifespan,
+        # /docs from local assets (service/docs.py); ReDoc would load from a CDN, so it is not served.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     errors.install(app)
     app.include_router(search.router)
     app.include_router(images.router)
     app.include_router(ops.router)
+    docs.install(app)
     static = resources.files("service") / "static"
     if static.is_dir():
         # The page is the router's fallback, not a mount at "/": a mount matches every path, so it

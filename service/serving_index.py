@@ -18,7 +18,7 @@ from model.encoders import ClipEncoder
 from model.errors import RsirError
 from search.engine import EngineConfig, SearchEngine
 from search.index_dir import LoadedIndex, load_index, resolve_version
-from search.originals import read_sources
+from search.originals import Sources, read_sources
 
 log = structlog.get_logger(__name__)
 
@@ -27,7 +27,7 @@ log = structlog.get_logger(__name__)
 class ServingIndex:
     loaded: LoadedIndex
     engine: SearchEngine
-    sources: dict[str, tuple[str, int | None, int | None]]
+    sources: Sources
     position: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:

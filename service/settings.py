@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=1)
 
+    # Originals (issue 22 item 3, issue 21 item 8): sources.json paths are relative to the archive root;
+    # None resolves them against the root the builder recorded (same machine, same mount).
+    archive_root: Path | None = Field(
+        None, description="where the indexed archive is mounted here (sources.json paths are under it)"
+    )
+
     # Images
     thumbnail_px: int = Field(256, ge=16, le=1024)
     thumbnail_cache_entries: int = Field(2048, ge=0)

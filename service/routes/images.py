@@ -7,11 +7,14 @@ import asyncio
 import mimetypes
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
+from PIL import Image
 
-from model.images import decode_image
-from search.originals import OriginalUnavailableError, read_original
+from model.errors import InvalidInputError
+from model.images import DEFAULT_MAX_PIXELS, decode_image
+from search.originals import OriginalChangedError, OriginalUnavailableError, read_original
 from service.errors import ApiError
 from service.overlay import overlay, to_jpeg, to_png
 from service.routes.admission import admit
@@ -19,9 +22,10 @@ from service.runtime import Runtime, runtime
 from service.schemas import ErrorResponse
 from service.serving_index import ServingIndex
 
+log = structlog.get_logger(__name__)
 router = APIRouter(tags=["images"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (401, 403, 404, 422, 429)
+    code: {"model": ErrorResponse} for code in (401, 403, 404, 422, 429, 500)
 }
 _IMMUTABLE = "public, max-age=86400"  # an id's bytes never change within an index version
 
@@ -84,8 +88,8 @@ async def explain_overlay(
 @router.get("/images/{image_id:path}", responses=_ERRORS, response_class=Response)
 async def original(image_id: str, request: Request) -> Response:
     """The image's original bytes, as indexed."""
-    index = runtime(request).holder.current
-    data = await _original_bytes(index, image_id)
+    rt = runtime(request)
+    data = await _original_bytes(rt, rt.holder.current, image_id)
     media = mimetypes.guess_type(image_id)[0] or "application/octet-stream"
     return Response(data, media_type=media, headers={"Cache-Control": _IMMUTABLE})
 
@@ -97,19 +101,47 @@ def _position(index: ServingIndex, image_id: str) -> int:
     return position
 
 
-async def _original_bytes(index: ServingIndex, image_id: str) -> bytes:
+async def _original_bytes(rt: Runtime, index: ServingIndex, image_id: str) -> bytes:
+    """The original's bytes, exactly as indexed. A file that changed, vanished or cannot be read is
+    the server's fault, not the request's: a 500 with its own code (so ``rsir_errors_total`` counts
+    it), the path and the OS error in the log only."""
     _position(index, image_id)
-    source = index.sources.get(image_id)
-    if source is None:
+    entry = index.sources.get(image_id)
+    if entry is None:
         raise ApiError(
             404, "not_found", f"index version {index.version} does not record where {image_id!r} is"
         )
     try:
-        return await asyncio.to_thread(read_original, source)
+        path = index.sources.locate(entry, rt.settings.archive_root)
+        return await asyncio.to_thread(read_original, path, entry)
+    except OriginalChangedError as exc:
+        log.error("original_changed", image_id=image_id, version=index.version, error=str(exc))
+        raise ApiError(
+            500,
+            "original_changed",
+            f"the original of {image_id!r} changed since index version {index.version} was built; "
+            "it is not served until the archive is indexed again",
+        ) from exc
     except (OriginalUnavailableError, OSError) as exc:
-        raise ApiError(404, "not_found", f"the original of {image_id!r} cannot be read: {exc}") from exc
+        log.error("original_unavailable", image_id=image_id, version=index.version, error=str(exc))
+        raise ApiError(
+            500, "original_unavailable", f"the original of {image_id!r} cannot be read on the server"
+        ) from exc
 
 
-async def _decoded(rt: Runtime, index: ServingIndex, image_id: str) -> Any:
-    data = await _original_bytes(index, image_id)
-    return await asyncio.to_thread(decode_image, data, rt.settings.max_image_pixels)
+def _pixel_limit(rt: Runtime, index: ServingIndex) -> int:
+    """The decoding limit for originals: never below the one the version was built with, so every
+    image the builder accepted also gets a thumbnail and an overlay (uploads keep their own limit)."""
+    built = index.loaded.manifest.extra.get("build_config", {}).get("max_pixels", DEFAULT_MAX_PIXELS)
+    return max(int(built), rt.settings.max_image_pixels)
+
+
+async def _decoded(rt: Runtime, index: ServingIndex, image_id: str) -> Image.Image:
+    data = await _original_bytes(rt, index, image_id)
+    try:
+        return await asyncio.to_thread(decode_image, data, _pixel_limit(rt, index))
+    except InvalidInputError as exc:  # the indexed bytes, unchanged, no longer decode: not the caller's
+        log.error("original_undecodable", image_id=image_id, version=index.version, error=str(exc))
+        raise ApiError(
+            500, "original_unavailable", f"the original of {image_id!r} cannot be decoded on the server"
+        ) from exc

@@ -5,6 +5,7 @@ RSIR_* variable is a real setting."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +140,61 @@ def test_rsir_variables_are_settings() -> None:
         env = svc.get("environment", {})
         unknown = {k for k in env if k.startswith("RSIR_")} - SETTINGS
         assert not unknown, f"{name} sets {unknown}, which service/settings.py does not read"
+
+
+# -- secrets and your own archive (issue 22 items 5 and 10) -------------------------------------------
+ARCHIVE_OVERRIDE = REPO / "compose.archive.yaml"
+
+
+def test_api_keys_come_from_an_ignored_env_file_never_the_compose_file() -> None:
+    services = load()["services"]
+    for name in ("api", "api-gpu"):
+        assert services[name]["env_file"] == [{"path": "./rsir.secrets.env", "required": False}]
+    for name, svc in services.items():
+        assert "RSIR_API_KEYS" not in svc.get("environment", {}), name
+    assert "/rsir.secrets.env" in (REPO / ".gitignore").read_text().splitlines()
+    assert "rsir.secrets.env" in (REPO / ".dockerignore").read_text().splitlines()
+    example = (REPO / "rsir.secrets.env.example").read_text()
+    line = next(x for x in example.splitlines() if x.startswith("RSIR_API_KEYS="))
+    keys = Settings.model_validate({"api_keys": json.loads(line.split("=", 1)[1])}).api_keys
+    assert keys and all(isinstance(v, int) for v in keys.values())
+
+
+def test_the_archive_override_matches_the_compose_spec_schema() -> None:
+    done = run([tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(ARCHIVE_OVERRIDE)])
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Compose's merge for the keys the override uses: mappings merge, ``volumes`` merge by target,
+    anything else is replaced."""
+    out = dict(base)
+    for key, value in override.items():
+        if key == "environment":
+            out[key] = {**base.get(key, {}), **value}
+        elif key == "volumes":
+            by_target = {v.split(":")[1]: v for v in base.get(key, [])}
+            out[key] = list({**by_target, **{v.split(":")[1]: v for v in value}}.values())
+        else:
+            out[key] = value
+    return out
+
+
+@pytest.mark.parametrize(("api", "builder"), [("api", "index-build"), ("api-gpu", "index-build-gpu")])
+def test_the_archive_override_builds_the_users_folder_and_serves_it(api: str, builder: str) -> None:
+    base = load()["services"]
+    override = yaml.safe_load(ARCHIVE_OVERRIDE.read_text())["services"]
+    assert set(override) <= set(base), "the override only changes services compose.yaml defines"
+    build, serve = _merged(base[builder], override[builder]), _merged(base[api], override[api])
+    mount = "${ARCHIVE:?set ARCHIVE to the folder of images to index}:/archive:ro"
+    assert mount in build["volumes"] and mount in serve["volumes"]
+    assert "index:/index" in build["volumes"] and "index:/index:ro" in serve["volumes"]
+    assert build["command"] == ["rsir-index-archive"]  # docker/index-archive.sh in the images
+    env_build, env_api = build["environment"], serve["environment"]
+    assert env_api["RSIR_INDEX"] == env_build["INDEX_DIR"] == "/index/archive"
+    assert env_api["RSIR_ARCHIVE_ROOT"] == env_build["ARCHIVE_DIR"] == "/archive"
+    assert serve["depends_on"][builder] == {"condition": "service_completed_successfully"}
+    unknown = {k for k in env_api if k.startswith("RSIR_")} - SETTINGS
+    assert not unknown
+    script = (REPO / "docker" / "index-archive.sh").read_text()
+    assert 'archive="${ARCHIVE_DIR:-/archive}"' in script and 'index="${INDEX_DIR:-/index/archive}"' in script

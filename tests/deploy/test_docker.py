@@ -1,13 +1,11 @@
 """The images, checked without a Docker engine: hadolint (with ShellCheck on every RUN) finds nothing in
 either Dockerfile, and the files say what the deployment relies on: multi-stage, non-root, a health check,
-the same code in both, CPU torch in one and CUDA 12 torch + faiss-gpu-cu12 in the other."""
+the same code and the same lock in both, CPU torch in one and CUDA 12 torch in the other."""
 
 from __future__ import annotations
 
 import fnmatch
 import json
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -83,22 +81,39 @@ def test_both_images_install_the_same_code(image: tuple[str, Dockerfile]) -> Non
     copied = {args.split()[0] for args in builder.all("COPY") if not args.startswith("--")}
     sources = {p for args in builder.all("COPY") for p in args.split()[:-1]}
     assert set(PACKAGES) <= copied, f"not copied into the image: {sorted(set(PACKAGES) - copied)}"
-    assert {"pyproject.toml", "README.md", "docker/requirements.py"} <= sources
+    assert {"README.md", "docker/requirements.lock", "docker/requirements-ray.lock"} <= sources
     assert any(r.startswith("pip install --no-cache-dir --no-deps .") for r in builder.all("RUN"))
 
 
-def test_cpu_image_uses_cpu_torch_and_faiss_cpu() -> None:
+def test_both_images_install_exactly_the_lock(image: tuple[str, Dockerfile]) -> None:
+    """Everything but torch comes from the lock, hash-checked, with no resolution, then pip check."""
+    _, df = image
+    builder = next(s for s in df.stages if s.name == "builder")
+    assert arg_default(df, "RSIR_LOCK") == "requirements.lock"
+    (lock_install,) = [r for r in builder.all("RUN") if "-r " in r]
+    assert lock_install.startswith('pip install --no-cache-dir --no-deps --require-hashes -r "${RSIR_LOCK}"')
+    assert "pip check" in lock_install
+    installs = [r for r in builder.all("RUN") if "pip install" in r]
+    # the torch step, the lock, the code: nothing installed by name from a range
+    assert len(installs) == 3, installs
+    torch_step = installs[0]
+    assert '"torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"' in torch_step
+
+
+def test_cpu_image_uses_cpu_torch() -> None:
     df = read_dockerfile(DOCKERFILES["cpu"])
     assert arg_default(df, "PYTHON_IMAGE").startswith("python:3.11-slim")
     assert arg_default(df, "TORCH_INDEX_URL") == "https://download.pytorch.org/whl/cpu"
-    assert arg_default(df, "RSIR_EXTRAS") == "cpu"
 
 
-def test_gpu_image_uses_cuda_12_torch_and_faiss_gpu() -> None:
+def test_gpu_image_uses_cuda_12_torch_and_cpu_faiss() -> None:
+    """faiss-cpu in the GPU image too: serving searches a CPU index, and faiss-gpu-cu12 has no
+    Blackwell kernels (docs/deploy.md)."""
     df = read_dockerfile(DOCKERFILES["gpu"])
     assert arg_default(df, "CUDA_IMAGE").startswith("nvidia/cuda:12.")
     assert arg_default(df, "TORCH_INDEX_URL").startswith("https://download.pytorch.org/whl/cu12")
-    assert arg_default(df, "RSIR_EXTRAS") == "gpu"
+    lock = (DOCKER / "requirements.lock").read_text()
+    assert "\nfaiss-cpu==" in lock and "faiss-gpu" not in lock
 
 
 def test_torch_pins_match_the_development_install() -> None:
@@ -109,35 +124,6 @@ def test_torch_pins_match_the_development_install() -> None:
         assert f"torchvision=={arg_default(df, 'TORCHVISION_VERSION')}" in makefile
 
 
-@pytest.mark.parametrize(
-    ("extras", "expected", "absent"),
-    [
-        ("cpu", "faiss-cpu", "faiss-gpu-cu12"),
-        ("gpu", "faiss-gpu-cu12", "faiss-cpu"),
-        ("gpu,ray", "ray[data]", "faiss-cpu"),
-    ],
-)
-def test_requirements_script(extras: str, expected: str, absent: str) -> None:
-    done = subprocess.run(
-        [sys.executable, str(DOCKER / "requirements.py"), extras, str(REPO / "pyproject.toml")],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    names = [line.split(">")[0].split("<")[0].split("=")[0] for line in done.stdout.splitlines()]
-    assert expected in names and absent not in names
-    assert "fastapi" in names and "torch" in names
-
-
-def test_requirements_script_refuses_an_unknown_extra() -> None:
-    done = subprocess.run(
-        [sys.executable, str(DOCKER / "requirements.py"), "cuda", str(REPO / "pyproject.toml")],
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode != 0 and "unknown extras" in done.stderr
-
-
 def test_dockerignore_keeps_local_state_out_and_the_code_in() -> None:
     patterns = [
         line.strip()
@@ -146,7 +132,15 @@ def test_dockerignore_keeps_local_state_out_and_the_code_in() -> None:
     ]
     for local in (".venv", "data", "runs", "logs", ".git", ".mypy_cache", ".pytest_cache", ".ruff_cache"):
         assert local in patterns, f"{local} should stay out of the build context"
-    needed = [*PACKAGES, "pyproject.toml", "README.md", "docker/requirements.py", "docker/demo-index.sh"]
+    needed = [
+        *PACKAGES,
+        "pyproject.toml",
+        "README.md",
+        "docker/requirements.lock",
+        "docker/requirements-ray.lock",
+        "docker/demo-index.sh",
+        "docker/index-archive.sh",
+    ]
     for path in needed:
         hits = [p for p in patterns if not p.startswith("!") and fnmatch.fnmatch(path, p)]
         assert not hits, f"{path} is copied into the image but .dockerignore drops it ({hits})"

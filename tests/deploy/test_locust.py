@@ -128,6 +128,33 @@ def test_demo_index_script_builds_once(demo: Demo) -> None:
     assert sorted(p.name for p in demo.index.iterdir() if p.name.startswith("v")) == ["v0001"]
 
 
+def relative_sources(index: Path) -> dict[str, object]:
+    """The served version's sources.json, checked to hold no absolute path (issue 22 item 3)."""
+    version = index / (index / "CURRENT").read_text().strip()
+    doc: dict[str, object] = json.loads((version / "sources.json").read_text())
+    items = doc["items"]
+    assert doc["format"] == 2 and isinstance(items, dict) and items
+    assert not [e for e in items.values() if Path(e[0]).is_absolute()], "sources must be relative"
+    return doc
+
+
+def test_demo_sources_are_relative_to_the_demo_archive(demo: Demo) -> None:
+    """What lets the API find the originals wherever the volume is mounted (RSIR_ARCHIVE_ROOT)."""
+    assert relative_sources(demo.index)["root"] == str(demo.archive.resolve())
+
+
+def test_index_archive_script_builds_a_users_archive_once(demo: Demo, tmp_path: Path) -> None:
+    """docker/index-archive.sh, as compose.archive.yaml and k8s/components/archive run it."""
+    env = clean_env(ARCHIVE_DIR=str(demo.archive), INDEX_DIR=str(tmp_path / "archive"), WORKERS="0")
+    argv = ["sh", str(REPO / "docker" / "index-archive.sh")]
+    first = subprocess.run([*argv], env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "index ready" in first.stdout and '"event": "build_progress"' in first.stderr
+    assert relative_sources(tmp_path / "archive")["root"] == str(demo.archive.resolve())
+    again = subprocess.run([*argv], env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "already built" in again.stdout
+
+
 def healthcheck(*args: str, port: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "service.healthcheck", *args],

@@ -24,6 +24,7 @@ from model.encoders import ClipEncoder
 from model.errors import InvalidInputError
 from search.engine import EngineConfig, SearchEngine
 from search.index_dir import CURRENT, list_versions, load_index, switch_current
+from search.originals import read_sources
 from tests.index_builder.conftest import add_bad_files, write_folder, write_tar_shards
 
 SMALL = BuildConfig(shard_size=4, batch_size=3, workers=0, progress=False)
@@ -209,14 +210,17 @@ def test_int8_token_codec_build_searches_like_fp16(tmp_path: Path, tiny_encoder:
 
 @pytest.mark.slow
 def test_ray_engine_gives_the_same_vectors_as_the_local_engine(
-    tmp_path: Path, tiny_encoder: ClipEncoder
+    tmp_path: Path, tiny_encoder: ClipEncoder, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ray = pytest.importorskip("ray")
     write_tar_shards(tmp_path / "tars", n=10, per_shard=5)
     (tmp_path / "tars" / "broken.png").write_bytes(b"")  # ignored: a folder of shards reads only shards
     build(tmp_path / "tars", tmp_path / "local", tiny_encoder, SMALL)
-    on_ray = BuildConfig(shard_size=4, batch_size=3, workers=0, progress=False, engine="ray", ray_actors=1)
+    on_ray = BuildConfig(
+        shard_size=4, batch_size=3, workers=0, progress=False, engine="ray", ray_actors=1, progress_log_s=0.0
+    )
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    capsys.readouterr()
     try:
         build(tmp_path / "tars", tmp_path / "ray", tiny_encoder, on_ray)
     finally:
@@ -224,6 +228,10 @@ def test_ray_engine_gives_the_same_vectors_as_the_local_engine(
     local, remote = _arrays(tmp_path / "local"), _arrays(tmp_path / "ray")
     for name in local:
         np.testing.assert_allclose(local[name], remote[name], atol=1e-6)
+    # The actors record each original's size and hash as the local engine does; progress is logged.
+    assert read_sources(tmp_path / "local" / "v0001") == read_sources(tmp_path / "ray" / "v0001")
+    lines = [json.loads(x) for x in capsys.readouterr().err.splitlines() if '"build_progress"' in x]
+    assert lines and (lines[-1]["done"], lines[-1]["total"], lines[-1]["skipped"]) == (10, 10, 0)
 
 
 def test_geotiff_tiles_are_indexed_and_cli_evaluates_a_built_index(tmp_path: Path) -> None:

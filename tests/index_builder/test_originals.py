@@ -1,7 +1,11 @@
-"""sources.json: every version records where its images' original bytes are, and they read back exactly."""
+"""sources.json: every version records where its images' original bytes are (relative to the archive
+root), their size and hash, and they read back exactly, from wherever the archive is mounted."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -10,10 +14,26 @@ import pytest
 from index_builder.build import BuildConfig, add, build, delete
 from model.encoders import ClipEncoder
 from search.index_dir import load_index
-from search.originals import OriginalUnavailableError, read_original, read_sources
+from search.originals import (
+    Original,
+    OriginalChangedError,
+    OriginalUnavailableError,
+    Sources,
+    read_original,
+    read_sources,
+)
 from tests.index_builder.conftest import add_bad_files, write_folder, write_tar_shards
 
 SMALL = BuildConfig(shard_size=4, batch_size=3, workers=0, progress=False)
+
+
+def _read(sources: Sources, ident: str, archive_root: Path | None = None) -> bytes:
+    entry = sources.items[ident]
+    return read_original(sources.locate(entry, archive_root), entry)
+
+
+def _sha256_128(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
 def _tar_members(folder: Path) -> dict[str, bytes]:
@@ -29,7 +49,7 @@ def _tar_members(folder: Path) -> dict[str, bytes]:
     return out
 
 
-def test_folder_build_records_files_and_add_delete_carry_them_over(
+def test_folder_build_records_relative_paths_sizes_and_hashes(
     tmp_path: Path, tiny_encoder: ClipEncoder
 ) -> None:
     archive, root = tmp_path / "archive", tmp_path / "idx"
@@ -37,18 +57,44 @@ def test_folder_build_records_files_and_add_delete_carry_them_over(
     add_bad_files(archive)  # skipped files get no entry: they are not in the version
     v1 = build(archive, root, tiny_encoder, SMALL).version
     sources = read_sources(v1)
-    assert sorted(sources) == ids
+    assert sources.root == str(archive.resolve())
+    assert sorted(sources.items) == ids
     for ident in ids:
-        assert Path(sources[ident][0]).is_absolute() and sources[ident][1:] == (None, None)
-        assert read_original(sources[ident]) == (archive / ident).read_bytes()
+        data = (archive / ident).read_bytes()
+        assert sources.items[ident] == Original(ident, None, len(data), _sha256_128(data))
+        assert _read(sources, ident) == data
+    doc = json.loads((v1 / "sources.json").read_text())
+    assert doc["format"] == 2 and doc["hash"] == "sha256-128"
+    assert not any(Path(e[0]).is_absolute() for e in doc["items"].values()), "sources are relative"
 
-    more = tmp_path / "more"
+
+def test_a_moved_archive_reads_back_under_the_archive_root_setting(
+    tmp_path: Path, tiny_encoder: ClipEncoder
+) -> None:
+    archive = tmp_path / "archive"
+    ids = write_folder(archive, 4)
+    sources = read_sources(build(archive, tmp_path / "idx", tiny_encoder, SMALL).version)
+    moved = Path(shutil.move(archive, tmp_path / "mounted-elsewhere"))
+    with pytest.raises(OriginalUnavailableError, match="cannot be read"):
+        _read(sources, ids[0])  # the recorded root is gone
+    assert _read(sources, ids[0], moved) == (moved / ids[0]).read_bytes()
+
+
+def test_add_from_a_sibling_folder_widens_the_root_and_delete_carries_it_over(
+    tmp_path: Path, tiny_encoder: ClipEncoder
+) -> None:
+    archive, more, root = tmp_path / "data" / "archive", tmp_path / "data" / "more", tmp_path / "idx"
+    ids = write_folder(archive, 5)
+    build(archive, root, tiny_encoder, SMALL)
     new_ids = write_folder(more, 3, seed=1, prefix="new")
     v2 = add(more, root, tiny_encoder, SMALL).version
     sources = read_sources(v2)
-    assert sorted(sources) == sorted(ids + new_ids)
-    assert read_original(sources[ids[0]]) == (archive / ids[0]).read_bytes()
-    assert read_original(sources[new_ids[-1]]) == (more / new_ids[-1]).read_bytes()
+    assert sources.root == str((tmp_path / "data").resolve())
+    assert sorted(sources.items) == sorted(ids + new_ids)
+    assert sources.items[ids[0]].path == f"archive/{ids[0]}"
+    assert sources.items[new_ids[-1]].path == f"more/{new_ids[-1]}"
+    assert _read(sources, ids[0]) == (archive / ids[0]).read_bytes()
+    assert _read(sources, new_ids[-1]) == (more / new_ids[-1]).read_bytes()
 
     v3 = delete(root, [ids[1]])
     assert read_sources(v3) == sources  # hard-linked: ids stay in the version, under a tombstone
@@ -62,26 +108,62 @@ def test_tar_build_records_member_spans_that_read_back_exactly(
     members = _tar_members(tmp_path / "tars")
     version = build(tmp_path / "tars", tmp_path / "idx", tiny_encoder, SMALL).version
     sources = read_sources(version)
-    assert sorted(sources) == sorted(members)
+    assert sorted(sources.items) == sorted(members)
     for key, data in members.items():
-        path, offset, size = sources[key]
-        assert path.endswith(".tar") and offset is not None and size == len(data)
-        assert read_original(sources[key]) == data
+        entry = sources.items[key]
+        assert entry.path.endswith(".tar") and not Path(entry.path).is_absolute()
+        assert entry.offset is not None and entry.size == len(data) and entry.digest == _sha256_128(data)
+        assert _read(sources, key) == data
     # The shard's own .json side file gave tile0000 a sensor: load_index exposes it as a column.
     loaded = load_index(tmp_path / "idx")
     assert loaded.metadata.row(loaded.gallery.ids.index("tile0000"))["sensor"] == "synth"
 
     # A shard cut short after indexing: a clear error, never silently short bytes.
-    last = max(sources.values(), key=lambda s: s[1] or 0)
-    Path(last[0]).write_bytes(Path(last[0]).read_bytes()[: (last[1] or 0) + 10])
-    with pytest.raises(OriginalUnavailableError, match="cut short"):
-        read_original(last)
+    last = max(sources.items, key=lambda k: sources.items[k].offset or 0)
+    shard = sources.locate(sources.items[last])
+    shard.write_bytes(shard.read_bytes()[: (sources.items[last].offset or 0) + 10])
+    with pytest.raises(OriginalChangedError, match="10 bytes"):
+        _read(sources, last)
+
+
+def test_a_changed_original_of_the_same_size_is_refused(tmp_path: Path, tiny_encoder: ClipEncoder) -> None:
+    archive = tmp_path / "archive"
+    ids = write_folder(archive, 3)
+    sources = read_sources(build(archive, tmp_path / "idx", tiny_encoder, SMALL).version)
+    path = archive / ids[0]
+    data = bytearray(path.read_bytes())
+    data[-20] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(OriginalChangedError, match="differ"):
+        _read(sources, ids[0])
+    path.write_bytes(bytes(data) + b"x")
+    with pytest.raises(OriginalChangedError, match="bytes"):
+        _read(sources, ids[0])
+
+
+def test_format_1_sources_with_absolute_paths_still_read(tmp_path: Path) -> None:
+    """Versions built before format 2: ``[path]`` / ``[path, offset, size]``, absolute, no hash."""
+    image = tmp_path / "a.png"
+    image.write_bytes(b"0123456789")
+    (tmp_path / "sources.json").write_text(json.dumps({"a": [str(image)], "b": [str(image), 2, 3]}))
+    sources = read_sources(tmp_path)
+    assert sources.root is None
+    assert _read(sources, "a", archive_root=tmp_path / "ignored") == b"0123456789"
+    assert _read(sources, "b") == b"234"
 
 
 def test_missing_or_malformed_sources_are_clear_errors(tmp_path: Path) -> None:
-    assert read_sources(tmp_path) == {}  # a version built before sources.json existed
+    assert read_sources(tmp_path) == Sources(None, {})  # a version built before sources.json existed
     with pytest.raises(OriginalUnavailableError, match="cannot be read"):
-        read_original((str(tmp_path / "gone.png"), None, None))
+        read_original(tmp_path / "gone.png", Original("gone.png"))
     (tmp_path / "sources.json").write_text('{"a": [1, 2]}')
     with pytest.raises(OriginalUnavailableError, match=r"\[path\] or \[path, offset, size\]"):
+        read_sources(tmp_path)
+    doc = {"format": 2, "root": str(tmp_path), "hash": "sha256-128", "items": {"a": ["../x", None, 1, "h"]}}
+    (tmp_path / "sources.json").write_text(json.dumps(doc))
+    sources = read_sources(tmp_path)
+    with pytest.raises(OriginalUnavailableError, match="leaves the archive root"):
+        sources.locate(sources.items["a"])
+    (tmp_path / "sources.json").write_text(json.dumps({**doc, "format": 3}))
+    with pytest.raises(OriginalUnavailableError, match="this rsir reads format 2"):
         read_sources(tmp_path)

@@ -1,0 +1,160 @@
+"""What opening an index version costs a server: time and memory of ``open_serving_index`` (what the
+API does at start and at every index switch) on a synthetic version of N images.
+
+    python bench/startup_memory.py make --n 50000 --out /tmp/startup-index
+    python bench/startup_memory.py compare /tmp/startup-index --before /tmp/old-checkout --rounds 2
+
+``make`` writes a version with the shipped model's shapes (dim 256, 7x7 patches, 2 captions per image,
+fp16 tokens) from random unit vectors, through the builder's own writers (FAISS indexes, the methods'
+extras, and SGPD's clusters when the checkout stores them). ``compare`` opens it in fresh processes,
+alternating the code in ``--before`` (another checkout, on PYTHONPATH) and this one, and prints each
+run's seconds and memory: peak RSS, and the resident anonymous (private) and file-backed (page cache,
+shared, evictable) memory after the open. The model is loaded before the clock starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+WORDS = 8
+CAPTIONS_PER_IMAGE = 2
+
+
+def _unit(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
+    x = rng.standard_normal(shape, dtype=np.float32)
+    unit: np.ndarray[Any, Any] = x / np.linalg.norm(x, axis=-1, keepdims=True)
+    return unit
+
+
+def _repeated(rng: np.random.Generator, n: int, shape: tuple[int, int]) -> np.ndarray[Any, Any]:
+    return np.broadcast_to(_unit(rng, (1, *shape)).astype(np.float16), (n, *shape))
+
+
+def make(n: int, out: Path, seed: int = 0) -> None:
+    from index_builder.extras import write_extras
+    from rsir.cli import _encoder
+    from search.gallery import CaptionStore, Gallery
+    from search.index_dir import Manifest, save_gallery, switch_current
+    from search.recall import DenseRecall
+
+    encoder = _encoder("rsir-vit-tiny", None, "cpu", 64)
+    rng = np.random.default_rng(seed)
+    m = encoder.grid[0] * encoder.grid[1]
+    nc = n * CAPTIONS_PER_IMAGE
+    captions = CaptionStore(
+        texts=[f"caption {i}" for i in range(nc)],
+        image_index=np.repeat(np.arange(n), CAPTIONS_PER_IMAGE),
+        vectors=_unit(rng, (nc, encoder.dim)),
+        # token arrays are memory-mapped by every version of the code: one random row repeated is enough
+        tokens=_repeated(rng, nc, (WORDS, encoder.dim)),
+        mask=np.ones((nc, WORDS), np.bool_),
+    )
+    gallery = Gallery(
+        ids=[f"img{i:07d}.png" for i in range(n)],
+        vectors=_unit(rng, (n, encoder.dim)),
+        patches=_repeated(rng, n, (m, encoder.dim)),
+        grid=encoder.grid,
+        captions=captions,
+    )
+    folder = out / "v0001"
+    manifest = Manifest(
+        encoder=encoder.describe(),
+        n_images=n,
+        n_captions=nc,
+        token_codec="fp16",
+        dim=encoder.dim,
+        grid=encoder.grid,
+    )
+    save_gallery(gallery, folder, manifest)
+    DenseRecall(np.asarray(gallery.vectors)).save(folder / "recall.faiss")
+    DenseRecall(np.asarray(captions.vectors)).save(folder / "caption_recall.faiss")
+    write_extras(folder, None)
+    (folder / "tombstones.json").write_text("[]")
+    switch_current(out, "v0001")
+
+
+def _status() -> dict[str, float]:
+    """RssAnon / RssFile of this process, MiB (Linux /proc)."""
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("RssAnon", "RssFile"):
+            out[key] = int(value.split()[0]) / 1024
+    return out
+
+
+def measure(index: Path) -> dict[str, float]:
+    from rsir.cli import _encoder
+    from search.engine import EngineConfig
+    from service.serving_index import open_serving_index
+
+    encoder = _encoder("rsir-vit-tiny", None, "cpu", 64)
+    before = _status()
+    t0 = time.perf_counter()
+    served = open_serving_index(index, encoder, EngineConfig(device="cpu"))
+    seconds = time.perf_counter() - t0
+    after = _status()
+    assert len(served.loaded.gallery) > 0
+    return {
+        "seconds": round(seconds, 2),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "anon_mib_added": round(after["RssAnon"] - before["RssAnon"], 1),
+        "file_mib_added": round(after["RssFile"] - before["RssFile"], 1),
+        "model_rss_mib": round(before["RssAnon"] + before["RssFile"], 1),
+    }
+
+
+def compare(index: Path, before: Path, rounds: int) -> list[dict[str, Any]]:
+    rows = []
+    for r in range(rounds):
+        for label, code in (("before", before), ("after", REPO)):
+            env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "2"}
+            done = subprocess.run(
+                [sys.executable, str(Path(__file__).resolve()), "measure", str(index)],
+                env=env,
+                cwd=code,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            row = {"code": label, "round": r, **json.loads(done.stdout.strip().splitlines()[-1])}
+            rows.append(row)
+            sys.stderr.write(json.dumps(row) + "\n")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_make = sub.add_parser("make")
+    p_make.add_argument("--n", type=int, default=50_000)
+    p_make.add_argument("--out", type=Path, required=True)
+    p_measure = sub.add_parser("measure")
+    p_measure.add_argument("index", type=Path)
+    p_compare = sub.add_parser("compare")
+    p_compare.add_argument("index", type=Path)
+    p_compare.add_argument("--before", type=Path, required=True)
+    p_compare.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    if args.cmd == "make":
+        make(args.n, args.out)
+    elif args.cmd == "measure":
+        sys.stdout.write(json.dumps(measure(args.index)) + "\n")
+    else:
+        json.dump(compare(args.index, args.before, args.rounds), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()
