@@ -89,8 +89,12 @@ def interaction(
     # Text to visual: each word attends over the patches. w_i . vhat_i = sum_j a_ij A_ij, so only the
     # norm of vhat_i needs the [.., n, d] product.
     a = torch.softmax(logits, dim=-1)
-    dot_tv = (a * A).sum(-1)  # [Q,K,n]
-    norms_tv = _norm(words, acc).clamp_min(_EPS) * _attended_norm(a, patches, acc).clamp_min(_EPS)
+    # vhat_i is formed from a rounded to the patches' dtype; the dot takes the same rounded weights, so
+    # the cosine sees one vector and the rounding's change of scale cancels (a no-op in float32).
+    a_low = a.to(patches.dtype)
+    dot_tv = (a_low.to(acc) * A).sum(-1)  # [Q,K,n]
+    word_norm = _norm(words, acc)  # [Qw,Kw,n]
+    norms_tv = word_norm.clamp_min(_EPS) * _attended_norm(a_low, patches, acc).clamp_min(_EPS)
     # where, not a multiply by the mask: a garbage padding word's norm may be inf, and inf * 0 is NaN.
     per_word = torch.where(mask, dot_tv / norms_tv, 0.0)
     s_tv = per_word.sum(-1) / mask.sum(-1).to(acc)
@@ -103,6 +107,10 @@ def interaction(
     dot_vt = (b * A).sum(-2)  # [Q,K,M]
     pair = mask.unsqueeze(-1) & mask.unsqueeze(-2)
     gram = torch.matmul(words, words.transpose(-1, -2)).to(acc).masked_fill(~pair, 0.0)  # [Qw,Kw,n,n]
+    if words.dtype != acc:
+        # The diagonal |w_i|^2 scales every patch's what_j alike, so its rounding to the tokens' dtype
+        # would not average out over the patches; the float32 norms are already at hand.
+        gram.diagonal(dim1=-2, dim2=-1).copy_(torch.where(mask, word_norm.square(), 0.0))
     what_norm = (torch.matmul(bt, gram) * bt).sum(-1).clamp_min(0).sqrt().clamp_min(_EPS)
     s_vt = (dot_vt / (_norm(patches, acc).clamp_min(_EPS) * what_norm)).mean(-1)  # [Q,K]
 
@@ -174,11 +182,11 @@ def _match(words: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
 def _attended_norm(a: torch.Tensor, patches: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
     """``|a_i P|`` as ``[Q,K,n]`` in ``acc`` for ``a [Q,K,n,M]``; avoids expanding a shared ``patches``.
 
-    The product is as large as ``W P^T``, so it runs in the patches' dtype; only the norm is in ``acc``.
+    The product is as large as ``W P^T``, so it runs in the patches' dtype (``a`` is in it already);
+    only the norm is in ``acc``.
     """
     Q, K, n, M = a.shape
     Qp, Kp, _, _d = patches.shape
-    a = a.to(patches.dtype)
     if Qp == 1 and Kp == K and Q > 1:  # the same candidates for every query
         shared = a.permute(1, 0, 2, 3).reshape(K, Q * n, M) @ patches[0]
         norm: torch.Tensor = _norm(shared, acc).view(K, Q, n).permute(1, 0, 2)
