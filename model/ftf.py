@@ -211,7 +211,8 @@ def accumulation_dtype(*dtypes: torch.dtype) -> torch.dtype:
 
 def _norm(x: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
     """L2 norm over the last axis, squared and summed in ``acc`` (a float16 square underflows)."""
-    return torch.linalg.vector_norm(x, dim=-1, dtype=acc)
+    norm: torch.Tensor = torch.linalg.vector_norm(x, dim=-1, dtype=acc)
+    return norm
 
 
 def _check_inputs(words: torch.Tensor, word_mask: torch.Tensor, patches: torch.Tensor, tau: float) -> None:

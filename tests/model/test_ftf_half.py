@@ -46,7 +46,8 @@ def reference_pair(W: torch.Tensor, P: torch.Tensor, tau: float) -> tuple[float,
 def tokens(gen: torch.Generator, common: torch.Tensor, *shape: int) -> torch.Tensor:
     """Unit tokens around a ``common`` direction, as a CLIP tower's are (pair cosines around 0.5)."""
     x = torch.randn(*shape, D, generator=gen, dtype=torch.float64) + common
-    return x / x.norm(dim=-1, keepdim=True)
+    unit: torch.Tensor = x / x.norm(dim=-1, keepdim=True)
+    return unit
 
 
 def ragged_mask(gen: torch.Generator, lead: tuple[int, ...], n: int, one_word: bool) -> torch.Tensor:

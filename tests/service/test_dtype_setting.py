@@ -3,6 +3,8 @@ to the engine, and a bad value refused at start with a message naming the settin
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -19,15 +21,20 @@ from service.settings import Settings
 from tests.service.conftest import LiveServer, TinyIndex, make_settings
 
 
+def _from_env() -> Settings:
+    none: dict[str, Any] = {}
+    return Settings(**none)
+
+
 def test_rsir_dtype_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RSIR_DTYPE", raising=False)
-    assert Settings().dtype is Precision.AUTO
+    assert _from_env().dtype is Precision.AUTO
     monkeypatch.setenv("RSIR_DTYPE", "bfloat16")
-    assert Settings().dtype is Precision.BFLOAT16
-    assert engine_config(Settings()).dtype is Precision.BFLOAT16
+    assert _from_env().dtype is Precision.BFLOAT16
+    assert engine_config(_from_env()).dtype is Precision.BFLOAT16
     monkeypatch.setenv("RSIR_DTYPE", "half")
     with pytest.raises(ValidationError, match="'auto', 'float32', 'float16' or 'bfloat16'"):
-        Settings()
+        _from_env()
 
 
 @pytest.mark.parametrize(("env", "args"), [({"RSIR_DTYPE": "fp8"}, []), ({}, ["--dtype", "fp8"])])
