@@ -7,6 +7,9 @@ both alike. ``--json`` prints one JSON line per dtype instead (``pairs_per_s`` i
 ``--patches`` value's; ``by_patches`` has them all), e.g. for ``make gpu-check``:
 ``python -m bench.ftf_throughput --device cuda --dtype float16 --k 100 --json``.
 
+With ``--from-store`` the timed call starts from float16 candidate tokens gathered by id, as an
+index stores them, and includes their conversion to the dtype (what ``SearchEngine._score`` does).
+
 "max abs diff" compares the block's fine scores with a float64 per-pair loop of ALGORITHMS.md §2 on
 the same tokens (rounded to the dtype first, so it measures the block's arithmetic, not the storage).
 """
@@ -22,6 +25,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -89,6 +93,31 @@ def _pair_tokens(
     return W[q, k, : lengths[q, k]], P[q]
 
 
+class _Store:
+    """The candidates' tokens as an index holds them (float16 rows, gathered by id per query), for
+    ``--from-store``: the time then includes what ``SearchEngine._score`` does before the block,
+    the gather and the conversion to the rerank's dtype."""
+
+    def __init__(self, W: torch.Tensor, P: torch.Tensor, direction: str) -> None:
+        self.direction = direction
+        self.query_side = (W if direction == "t2i" else P).cpu()
+        side = P if direction == "t2i" else W  # [Q,K,...]: the candidates
+        Q, K = side.shape[:2]
+        self.rows = side.reshape(Q * K, *side.shape[2:]).cpu().numpy().astype(np.float16)
+        self.ids = np.random.default_rng(0).permutation(Q * K).reshape(Q, K)
+        # the stored rows in the order the queries will gather them
+        inverse = np.empty(Q * K, np.int64)
+        inverse[self.ids.ravel()] = np.arange(Q * K)
+        self.rows = self.rows[inverse]
+
+    def rerank(self, dtype: torch.dtype, mask: torch.Tensor, device: torch.device) -> torch.Tensor:
+        gathered = torch.from_numpy(np.ascontiguousarray(self.rows[self.ids])).to(device, dtype)
+        query = self.query_side.to(device, dtype)
+        if self.direction == "t2i":
+            return _block("t2i", query, mask, gathered)
+        return _block("i2t", gathered, mask, query)
+
+
 def measure(args: argparse.Namespace, M: int, device: torch.device) -> list[dict[str, Any]]:
     """One row per dtype at ``M`` patches: the dtypes' repeats interleaved, medians reported."""
     W32, mask, P32, lengths = _case(args, M, device)
@@ -97,10 +126,16 @@ def measure(args: argparse.Namespace, M: int, device: torch.device) -> list[dict
     seconds: dict[torch.dtype, list[float]] = {dt: [] for dt in dtypes}
     Q, K = args.queries, args.k
     with torch.inference_mode():
+        store = _Store(W32, P32, args.direction) if args.from_store else None
         for _ in range(args.repeats + 1):  # the first round warms up
             for dt in dtypes:
                 W, P = tokens[dt]
-                seconds[dt].append(_once(partial(_block, args.direction, W, mask, P), device))
+                run = (
+                    partial(store.rerank, dt, mask, device)
+                    if store
+                    else partial(_block, args.direction, W, mask, P)
+                )
+                seconds[dt].append(_once(run, device))
         seconds = {dt: s[1:] for dt, s in seconds.items()}
         rows = []
         for dt in dtypes:
@@ -159,6 +194,11 @@ def main() -> None:
         "--direction", choices=["t2i", "i2t"], default="t2i", help="text->image or image->text"
     )
     parser.add_argument("--no-loop", dest="loop", action="store_false", help="skip timing the per-pair loop")
+    parser.add_argument(
+        "--from-store",
+        action="store_true",
+        help="time the gather of float16 candidate tokens by id and their conversion too, as the engine does",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON line per dtype instead of a table")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -176,6 +216,7 @@ def main() -> None:
         "k": args.k,
         "dim": args.dim,
         "words": args.words,
+        "from_store": args.from_store,
     }
     if args.json:
         for name in args.dtype:
