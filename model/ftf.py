@@ -12,6 +12,10 @@ For one (text, image) pair with word tokens ``W`` (n x d, masked) and patch toke
 Everything is computed for ``Q`` queries x ``K`` candidates at once. Both directions of search use
 the same function: a text query broadcasts ``W`` over its ``K`` image candidates, an image query
 broadcasts ``P`` over its ``K`` caption candidates.
+
+Precision: tokens may be float16 or bfloat16. The products of token sets (``W P^T``, ``a P``, ``W W^T``)
+run in that dtype; softmaxes, norms and means run in float32 (:func:`accumulation_dtype`), and the
+scores (and attention) come back in float32. Padding words never change a score, whatever they hold.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from model.errors import InvalidInputError
 
 DEFAULT_TAU = 0.05
 DEFAULT_LAMBDA = 0.5
+# Applied in the accumulation dtype only: in float16 1e-8 rounds to 0, and 0 / 0 is NaN.
 _EPS = 1e-8
 
 
@@ -43,7 +48,9 @@ class FTFParams:
 
 @dataclass(frozen=True)
 class FTFOutput:
-    """Scores ``[Q, K]``; ``attention`` is ``a_ij`` as ``[Q, K, n, M]`` when requested, else None."""
+    """Scores ``[Q, K]``; ``attention`` is ``a_ij`` as ``[Q, K, n, M]`` when requested, else None.
+
+    All in :func:`accumulation_dtype` of the tokens (float32 for half-precision tokens)."""
 
     fine: torch.Tensor
     s_tv: torch.Tensor
@@ -72,16 +79,25 @@ def interaction(
     """
     _check_inputs(words, word_mask, patches, tau)
     mask = word_mask.to(torch.bool)
-    A = _match(words, patches)  # [Q,K,n,M]
+    acc = accumulation_dtype(words.dtype, patches.dtype)
+    # The GEMM runs in the tokens' dtype; everything after it in ``acc``. Padding rows of A are zeroed
+    # so that garbage in padding words (even inf or NaN products) reaches no reduction: the visual to
+    # text direction multiplies them by a zero weight, and 0 * inf would be NaN.
+    A = _match(words, patches).to(acc).masked_fill(~mask.unsqueeze(-1), 0.0)  # [Q,K,n,M]
     logits = A * (1.0 / tau)
 
     # Text to visual: each word attends over the patches. w_i . vhat_i = sum_j a_ij A_ij, so only the
     # norm of vhat_i needs the [.., n, d] product.
     a = torch.softmax(logits, dim=-1)
-    dot_tv = (a * A).sum(-1)  # [Q,K,n]
-    norms_tv = words.norm(dim=-1).clamp_min(_EPS) * _attended_norm(a, patches).clamp_min(_EPS)
-    maskf = mask.to(dot_tv.dtype)
-    s_tv = (dot_tv / norms_tv * maskf).sum(-1) / maskf.sum(-1)
+    # vhat_i is formed from a rounded to the patches' dtype; the dot takes the same rounded weights, so
+    # the cosine sees one vector and the rounding's change of scale cancels (a no-op in float32).
+    a_low = a.to(patches.dtype)
+    dot_tv = (a_low.to(acc) * A).sum(-1)  # [Q,K,n]
+    word_norm = _norm(words, acc)  # [Qw,Kw,n]
+    norms_tv = word_norm.clamp_min(_EPS) * _attended_norm(a_low, patches, acc).clamp_min(_EPS)
+    # where, not a multiply by the mask: a garbage padding word's norm may be inf, and inf * 0 is NaN.
+    per_word = torch.where(mask, dot_tv / norms_tv, 0.0)
+    s_tv = per_word.sum(-1) / mask.sum(-1).to(acc)
 
     # Visual to text: each patch attends over the valid words only. what_j = sum_i b_ji w_i would be a
     # [Q,K,M,d] tensor; its dot with p_j is sum_i b_ji A_ij and its squared norm is b_j^T (W W^T) b_j,
@@ -89,9 +105,14 @@ def interaction(
     b = torch.softmax(logits.masked_fill(~mask.unsqueeze(-1), float("-inf")), dim=-2)  # [Q,K,n,M]
     bt = b.transpose(-1, -2)  # [Q,K,M,n]
     dot_vt = (b * A).sum(-2)  # [Q,K,M]
-    gram = torch.matmul(words, words.transpose(-1, -2))  # [Qw,Kw,n,n]
+    pair = mask.unsqueeze(-1) & mask.unsqueeze(-2)
+    gram = torch.matmul(words, words.transpose(-1, -2)).to(acc).masked_fill(~pair, 0.0)  # [Qw,Kw,n,n]
+    if words.dtype != acc:
+        # The diagonal |w_i|^2 scales every patch's what_j alike, so its rounding to the tokens' dtype
+        # would not average out over the patches; the float32 norms are already at hand.
+        gram.diagonal(dim1=-2, dim2=-1).copy_(torch.where(mask, word_norm.square(), 0.0))
     what_norm = (torch.matmul(bt, gram) * bt).sum(-1).clamp_min(0).sqrt().clamp_min(_EPS)
-    s_vt = (dot_vt / (patches.norm(dim=-1).clamp_min(_EPS) * what_norm)).mean(-1)  # [Q,K]
+    s_vt = (dot_vt / (_norm(patches, acc).clamp_min(_EPS) * what_norm)).mean(-1)  # [Q,K]
 
     return FTFOutput(
         fine=(s_tv + s_vt) / 2,
@@ -158,17 +179,39 @@ def _match(words: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
     return torch.matmul(words, patches.transpose(-1, -2))
 
 
-def _attended_norm(a: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
-    """``|a_i P|`` as ``[Q,K,n]`` for ``a [Q,K,n,M]``; avoids expanding a shared ``patches``."""
+def _attended_norm(a: torch.Tensor, patches: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
+    """``|a_i P|`` as ``[Q,K,n]`` in ``acc`` for ``a [Q,K,n,M]``; avoids expanding a shared ``patches``.
+
+    The product is as large as ``W P^T``, so it runs in the patches' dtype (``a`` is in it already);
+    only the norm is in ``acc``.
+    """
     Q, K, n, M = a.shape
     Qp, Kp, _, _d = patches.shape
     if Qp == 1 and Kp == K and Q > 1:  # the same candidates for every query
         shared = a.permute(1, 0, 2, 3).reshape(K, Q * n, M) @ patches[0]
-        norm: torch.Tensor = shared.norm(dim=-1).view(K, Q, n).permute(1, 0, 2)
+        norm: torch.Tensor = _norm(shared, acc).view(K, Q, n).permute(1, 0, 2)
     elif Kp == 1 and K > 1 and Qp == Q:  # one image per query, many captions
-        norm = (a.reshape(Q, K * n, M) @ patches[:, 0]).norm(dim=-1).view(Q, K, n)
+        norm = _norm(a.reshape(Q, K * n, M) @ patches[:, 0], acc).view(Q, K, n)
     else:
-        norm = torch.matmul(a, patches).norm(dim=-1)
+        norm = _norm(torch.matmul(a, patches), acc)
+    return norm
+
+
+def accumulation_dtype(*dtypes: torch.dtype) -> torch.dtype:
+    """The dtype the block reduces in: float32 for half-precision tokens, else the tokens' own.
+
+    float16 and bfloat16 lack the range or the precision for norms, softmax sums and means (1e-8
+    is 0 in float16, and bfloat16 keeps 8 bits of a sum over 196 patches), so those run in float32.
+    """
+    acc = torch.float32
+    for dtype in dtypes:
+        acc = torch.promote_types(acc, dtype)
+    return acc
+
+
+def _norm(x: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
+    """L2 norm over the last axis, squared and summed in ``acc`` (a float16 square underflows)."""
+    norm: torch.Tensor = torch.linalg.vector_norm(x, dim=-1, dtype=acc)
     return norm
 
 

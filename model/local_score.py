@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from model.errors import InvalidInputError
-from model.ftf import DEFAULT_TAU, _check_inputs, _match
+from model.ftf import DEFAULT_TAU, _check_inputs, _match, accumulation_dtype
 
 
 def local_score(words: torch.Tensor, word_mask: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
@@ -28,14 +28,18 @@ def local_score(words: torch.Tensor, word_mask: torch.Tensor, patches: torch.Ten
             both the norm and ``n``.
         patches: ``[Qp, Kp, M, d]`` patch tokens.
 
-    Memory: one ``[Q, K, n, M]`` tensor, as in FTF.
+    Memory: one ``[Q, K, n, M]`` tensor, as in FTF. Half-precision tokens give float32 scores: the
+    product runs in their dtype, the sums of squares in float32.
     """
     _check_inputs(words, word_mask, patches, DEFAULT_TAU)  # shapes, sizes, texts with no valid word
     mask = word_mask.to(torch.bool)
-    A = _match(words, patches)  # [Q,K,n,M]
-    sq = (A * A).sum(-1)  # [Q,K,n]
-    sq = sq.masked_fill(~mask, 0.0)  # broadcasts [Qw,Kw,n] over [Q,K,n]
-    n_valid = mask.sum(-1).to(A.dtype)  # [Qw,Kw]
+    acc = accumulation_dtype(words.dtype, patches.dtype)
+    # The product runs in the tokens' dtype, its squares and sums in acc (a float16 square of a
+    # small product underflows, and a bfloat16 sum of n * M squares keeps 8 bits).
+    A = _match(words, patches).to(acc)  # [Q,K,n,M]
+    # where, not a multiply: a garbage padding word may give inf, and inf * 0 is NaN.
+    sq = torch.where(mask, (A * A).sum(-1), 0.0)  # [Q,K,n]
+    n_valid = mask.sum(-1).to(acc)  # [Qw,Kw]
     M = patches.shape[2]
     return sq.sum(-1).sqrt() / (n_valid * M).sqrt()
 

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from model.errors import RsirError
+from model.precision import Precision
 
 if TYPE_CHECKING:
     from index_builder.build import BuildConfig, BuildReport
@@ -41,6 +42,10 @@ CheckpointOpt = Annotated[
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1...")]
+DTYPE_HELP = (
+    "rerank token dtype: auto = float16 on CUDA, float32 on the CPU; softmaxes, norms and means "
+    "run in float32 whichever is chosen"
+)
 
 
 @app.command("eval")
@@ -69,6 +74,7 @@ def eval_cmd(
     tau: Annotated[float, typer.Option(help="FTF softmax temperature")] = 0.05,
     lam: Annotated[float, typer.Option(help="weight of the coarse score in the fused score")] = 0.5,
     device: DeviceOpt = "auto",
+    dtype: Annotated[Precision, typer.Option(help=DTYPE_HELP)] = Precision.AUTO,
     batch_size: Annotated[int, typer.Option(help="images/texts per encoder forward pass")] = 64,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
     tie_orders: Annotated[
@@ -100,7 +106,9 @@ def eval_cmd(
             "reorders the captions of an embedded --dataset; not with --index", param_hint="--tie-orders"
         )
     encoder = _encoder(model, checkpoint, device, batch_size)
-    config = EngineConfig(ftf=FTFParams(tau=tau, lam=lam), device=device, max_recall_k=max(1000, recall_k))
+    config = EngineConfig(
+        ftf=FTFParams(tau=tau, lam=lam), device=device, dtype=dtype, max_recall_k=max(1000, recall_k)
+    )
     if index is not None:
         loaded = load_index(index, encoder.describe())
         engine = SearchEngine.from_index(loaded, encoder, config)
@@ -484,16 +492,24 @@ def serve_cmd(
     redis_url: Annotated[
         str | None, typer.Option(help="redis://host:port/db for the shared cache (default: in-process LRU)")
     ] = None,
+    dtype: Annotated[Precision | None, typer.Option(help=f"{DTYPE_HELP} (default: RSIR_DTYPE, auto)")] = None,
 ) -> None:
     """Serve an index over HTTP. Every setting also reads RSIR_* environment variables."""
     import uvicorn
+    from pydantic import ValidationError
 
     from service.app import create_app
     from service.logs import configure_logging
     from service.settings import Settings
 
-    given = {"index": index, "host": host, "port": port, "redis_url": redis_url}
-    settings = Settings(**{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
+    given = {"index": index, "host": host, "port": port, "redis_url": redis_url, "dtype": dtype}
+    try:
+        settings = Settings(**{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
+    except ValidationError as exc:
+        for e in exc.errors():
+            name = "RSIR_" + "_".join(str(part) for part in e["loc"]).upper()
+            _err.print(f"[bold red]error:[/] {name}={e.get('input')!r}: {e['msg']}", soft_wrap=True)
+        raise typer.Exit(2) from None
     configure_logging(settings.log_level, settings.log_json)
     url = f"http://{settings.host}:{settings.port}"
     _err.print(f"rsir: serving {settings.index} on {url}  (API docs: {url}/docs)")

@@ -22,6 +22,7 @@ from model import ftf, local_score
 from model.encoders import ClipEncoder, resolve_device
 from model.errors import InvalidInputError
 from model.features import ImageFeatures, TextFeatures
+from model.precision import Precision, resolve_dtype
 from search import ppsr, sar
 from search.extras import HashHeads, SideExtras
 from search.gallery import Gallery
@@ -55,6 +56,9 @@ class EngineConfig:
     # the subset), which is also cheaper than an ID-selector scan of an approximate index.
     exact_filter_max: int = 50_000
     device: str = "auto"
+    # The rerank's token dtype (auto: float16 on CUDA, float32 on the CPU). Scores are float32 in
+    # every dtype: the block reduces in float32 (model/ftf.py), and the coarse score never leaves it.
+    dtype: Precision = Precision.AUTO
     # iEBAKER's local score fusion: w * coarse + (1 - w) * s_l (the paper's 0.6 / 0.4 split).
     local_weight: float = 0.6
     # SAR's soft form: s + w * exp(-0.05 * rho).
@@ -133,7 +137,7 @@ class SearchEngine:
         self.hash_heads = hash_heads
         self.config = config
         self.device = resolve_device(config.device)
-        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self.dtype = resolve_dtype(config.dtype, self.device)
         self.image_recall = image_recall or DenseRecall(gallery.vectors)
         has_captions = gallery.captions is not None and len(gallery.captions.texts) > 0
         self.caption_recall = caption_recall or (
@@ -271,7 +275,7 @@ class SearchEngine:
             self.check_options(o)
 
         def run(rows: list[int], mode: str) -> list[SearchResult]:
-            q = feats.select(torch.as_tensor(rows)).to(self.device, self.dtype)
+            q = self._text_on_device(feats.select(torch.as_tensor(rows)))
             opts = [options[r] for r in rows]
             return self._exhaustive(q, None, opts) if mode == "exhaustive" else self._two_stage(q, None, opts)
 
@@ -288,8 +292,10 @@ class SearchEngine:
 
         def run(rows: list[int], mode: str) -> list[SearchResult]:
             index = torch.as_tensor(rows)
-            q = ImageFeatures(feats.vectors[index], feats.patches[index], feats.grid).to(
-                self.device, self.dtype
+            q = ImageFeatures(
+                feats.vectors[index].to(self.device, torch.float32),
+                feats.patches[index].to(self.device, self.dtype),
+                feats.grid,
             )
             opts = [options[r] for r in rows]
             if mode == "image":
@@ -306,7 +312,7 @@ class SearchEngine:
             )
         if not query.strip():
             raise InvalidInputError("query is empty")
-        text = self._require_encoder().encode_texts([query]).to(self.device, self.dtype)
+        text = self._text_on_device(self._require_encoder().encode_texts([query]))
         out = self._score(text, None, np.asarray([[index]], np.int64), return_attention=True)
         maps: NDArray[np.float32] = self._attention_maps(_present(out.attention)[0], text.mask[0])[0]
         return maps
@@ -519,7 +525,7 @@ class SearchEngine:
         explain = any(o.explain for o in options) and text is not None and rerank == "ftf"
         fine: torch.Tensor | None = None
         attention: torch.Tensor | None = None
-        coarse = torch.from_numpy(coarse_np).to(self.device, self.dtype).clamp_min(-4.0)
+        coarse = torch.from_numpy(coarse_np).to(self.device).clamp_min(-4.0)
         if rerank == "ftf":
             out = self._score(text, image, np.maximum(ids_np, 0), return_attention=explain)
             fine, attention = out.fine, out.attention
@@ -665,8 +671,18 @@ class SearchEngine:
 
     # -- helpers ------------------------------------------------------------------------------------
     def _gallery_vectors(self, index: NDArray[np.int64], captions: bool) -> torch.Tensor:
+        """Global vectors in float32 whatever the rerank's dtype: the coarse score is a cosine that
+        the fusion adds to the fine one, and a float16 cosine would round it to 2^-11 (bfloat16: 2^-8)."""
         source = _present(self.gallery.captions).vectors if captions else self.gallery.vectors
-        return self._to_device(source[index])
+        return torch.from_numpy(np.asarray(source[index], np.float32)).to(self.device)
+
+    def _text_on_device(self, feats: TextFeatures) -> TextFeatures:
+        """Tokens in the rerank's dtype; the global vectors stay float32 for recall and the coarse score."""
+        return TextFeatures(
+            feats.vectors.to(self.device, torch.float32),
+            feats.tokens.to(self.device, self.dtype),
+            feats.mask.to(self.device),
+        )
 
     def _to_device(self, array: NDArray[np.generic]) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array)).to(self.device, self.dtype)

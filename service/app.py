@@ -42,6 +42,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         max_k=max(settings.max_k, settings.max_recall_k),
         query_batch=max(settings.batch_max, 1),
         device=settings.device,
+        dtype=settings.dtype,
         nprobe=settings.nprobe,
     )
 

@@ -14,6 +14,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model.encoders import DEFAULT_ARCH
+from model.precision import Precision
 
 
 class Settings(BaseSettings):
@@ -24,6 +25,9 @@ class Settings(BaseSettings):
     model: str = DEFAULT_ARCH
     checkpoint: Path | None = None
     device: str = "auto"
+    dtype: Precision = Field(
+        Precision.AUTO, description="rerank token dtype: auto (float16 on CUDA, float32 on CPU) or a dtype"
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     index_poll_s: float = Field(2.0, ge=0, description="how often CURRENT is checked; 0 = never")

@@ -96,3 +96,29 @@ def test_errors() -> None:
         text_to_image_local(words, mask, patches)
     with pytest.raises(InvalidInputError, match=r"\[Q,M,d\]"):
         image_to_text_local(patches, words, mask)
+
+
+@pytest.mark.parametrize("fill", [0.0, 1e4, float("nan")])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(("w_lead", "p_lead", "M"), [((2, 1), (2, 3), 49), ((2, 3), (2, 1), 196)])
+def test_half_precision_within_one_rounding(
+    w_lead: tuple[int, int], p_lead: tuple[int, int], M: int, dtype: torch.dtype, fill: float
+) -> None:
+    # Each entry of C = W P^T is rounded once to the dtype (relative error <= u = eps/2) and the rest
+    # runs in float32, so ||C||_F, hence s_l, is within a relative u of the float64 value on the same
+    # (rounded) tokens. Padding rows hold `fill`: 1e4 overflows float16 products to inf.
+    gen = torch.Generator().manual_seed(M)
+    n, d = 8, 128
+    words = torch.nn.functional.normalize(torch.randn(*w_lead, n, d, generator=gen) + 1.0, dim=-1).to(dtype)
+    mask = _mask((*w_lead, n), gen)
+    words = words.masked_fill(~mask.unsqueeze(-1), fill)
+    patches = torch.nn.functional.normalize(torch.randn(*p_lead, M, d, generator=gen) + 1.0, dim=-1).to(dtype)
+    out = local_score(words, mask, patches)
+    assert out.dtype == torch.float32 and bool(torch.isfinite(out).all())
+    u = float(torch.finfo(dtype).eps) / 2
+    for q in range(out.shape[0]):
+        for k in range(out.shape[1]):
+            wq, wk = min(q, w_lead[0] - 1), min(k, w_lead[1] - 1)
+            pq, pk = min(q, p_lead[0] - 1), min(k, p_lead[1] - 1)
+            ref = naive_pair(words[wq, wk].double(), mask[wq, wk], patches[pq, pk].double())
+            assert float(out[q, k]) == pytest.approx(ref, rel=u, abs=0), (q, k, dtype)

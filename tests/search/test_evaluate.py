@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -191,3 +192,20 @@ def test_rsir_eval_tie_orders(tmp_path: Path) -> None:
     assert spread["mean"]["t2i_r1"] == pytest.approx(out["t2i_r1"]) and spread["sd"]["t2i_r1"] == 0
     result = CliRunner().invoke(app, ["eval", "--index", str(tmp_path), "--tie-orders", "2"])
     assert result.exit_code == 2 and "not with --index" in result.output
+
+
+def test_rsir_eval_dtype_reaches_the_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dataset = _tiny_dataset(tmp_path)
+    seen: list[torch.dtype] = []
+    original = SearchEngine.__init__
+
+    def spy(self: SearchEngine, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        seen.append(self.dtype)
+
+    monkeypatch.setattr(SearchEngine, "__init__", spy)
+    half = _run_eval("--dataset", str(dataset), "--rerank", "ftf", "--dtype", "bfloat16")
+    assert seen == [torch.bfloat16]
+    assert half["t2i_r5"] == half["t2i_r10"] == 100.0  # 5 images: as in float32, every caption's image
+    bad = CliRunner().invoke(app, ["eval", "--dataset", str(dataset), "--dtype", "fp8"])
+    assert bad.exit_code == 2 and "fp8" in bad.output and "bfloat16" in bad.output
