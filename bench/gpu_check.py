@@ -177,8 +177,9 @@ def topk(index_path: Path, n_queries: int, target: str | None) -> dict[str, Any]
     image_rows = np.sort(rng.choice(len(gallery), n_queries, replace=False)).astype(np.int64)
     texts = gallery.caption_features(text_rows)
     images = gallery.image_features(image_rows)
-    text_opts = [QueryOptions(k=10, rerank="ftf")] * n_queries
-    image_opts = [QueryOptions(k=10, rerank="ftf", target="captions")] * n_queries
+    # k = 11: the 11th score says whether the 10th hit's place was a near-tie.
+    text_opts = [QueryOptions(k=11, rerank="ftf")] * n_queries
+    image_opts = [QueryOptions(k=11, rerank="ftf", target="captions")] * n_queries
 
     def run(device: str, dtype: str) -> tuple[list[Any], list[Any], float]:
         engine = SearchEngine.from_index(loaded, None, _engine_config(device, dtype))
@@ -201,36 +202,47 @@ def topk(index_path: Path, n_queries: int, target: str | None) -> dict[str, Any]
     return out
 
 
-def compare_lists(reference: list[Any], other: list[Any], resolution: float) -> dict[str, int]:
-    """Equal top-10 id lists; where they differ, whether every swapped pair is a near-tie in the
-    reference (scores within ``resolution`` of each other, relative to their size)."""
-    equal = near_tie = differ = dropped = 0
-    for ref, got in zip(reference, other, strict=True):
-        ref_ids = [h.index for h in ref.hits]
-        got_ids = [h.index for h in got.hits]
+def compare_lists(reference: list[Any], other: list[Any], resolution: float, k: int = 10) -> dict[str, Any]:
+    """Equal top-``k`` id lists; where they differ, whether the reference's scores from the first
+    difference down (the ``k + 1``-th included) hold a near-tie: a gap within ``resolution``."""
+    equal = near_tie = dropped = 0
+    differ: list[dict[str, Any]] = []
+    for q, (ref, got) in enumerate(zip(reference, other, strict=True)):
+        ref_ids = [h.index for h in ref.hits[:k]]
+        got_ids = [h.index for h in got.hits[:k]]
         dropped += len(ref_ids) - len(got_ids)
         if ref_ids == got_ids:
             equal += 1
             continue
-        scores = sorted((h.score for h in ref.hits), reverse=True)
+        scores = [h.score for h in ref.hits]
         gaps = [a - b for a, b in itertools.pairwise(scores)]
         first = next(i for i, (a, b) in enumerate(zip(ref_ids, got_ids, strict=False)) if a != b)
-        tie = any(g <= resolution * max(1.0, abs(scores[first])) for g in gaps[max(0, first - 1) :])
-        near_tie += tie
-        differ += not tie
-    return {"equal": equal, "differ_at_near_tie": near_tie, "differ": differ, "hits_dropped": dropped}
+        if any(g <= resolution * max(1.0, abs(scores[first])) for g in gaps[max(0, first - 1) :]):
+            near_tie += 1
+        else:
+            differ.append({"query": q, "rank": first, "reference": ref_ids, "got": got_ids, "gaps": gaps})
+    return {
+        "equal": equal,
+        "differ_at_near_tie": near_tie,
+        "differ": len(differ),
+        "hits_dropped": dropped,
+        "differences": differ[:5],
+    }
 
 
 def rerank(target: str | None) -> dict[str, Any]:
     """FTF pairs/s at K = 100 (ViT-B/32 shapes) on the GPU, float16 against float32."""
     if target is None:
         return {"gpu": None}
-    out: dict[str, Any] = {}
-    for dtype in ("float16", "float32"):
-        proc = _run([sys.executable, "-m", "bench.ftf_throughput", "--device", target, "--dtype", dtype,
-                     "--candidates", "100", "--json"])  # fmt: skip
-        line = [s for s in proc.stdout.splitlines() if s.startswith("{")][-1]
-        out[dtype] = json.loads(line)
+    # Both dtypes in one run, timed in alternation, so their ratio is not a drift between two runs.
+    args = ["--dtype", "float16", "float32", "--k", "100", "--patches", "49", "196", "--no-loop", "--json"]
+    proc = _run([sys.executable, "-m", "bench.ftf_throughput", "--device", target, *args])
+    out = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            row = json.loads(line)
+            out[row["dtype"]] = row
+    out["float16_over_float32"] = round(out["float16"]["pairs_per_s"] / out["float32"]["pairs_per_s"], 2)
     return out
 
 
@@ -319,9 +331,10 @@ def _demo_queries(index_path: Path) -> list[str]:
 
 
 def _engine_config(device: str, dtype: str) -> Any:
+    from model.precision import parse_precision
     from search.engine import EngineConfig
 
-    return EngineConfig(device=device, dtype=dtype)  # type: ignore[call-arg]
+    return EngineConfig(device=device, dtype=parse_precision(dtype))
 
 
 def _wait_ready(url: str, server: subprocess.Popen[str], log: Path, timeout: float) -> None:
