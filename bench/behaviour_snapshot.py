@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from index_builder.build import BuildConfig, build
+from index_builder.build import build
+from index_builder.config import BuildConfig
 from model.encoders import DEFAULT_ARCH, ClipEncoder, EncoderConfig, default_checkpoint
 from model.errors import InvalidInputError
 from search.engine import EngineConfig, QueryOptions, SearchEngine, SearchResult

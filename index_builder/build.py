@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from rich.progress import (
     BarColumn,
@@ -38,14 +38,14 @@ from rich.text import Text
 
 from index_builder import shards
 from index_builder.assemble import assemble
+from index_builder.config import BuildConfig
 from index_builder.embed import ShardAccumulator, decode_batches, shard_batches
 from index_builder.extras import write_extras
 from index_builder.metadata import read_metadata
-from index_builder.progress import ProgressLog
+from index_builder.progress import progress_log
 from index_builder.sources import ArchiveItem, scan_archive
 from model.encoders import ClipEncoder, default_hash_heads
 from model.errors import DatasetError, InvalidInputError
-from model.images import DEFAULT_MAX_PIXELS
 from search.atomic import write_text
 from search.index_dir import (
     LoadedIndex,
@@ -68,43 +68,8 @@ from search.originals import (
     write_sources,
 )
 from search.recall import check_factory
-from search.token_store import CODECS, Codec
 
-Engine = Literal["local", "ray"]
 WORK = ".work"
-
-
-@dataclass(frozen=True)
-class BuildConfig:
-    """How to build; the shard size and batch size are part of a plan (they fix the float results)."""
-
-    shard_size: int = 1024
-    batch_size: int = 64
-    workers: int = 2
-    token_codec: Codec = "fp16"
-    factory: str = "auto"
-    split: str | None = None
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    engine: Engine = "local"
-    ray_actors: int = 2
-    progress: bool = True  # a progress bar (a person at a terminal)
-    # Without the bar: a structured progress line on stderr every this many seconds (None: none), so
-    # that `kubectl logs` of an hour-long build says how far it is (index_builder/progress.py).
-    progress_log_s: float | None = None
-    # CFITR hash heads for this encoder (None: the shipped ones when the shipped model runs, else none).
-    hash_heads: Path | None = None
-    stop_after_shards: int | None = None  # testing aid: behave like a job killed after N shards
-    # What sources.json paths are relative to (None: the archive folder, or the folder holding the
-    # archive file); the server resolves them against RSIR_ARCHIVE_ROOT, the same folder mounted there.
-    archive_root: Path | None = None
-
-    def __post_init__(self) -> None:
-        if self.shard_size < 1 or self.batch_size < 1 or self.workers < 0:
-            raise InvalidInputError("shard_size and batch_size must be >= 1 and workers >= 0")
-        if self.token_codec not in CODECS:
-            raise InvalidInputError(f"token codec must be one of {CODECS}, got {self.token_codec!r}")
-        if self.engine not in ("local", "ray"):
-            raise InvalidInputError(f"engine must be 'local' or 'ray', got {self.engine!r}")
 
 
 @dataclass
@@ -330,12 +295,6 @@ def _embed_local(
             shards.write_shard(work, number, acc.finish())
     if log is not None:
         log.close()
-
-
-def progress_log(config: BuildConfig, total: int) -> ProgressLog | None:
-    if config.progress or config.progress_log_s is None:
-        return None
-    return ProgressLog(total, config.progress_log_s)
 
 
 def _plan_config(config: BuildConfig) -> dict[str, Any]:

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
+from index_builder.config import BuildConfig
+
 
 class ProgressLog:
     def __init__(
@@ -63,3 +65,9 @@ class ProgressLog:
         }
         self.stream.write(json.dumps(line) + "\n")
         self.stream.flush()
+
+
+def progress_log(config: BuildConfig, total: int) -> ProgressLog | None:
+    if config.progress or config.progress_log_s is None:
+        return None
+    return ProgressLog(total, config.progress_log_s)

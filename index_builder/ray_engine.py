@@ -23,12 +23,13 @@ import torch
 
 from index_builder import shards
 from index_builder.embed import DecodeDataset, ShardAccumulator, shard_batches
+from index_builder.progress import progress_log
 from index_builder.sources import ArchiveItem
 from model.encoders import ClipEncoder, EncoderConfig
 from model.errors import RsirError
 
 if TYPE_CHECKING:
-    from index_builder.build import BuildConfig
+    from index_builder.config import BuildConfig
 
 
 class ShardEmbedder:
@@ -116,8 +117,6 @@ def embed_with_ray(
         num_gpus=1 if gpus else 0,
         num_cpus=1,
     )
-    from index_builder.build import progress_log
-
     log = progress_log(config, sum(bounds[n][1] - bounds[n][0] for n in pending))
     embedded = 0
     for row in done.iter_rows():

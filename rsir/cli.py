@@ -17,7 +17,8 @@ from model.errors import RsirError
 from model.precision import Precision
 
 if TYPE_CHECKING:
-    from index_builder.build import BuildConfig, BuildReport
+    from index_builder.build import BuildReport
+    from index_builder.config import BuildConfig
     from model.encoders import ClipEncoder
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Remote-sensing image-text retrieval.")
@@ -330,7 +331,7 @@ def _build_options(
     ray_actors: int,
     progress_every: float = 30.0,
 ) -> BuildConfig:
-    from index_builder.build import BuildConfig
+    from index_builder.config import BuildConfig
 
     return BuildConfig(
         shard_size=shard_size,

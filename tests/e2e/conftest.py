@@ -21,7 +21,8 @@ import pytest
 import uvicorn
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
-from index_builder.build import BuildConfig, build
+from index_builder.build import build
+from index_builder.config import BuildConfig
 from model.encoders import DEFAULT_ARCH, ClipEncoder, EncoderConfig, default_checkpoint
 from service.app import create_app
 from service.settings import Settings

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from index_builder.build import BuildConfig, BuildInterruptedError, add, build, delete
+from index_builder.build import BuildInterruptedError, add, build, delete
+from index_builder.config import BuildConfig
 from index_builder.metadata import read_metadata_table
 from model.encoders import ClipEncoder
 from model.errors import InvalidInputError

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from index_builder.build import BuildConfig, add, build, delete
+from index_builder.build import add, build, delete
+from index_builder.config import BuildConfig
 from model.encoders import ClipEncoder
 from search.index_dir import load_index
 from search.originals import (

@@ -10,7 +10,8 @@ import faiss
 import numpy as np
 import pytest
 
-from index_builder.build import BuildConfig, build
+from index_builder.build import build
+from index_builder.config import BuildConfig
 from model.encoders import ClipEncoder
 from search.extras import SGPD_FILES
 from search.index_dir import load_index, resolve_version

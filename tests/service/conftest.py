@@ -28,7 +28,8 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
-from index_builder.build import BuildConfig, build
+from index_builder.build import build
+from index_builder.config import BuildConfig
 from model.encoders import ClipEncoder
 from search.engine import SearchEngine
 from search.index_dir import load_index

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from index_builder.build import BuildConfig, build
+from index_builder.build import build
+from index_builder.config import BuildConfig
 from model.encoders import ClipEncoder
 from tests.service.conftest import ServerFactory, TinyIndex, assert_error, metric
 
