@@ -479,6 +479,7 @@ def serve_cmd(
 
     from service.app import create_app
     from service.logs import configure_logging
+    from service.server import uvicorn_config
     from service.settings import Settings
 
     given = {"index": index, "host": host, "port": port, "redis_url": redis_url}
@@ -490,14 +491,7 @@ def serve_cmd(
         f"  try: curl -s {url}/search/text -H 'content-type: application/json' "
         """-d '{"query": "three planes parked near a terminal", "k": 5}'"""
     )
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,  # the app logs one structured line per request itself
-        timeout_graceful_shutdown=10,
-    )
+    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
 
 
 def _encoder(model: str, checkpoint: Path | None, device: str, batch_size: int) -> ClipEncoder:

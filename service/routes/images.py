@@ -1,34 +1,50 @@
 """``GET /images/{id}`` (the original bytes), ``/thumbnail`` and ``/explain.png`` (the FTF block's
-attention for one query word, drawn over the tile)."""
+attention for one query word, drawn over the tile).
+
+Reading, decoding, drawing and encoding all run on the runtime's image threads, at most
+``image_workers + image_queue`` at once (more get 429): the event loop only awaits them, so
+``/healthz`` stays fast under any image load. Errors name ids, never where the archive lives.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import mimetypes
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
+import numpy as np
+import structlog
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
+from numpy.typing import NDArray
 
 from model.images import decode_image
 from search.originals import OriginalUnavailableError, read_original
 from service.errors import ApiError
 from service.overlay import overlay, to_jpeg, to_png
-from service.routes.admission import admit
+from service.routes.admission import admitted, image_access
 from service.runtime import Runtime, runtime
 from service.schemas import ErrorResponse
 from service.serving_index import ServingIndex
+from service.text import query_problem
 
-router = APIRouter(tags=["images"])
+log = structlog.get_logger(__name__)
+router = APIRouter(tags=["images"], dependencies=[Depends(image_access)])
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (401, 403, 404, 422, 429)
 }
 _IMMUTABLE = "public, max-age=86400"  # an id's bytes never change within an index version
+_TOKEN = Query(None, alias="t", description="signed-URL token from a search result (with API keys on)")
+T = TypeVar("T")
 
 
 @router.get("/images/{image_id:path}/thumbnail", responses=_ERRORS, response_class=Response)
 async def thumbnail(
-    image_id: str, request: Request, size: Annotated[int | None, Query(ge=16, le=1024)] = None
+    image_id: str,
+    request: Request,
+    size: Annotated[int | None, Query(ge=16, le=1024)] = None,
+    t: str | None = _TOKEN,
 ) -> Response:
     """A JPEG of the image scaled to fit ``size`` pixels (default: the server's thumbnail size)."""
     rt = runtime(request)
@@ -37,57 +53,60 @@ async def thumbnail(
     key = ("thumb", index.version, image_id, side)
     data = rt.images.get(key)
     if data is None:
-        image = await _decoded(rt, index, image_id)
-        image.thumbnail((side, side))
-        data = to_jpeg(image)
+        source = _source(index, image_id)
+        limit = rt.settings.max_image_pixels
+        data = await _on_image_thread(rt, lambda: _thumbnail(_read(source, image_id), limit, side))
         rt.images.put(key, data)
-    return Response(data, media_type="image/jpeg", headers={"Cache-Control": _IMMUTABLE})
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": _cache_control(t)})
 
 
-# The overlay runs the model on caller-chosen text, so it passes the same gate as a search.
-@router.get(
-    "/images/{image_id:path}/explain.png",
-    responses=_ERRORS,
-    response_class=Response,
-    dependencies=[Depends(admit)],
-)
+@router.get("/images/{image_id:path}/explain.png", responses=_ERRORS, response_class=Response)
 async def explain_overlay(
     image_id: str,
     request: Request,
     query: Annotated[str, Query(min_length=1, description="the text query")],
     word: Annotated[int, Query(ge=0, description="index of the word piece (see explain.words)")] = 0,
     size: Annotated[int, Query(ge=32, le=1024)] = 256,
+    t: str | None = _TOKEN,
 ) -> Response:
-    """The attention of one query word over the image's patches, as a heatmap PNG."""
+    """The attention of one query word over the image's patches, as a heatmap PNG. It runs the model
+    on caller-chosen text, so it spends quota and a slot of work like a search."""
     rt = runtime(request)
-    if not query.strip() or len(query) > rt.settings.max_query_chars:
-        raise ApiError(
-            422, "invalid_request", f"query: must be 1 to {rt.settings.max_query_chars} characters"
-        )
+    problem = query_problem(query, rt.settings.max_query_chars)
+    if problem is not None:
+        raise ApiError(422, "invalid_request", problem)
     index = rt.holder.current
     position = _position(index, image_id)
     key = ("explain", index.version, image_id, query, word, size)
     data = rt.images.get(key)
     if data is None:
-        loop = asyncio.get_running_loop()
-        maps = await loop.run_in_executor(rt.model_executor, index.engine.explain, query, position)
+        async with admitted(request):
+            loop = asyncio.get_running_loop()
+            maps = await loop.run_in_executor(rt.model_executor, index.engine.explain, query, position)
         if word >= maps.shape[0]:
             raise ApiError(
                 422, "invalid_request", f"word: the query has {maps.shape[0]} word pieces, got {word}"
             )
-        image = await _decoded(rt, index, image_id)
-        data = to_png(overlay(image, maps[word], size))
+        source = _source(index, image_id)
+        limit = rt.settings.max_image_pixels
+        data = await _on_image_thread(rt, lambda: _overlay(_read(source, image_id), limit, maps[word], size))
         rt.images.put(key, data)
-    return Response(data, media_type="image/png", headers={"Cache-Control": _IMMUTABLE})
+    return Response(data, media_type="image/png", headers={"Cache-Control": _cache_control(t)})
 
 
 @router.get("/images/{image_id:path}", responses=_ERRORS, response_class=Response)
-async def original(image_id: str, request: Request) -> Response:
+async def original(image_id: str, request: Request, t: str | None = _TOKEN) -> Response:
     """The image's original bytes, as indexed."""
-    index = runtime(request).holder.current
-    data = await _original_bytes(index, image_id)
+    rt = runtime(request)
+    source = _source(rt.holder.current, image_id)
+    data = await _on_image_thread(rt, lambda: _read(source, image_id))
     media = mimetypes.guess_type(image_id)[0] or "application/octet-stream"
-    return Response(data, media_type=media, headers={"Cache-Control": _IMMUTABLE})
+    return Response(data, media_type=media, headers={"Cache-Control": _cache_control(t)})
+
+
+def _cache_control(token: str | None) -> str:
+    # A signed URL is one key's, for a while: shared caches must not hand it to others.
+    return _IMMUTABLE.replace("public", "private") if token is not None else _IMMUTABLE
 
 
 def _position(index: ServingIndex, image_id: str) -> int:
@@ -97,19 +116,47 @@ def _position(index: ServingIndex, image_id: str) -> int:
     return position
 
 
-async def _original_bytes(index: ServingIndex, image_id: str) -> bytes:
+def _source(index: ServingIndex, image_id: str) -> tuple[str, int | None, int | None]:
     _position(index, image_id)
     source = index.sources.get(image_id)
     if source is None:
         raise ApiError(
             404, "not_found", f"index version {index.version} does not record where {image_id!r} is"
         )
+    return source
+
+
+def _read(source: tuple[str, int | None, int | None], image_id: str) -> bytes:
     try:
-        return await asyncio.to_thread(read_original, source)
+        return read_original(source)
     except (OriginalUnavailableError, OSError) as exc:
-        raise ApiError(404, "not_found", f"the original of {image_id!r} cannot be read: {exc}") from exc
+        # The path and the OS error are the operator's business (logged), not the caller's.
+        log.error("original_unreadable", image_id=image_id, error=f"{type(exc).__name__}: {exc}")
+        raise ApiError(404, "not_found", f"the original of {image_id!r} cannot be read") from exc
 
 
-async def _decoded(rt: Runtime, index: ServingIndex, image_id: str) -> Any:
-    data = await _original_bytes(index, image_id)
-    return await asyncio.to_thread(decode_image, data, rt.settings.max_image_pixels)
+def _thumbnail(data: bytes, max_pixels: int, side: int) -> bytes:
+    image = decode_image(data, max_pixels)
+    image.thumbnail((side, side))
+    return to_jpeg(image)
+
+
+def _overlay(data: bytes, max_pixels: int, attention: NDArray[np.floating], size: int) -> bytes:
+    return to_png(overlay(decode_image(data, max_pixels), attention, size))
+
+
+async def _on_image_thread(rt: Runtime, work: Callable[[], T]) -> T:
+    if rt.image_slots.locked():
+        rt.metrics.rejected.labels("images_busy").inc()
+        raise ApiError(
+            429,
+            "overloaded",
+            "the server is drawing as many images as it may; retry shortly",
+            {"Retry-After": "1"},
+        )
+    async with rt.image_slots:
+        rt.metrics.image_renders.inc()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(rt.image_executor, work)
+        finally:
+            rt.metrics.image_renders.dec()
