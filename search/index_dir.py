@@ -64,7 +64,9 @@ class CorruptIndexError(IndexFormatError):
 
     def __init__(self, folder: Path, file: str, problem: str) -> None:
         super().__init__(f"{folder / file}: {problem}")
-        self.version, self.file, self.problem = folder.name, file, problem
+        self.version, self.file = folder.name, file
+        # Library messages (FAISS's) may quote the path themselves.
+        self.problem = problem.replace(str(folder / file), file).replace(str(folder), folder.name)
 
     @property
     def public(self) -> str:
@@ -200,9 +202,9 @@ def validate_version(folder: Path, check_faiss: bool = True) -> Manifest:
         _npy(folder, "caption_vectors.npy", (m.n_captions, m.dim))
         words = _tokens(folder, "caption_tokens", m.token_codec, m.n_captions, m.dim)
         _npy(folder, "caption_mask.npy", (m.n_captions, words))
-    for name in ("tombstones.json",):
+    for name, kind in (("tombstones.json", list), ("sources.json", dict)):
         if (folder / name).is_file():
-            _json_file(folder, name, list)
+            _json_file(folder, name, kind)
     # The methods' optional arrays: only their integrity is checked here (their shapes are theirs).
     for prefix in ("", "caption_"):
         for name in ("ppsr_rg.npy", "sar_profiles.npy", "hash_codes.npy"):
