@@ -122,7 +122,9 @@ def test_api_keys_and_rate_limit_in_redis(serve: ServerFactory, redis_server: Re
     for _ in range(5):
         assert client.post("/search/text", json=body, headers={"X-API-Key": "unlimited"}).status_code == 200
     assert metric(client, "rsir_rejected_total", "unlimited", reason="rate_limited") == 2
-    assert metric(client, "rsir_rejected_total", "unlimited", reason="missing_api_key") == 3  # search, image, overlay
+    assert (
+        metric(client, "rsir_rejected_total", "unlimited", reason="missing_api_key") == 3
+    )  # search, image, overlay
 
 
 def test_rate_limit_without_redis_counts_in_process(serve: ServerFactory):

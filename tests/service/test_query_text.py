@@ -83,7 +83,9 @@ def test_explain_without_the_ftf_rerank_says_why(client: httpx.Client, rerank: s
     answer = body.json()
     assert all(hit["explain"] is None for hit in answer["results"])
     assert rerank in answer["explain_note"] and "ftf" in answer["explain_note"]
-    ftf = client.post("/search/text", json={"query": "boats", "k": 3, "explain": True, "rerank": "ftf"}).json()
+    ftf = client.post(
+        "/search/text", json={"query": "boats", "k": 3, "explain": True, "rerank": "ftf"}
+    ).json()
     assert ftf.get("explain_note") is None and all(hit["explain"] for hit in ftf["results"])
     plain = client.post("/search/text", json={"query": "boats", "k": 3, "rerank": rerank}).json()
     assert "explain_note" not in plain  # nothing to explain when nothing was asked
