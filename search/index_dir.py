@@ -133,7 +133,10 @@ def resolve_version(path: Path) -> Path:
         return path
     pointer = path / CURRENT
     if pointer.is_file():
-        return path / pointer.read_text(encoding="utf-8").strip()
+        name = pointer.read_text(encoding="utf-8").strip()
+        if not name or name in (".", "..") or "/" in name or "\\" in name:
+            raise IndexFormatError(f"{pointer} names no version ({name!r})")
+        return path / name
     if not path.exists():
         raise IndexFormatError(f"index {path} does not exist")
     raise IndexFormatError(f"{path} is neither an index version (no manifest.json) nor a root (no {CURRENT})")

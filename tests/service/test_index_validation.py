@@ -53,7 +53,7 @@ def _drop_one(doc: object) -> object:
 
 
 # (file named in the error, how it is damaged, a word the problem must contain)
-CORRUPTIONS: dict[str, tuple[str, Callable[[Path], None], str]] = {
+CORRUPTIONS: dict[str, tuple[str, Callable[[Path], object], str]] = {
     "recall.faiss truncated": ("recall.faiss", lambda v: _truncate(v / "recall.faiss"), "FAISS"),
     "recall.faiss garbage": (
         "recall.faiss",
@@ -117,7 +117,9 @@ CORRUPTIONS: dict[str, tuple[str, Callable[[Path], None], str]] = {
 }
 
 
-def _corrupt_copy(tiny_index: TinyIndex, tmp_path: Path, damage: Callable[[Path], None]) -> tuple[Path, Path]:
+def _corrupt_copy(
+    tiny_index: TinyIndex, tmp_path: Path, damage: Callable[[Path], object]
+) -> tuple[Path, Path]:
     root = Path(shutil.copytree(tiny_index.root, tmp_path / "index", symlinks=True))
     version = resolve_version(root)
     damage(version)

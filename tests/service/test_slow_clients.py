@@ -18,7 +18,10 @@ BODY_TIMEOUT_S = 3.0
 HEADER_TIMEOUT_S = 2.0
 
 
-_PART = b'--zz\r\nContent-Disposition: form-data; name="file"; filename="q.png"\r\nContent-Type: image/png\r\n\r\n'
+_PART = (
+    b'--zz\r\nContent-Disposition: form-data; name="file"; filename="q.png"\r\n'
+    b"Content-Type: image/png\r\n\r\n"
+)
 
 
 def _dribble(

@@ -15,6 +15,7 @@ import pytest
 import structlog
 
 from index_builder.build import delete
+from search.atomic import write_text
 from tests.service.conftest import ServerFactory, TinyIndex, metric
 
 WORKERS = 4
@@ -119,7 +120,7 @@ def _broken_copy(root: Path, name: str, damage: str) -> None:
         (target / "manifest.json").write_text(json.dumps(manifest))
     elif damage == "vectors":
         (target / "image_vectors.npy").write_bytes(b"\x93NUMPY garbage")
-    (root / "CURRENT").write_text(name + "\n")
+    write_text(root / "CURRENT", name + "\n")  # atomically, as publishing does
 
 
 @pytest.mark.parametrize("damage", ["missing", "unreadable", "recall", "ids", "encoder", "vectors"])
@@ -178,14 +179,15 @@ def test_a_broken_current_is_logged_once_and_cleared_when_the_served_version_is_
 
     with structlog.testing.capture_logs() as logs:
         if damage == "unreadable":
-            (index_copy / "CURRENT").write_bytes(b"\xff\xfev0042\n")
+            (index_copy / "CURRENT.tmp").write_bytes(b"\xff\xfev0042\n")
+            (index_copy / "CURRENT.tmp").replace(index_copy / "CURRENT")
         else:
             _broken_copy(index_copy, "v0042", damage)
         _wait_for(lambda: last_error() is not None, "the broken CURRENT was never noticed")
         time.sleep(1.0)  # about 50 more polls of the same broken CURRENT
         assert last_error() is not None
         # The operator rolls CURRENT back to the version being served: nothing is wrong any more.
-        (index_copy / "CURRENT").write_text(good + "\n")
+        write_text(index_copy / "CURRENT", good + "\n")
         _wait_for(lambda: last_error() is None, "a stale last_switch_error stayed after the rollback")
     failures = [e for e in logs if e["event"] == "index_switch_failed"]
     assert len(failures) == 1, failures
