@@ -216,6 +216,8 @@ async def _read_image_request(request: Request) -> tuple[ImageSearchOptions, byt
                 fields["filters"] = json.loads(fields["filters"])
             except json.JSONDecodeError as exc:
                 raise ApiError(400, "invalid_json", f"filters: not valid JSON ({exc})") from exc
+            except RecursionError:
+                raise ApiError(400, "invalid_json", "filters: not valid JSON (nested too deeply)") from None
         options = _validate(ImageSearchOptions, fields)
         data = await upload.read()
         return options, data
