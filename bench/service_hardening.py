@@ -6,6 +6,8 @@
 - ``redis``: the latency each text search adds while Redis accepts connections but never answers (a
   local socket that never replies), by request number: before and after the circuit breaker opens,
   against the same server with no Redis configured; with API keys, so the rate limiter asks too.
+- ``sign``: the in-process cost of signing one response's result URLs (10 hits), the work keys add
+  to every answer besides the key check.
 - ``keys``: text-search throughput (closed loop, ``--clients`` threads) with API keys off and on
   (on: the key check, the rate-limit count and the signing of every result URL), for cache hits
   and cache misses.
@@ -13,6 +15,7 @@
     python -m bench.service_hardening --index /tmp/h21/bench-index health [--repo /work/main]
     python -m bench.service_hardening --index /tmp/h21/bench-index redis [--repo /work/main]
     python -m bench.service_hardening --index /tmp/h21/bench-index keys
+    python -m bench.service_hardening --index /tmp/h21/bench-index sign
 
 Prints one JSON object per scenario (and appends it to bench/results/service_hardening.jsonl).
 """
@@ -211,7 +214,11 @@ def _closed_loop(url: str, headers: dict[str, str], queries: str, clients: int, 
     def loop(w: int) -> None:
         with httpx.Client(base_url=url, timeout=60) as c:
             while time.perf_counter() < stop:
-                q = "planes near the terminal" if queries == "hits" else f"unseen {time.perf_counter_ns()} {w}"
+                q = (
+                    "planes near the terminal"
+                    if queries == "hits"
+                    else f"unseen {time.perf_counter_ns()} {w}"
+                )
                 r = c.post("/search/text", json={"query": q, "k": 10}, headers=headers)
                 assert r.status_code == 200, r.text
                 done[w] += 1
@@ -242,6 +249,34 @@ def keys(index: Path, repo: Path, clients: int, seconds: float, rounds: int = 4)
     return out
 
 
+def sign(repeats: int = 20_000) -> dict[str, Any]:
+    from service.signing import UrlSigner, sign_results
+
+    signer = UrlSigner(b"\0" * 32, 900)
+    hits = [
+        {
+            "id": f"images/synth_{i:06d}.png",
+            "image_url": f"/images/images/synth_{i:06d}.png",
+            "thumbnail_url": f"/images/images/synth_{i:06d}.png/thumbnail",
+            "explain": None,
+        }
+        for i in range(10)
+    ]
+    runs = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            sign_results(hits, signer, "0123456789abcdef")
+        runs.append((time.perf_counter() - t0) / repeats)
+    return {
+        "scenario": "sign",
+        "us_per_10_hit_response_best_median": [
+            round(min(runs) * 1e6, 1),
+            round(statistics.median(runs) * 1e6, 1),
+        ],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -250,7 +285,7 @@ def main() -> None:
     parser.add_argument(
         "--repo", type=Path, default=REPO, help="checkout whose code serves (default: this one)"
     )
-    parser.add_argument("scenario", choices=("health", "redis", "keys"))
+    parser.add_argument("scenario", choices=("health", "redis", "keys", "sign"))
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--per-thread", type=int, default=6)
     parser.add_argument("--requests", type=int, default=30)
@@ -261,8 +296,10 @@ def main() -> None:
         result = health(args.index, args.repo, args.threads, args.per_thread)
     elif args.scenario == "redis":
         result = redis(args.index, args.repo, args.requests)
-    else:
+    elif args.scenario == "keys":
         result = keys(args.index, args.repo, args.clients, args.seconds)
+    else:
+        result = sign()
     result["date"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     print(json.dumps(result, indent=1))
     RESULTS.parent.mkdir(exist_ok=True)

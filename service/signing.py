@@ -8,7 +8,6 @@ by every key and outlives any token.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import time
 from typing import Any
@@ -40,7 +39,7 @@ class UrlSigner:
 
     def _sign(self, image_id: str, expires: int, key_id: str) -> str:
         message = f"{image_id}\n{expires}\n{key_id}".encode()
-        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:_SIG_HEX]
+        return hmac.digest(self._secret, message, "sha256").hex()[:_SIG_HEX]
 
 
 def with_token(url: str, token: str) -> str:
