@@ -29,6 +29,8 @@ def with_header_timeout(base: type[asyncio.Protocol], timeout_s: float) -> type[
     """
 
     class HeaderTimeoutProtocol(base):  # type: ignore[valid-type, misc]
+        _header_timer: asyncio.TimerHandle | None = None
+
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)
             self._expect_headers()
@@ -37,14 +39,22 @@ def with_header_timeout(base: type[asyncio.Protocol], timeout_s: float) -> type[
             super().on_response_complete()
             self._expect_headers()
 
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+            super().connection_lost(exc)
+
         def _expect_headers(self) -> None:
+            # One timer per connection: a busy keep-alive connection re-arms it, never piles them up.
+            if self._header_timer is not None:
+                self._header_timer.cancel()
             waiting_on = self.cycle
 
             def expire() -> None:
                 if self.cycle is waiting_on and not self.transport.is_closing():
                     self.transport.close()
 
-            self.loop.call_later(timeout_s, expire)
+            self._header_timer = self.loop.call_later(timeout_s, expire)
 
     return HeaderTimeoutProtocol
 

@@ -78,7 +78,9 @@ class Settings(BaseSettings):
 
     # Hardening: slow clients, a hung Redis, who may see what (see README "Security and limits")
     header_timeout_s: float = Field(10.0, gt=0, description="a request's headers must arrive within")
-    body_timeout_s: float = Field(15.0, gt=0, description="a request's body must arrive within")
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="a request's body must arrive within (16 MiB at ~0.5 MiB/s)"
+    )
     keep_alive_s: float = Field(5.0, gt=0, description="idle keep-alive connections are closed after")
     max_connections: int | None = Field(
         None, ge=1, description="open connections and requests before the server answers 503 (None: no cap)"

@@ -55,7 +55,7 @@ async def thumbnail(
     if data is None:
         source = _source(index, image_id)
         limit = rt.settings.max_image_pixels
-        data = await _on_image_thread(rt, lambda: _thumbnail(_read(source, image_id), limit, side))
+        data = await on_image_thread(rt, lambda: _thumbnail(_read(source, image_id), limit, side))
         rt.images.put(key, data)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": _cache_control(t)})
 
@@ -89,7 +89,7 @@ async def explain_overlay(
             )
         source = _source(index, image_id)
         limit = rt.settings.max_image_pixels
-        data = await _on_image_thread(rt, lambda: _overlay(_read(source, image_id), limit, maps[word], size))
+        data = await on_image_thread(rt, lambda: _overlay(_read(source, image_id), limit, maps[word], size))
         rt.images.put(key, data)
     return Response(data, media_type="image/png", headers={"Cache-Control": _cache_control(t)})
 
@@ -99,7 +99,7 @@ async def original(image_id: str, request: Request, t: str | None = _TOKEN) -> R
     """The image's original bytes, as indexed."""
     rt = runtime(request)
     source = _source(rt.holder.current, image_id)
-    data = await _on_image_thread(rt, lambda: _read(source, image_id))
+    data = await on_image_thread(rt, lambda: _read(source, image_id))
     media = mimetypes.guess_type(image_id)[0] or "application/octet-stream"
     return Response(data, media_type=media, headers={"Cache-Control": _cache_control(t)})
 
@@ -145,7 +145,8 @@ def _overlay(data: bytes, max_pixels: int, attention: NDArray[np.floating], size
     return to_png(overlay(decode_image(data, max_pixels), attention, size))
 
 
-async def _on_image_thread(rt: Runtime, work: Callable[[], T]) -> T:
+async def on_image_thread(rt: Runtime, work: Callable[[], T]) -> T:
+    """``work()`` on the image threads; 429 when as many renders as allowed are running or waiting."""
     if rt.image_slots.locked():
         rt.metrics.rejected.labels("images_busy").inc()
         raise ApiError(

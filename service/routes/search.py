@@ -26,6 +26,7 @@ from search.filters import Filters, filter_mask
 from service.cache import cache_key, normalise_query
 from service.errors import ApiError, validation_message
 from service.routes.admission import admitted, authenticate
+from service.routes.images import on_image_thread
 from service.runtime import Runtime, runtime
 from service.schemas import (
     ErrorResponse,
@@ -241,9 +242,9 @@ async def _read_image_request(request: Request) -> tuple[ImageSearchOptions, byt
 
 
 async def _decode_upload(rt: Runtime, data: bytes) -> Any:
-    """Decoded (a corrupt upload is the caller's 4xx before it costs quota), on the image threads."""
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(rt.image_executor, decode_image, data, rt.settings.max_image_pixels)
+    """Decoded before admission (a corrupt upload is the caller's 4xx and costs no quota), on the
+    image threads and within their bound, so a flood of uploads cannot queue without limit."""
+    return await on_image_thread(rt, lambda: decode_image(data, rt.settings.max_image_pixels))
 
 
 def _validate(model: type[ImageSearchOptions], fields: dict[str, Any]) -> ImageSearchOptions:
