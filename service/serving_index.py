@@ -63,13 +63,13 @@ class IndexHolder:
         self.current = open_serving_index(self.root, encoder, config)
         # Public (shown by /readyz): version and file names, never paths.
         self.last_error: str | None = None
-        self._failed: tuple[str, float] | None = None  # (version, its manifest's mtime) that failed
+        self._failed: tuple[str, tuple[float, int]] | None = None  # (version, its files' state) that failed
 
     async def refresh(self) -> bool:
         """Load and switch to the version ``CURRENT`` names now, if it is a different one.
 
         A problem is logged once, when it first appears (not on every poll), and a version that
-        failed to load is not retried until its manifest changes.
+        failed to load is not retried until one of its files changes.
         """
         try:
             target = resolve_version(self.root)
@@ -79,7 +79,7 @@ class IndexHolder:
         if target.name == self.current.version:
             self._set_error(None)  # served again (e.g. CURRENT rolled back): nothing is wrong now
             return False
-        stamp = (target.name, _mtime(target / "manifest.json"))
+        stamp = (target.name, _fingerprint(target))
         if stamp == self._failed:
             return False
         try:
@@ -110,11 +110,16 @@ class IndexHolder:
             await self.refresh()
 
 
-def _mtime(path: Path) -> float:
+def _fingerprint(folder: Path) -> tuple[float, int]:
+    """(latest modification time, total size) of a version's files: changes when any file does."""
+    latest, total = -1.0, 0
     try:
-        return path.stat().st_mtime
+        for entry in folder.iterdir():
+            stat = entry.stat()
+            latest, total = max(latest, stat.st_mtime), total + stat.st_size
     except OSError:
-        return -1.0
+        pass
+    return latest, total
 
 
 def _public(exc: Exception, version: Path) -> str:

@@ -192,3 +192,15 @@ def test_a_broken_current_is_logged_once_and_cleared_when_the_served_version_is_
     failures = [e for e in logs if e["event"] == "index_switch_failed"]
     assert len(failures) == 1, failures
     assert client.get("/version").json()["index"]["version"] == good
+
+
+def test_a_broken_version_repaired_in_place_is_taken(serve: ServerFactory, index_copy: Path):
+    server = serve(index=index_copy, index_poll_s=0.02)
+    client = server.client()
+    good = client.get("/version").json()["index"]["version"]
+    _broken_copy(index_copy, "v0042", "recall")
+    _wait_for(lambda: client.get("/readyz").json()["index"]["last_switch_error"] is not None, "never noticed")
+    time.sleep(0.3)  # polls of the unchanged broken version: not reloaded, not logged again
+    shutil.copyfile(index_copy / good / "recall.faiss", index_copy / "v0042" / "recall.faiss")
+    _wait_for(lambda: client.get("/version").json()["index"]["version"] == "v0042", "repair never taken")
+    assert client.get("/readyz").json()["index"]["last_switch_error"] is None
