@@ -42,9 +42,7 @@ async def admitted(request: Request) -> AsyncIterator[None]:
     """Spend one of the caller's quota and hold a slot of work in progress for the block."""
     rt = runtime(request)
     identity: Identity = getattr(request.state, "identity", None) or await authenticate(request)
-    refusal = await rt.access.spend(identity)
-    if refusal is not None:
-        raise _refuse(rt, refusal)
+    # The slot first: a request turned away because the server is busy spends no quota either.
     if not rt.inflight.try_enter():
         rt.metrics.rejected.labels("overloaded").inc()
         raise ApiError(
@@ -53,6 +51,14 @@ async def admitted(request: Request) -> AsyncIterator[None]:
             f"the server is at its limit of {rt.inflight.limit} searches in progress; retry shortly",
             {"Retry-After": "1"},
         )
+    try:
+        refusal = await rt.access.spend(identity)
+    except BaseException:
+        rt.inflight.leave()
+        raise
+    if refusal is not None:
+        rt.inflight.leave()
+        raise _refuse(rt, refusal)
     rt.metrics.inflight.inc()
     try:
         yield
