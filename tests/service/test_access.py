@@ -5,6 +5,8 @@ server refuses as invalid spend none of a key's quota."""
 
 from __future__ import annotations
 
+import threading
+import time
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -129,3 +131,32 @@ def test_an_overlay_through_a_signed_url_spends_the_searching_keys_quota(serve: 
     assert_error(client.get(urls[2]), 429, "rate_limited")
     # Thumbnails and originals run no model: they spend nothing.
     assert client.get(hits[0]["thumbnail_url"]).status_code == 200
+
+
+def test_requests_turned_away_as_overloaded_spend_no_quota(serve: ServerFactory):
+    server = serve(api_keys={"two": 2, "free": 0}, max_inflight=1, batch_wait_ms=800)
+    client = server.client()
+    wait_clear_of_minute_boundary(margin_s=10)
+    held: list[httpx.Response] = []
+
+    def hold() -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            held.append(
+                c.post("/search/text", json={"query": "holding the slot"}, headers={"X-API-Key": "free"})
+            )
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    deadline = time.monotonic() + 10
+    while client.get("/readyz").json()["inflight"]["now"] != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    key = {"X-API-Key": "two"}
+    for n in range(3):
+        assert_error(client.post("/search/text", json={"query": f"busy {n}"}, headers=key), 429, "overloaded")
+    holder.join(timeout=30)
+    assert held[0].status_code == 200
+    statuses = [
+        client.post("/search/text", json={"query": f"after {n}"}, headers=key).status_code for n in range(3)
+    ]
+    assert statuses == [200, 200, 429]
