@@ -297,6 +297,7 @@ def _faiss(folder: Path, name: str, n: int, dim: int) -> DenseRecall:
         recall = DenseRecall.load(folder / name)
     except Exception as exc:  # FAISS reports a bad file as RuntimeError with a C++ trace
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first.split("failed: ", 1)[-1]  # FAISS prefixes the C++ function and source line
         raise CorruptIndexError(folder, name, f"not a readable FAISS index ({first})") from None
     if recall.index.ntotal != n or recall.dim != dim:
         raise CorruptIndexError(
