@@ -11,6 +11,7 @@ import numpy as np
 import structlog
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from model.errors import RsirError
@@ -478,9 +479,13 @@ def index_use_cmd(
     index: Annotated[Path, typer.Option(help="index root")],
     version: Annotated[str, typer.Argument(help="version to serve, e.g. v0002 (a rollback is the same)")],
 ) -> None:
-    """Point CURRENT at another complete version."""
-    from search.index_dir import switch_current
+    """Point CURRENT at another complete version, after checking its files against its manifest (a
+    broken version is refused with exit 2, and CURRENT is left as it was)."""
+    from search.index_dir import switch_current, validate_version
 
+    if not (index / version / "manifest.json").is_file():
+        switch_current(index, version)  # raises, listing the versions there are
+    validate_version(index / version)
     switch_current(index, version)
     Console().print(f"{index}: serving {version}")
 
@@ -499,8 +504,10 @@ def serve_cmd(
     import uvicorn
     from pydantic import ValidationError
 
+    from search.index_dir import resolve_version, validate_version
     from service.app import create_app
     from service.logs import configure_logging
+    from service.server import uvicorn_config
     from service.settings import Settings
 
     given = {"index": index, "host": host, "port": port, "redis_url": redis_url, "dtype": dtype}
@@ -511,6 +518,9 @@ def serve_cmd(
             name = "RSIR_" + "_".join(str(part) for part in e["loc"]).upper()
             _err.print(f"[bold red]error:[/] {name}={e.get('input')!r}: {e['msg']}", soft_wrap=True)
         raise typer.Exit(2) from None
+    # Checked here, before the server starts: a corrupt file then ends in one line and exit 2, not
+    # in a traceback from the app's start-up.
+    validate_version(resolve_version(settings.index))
     configure_logging(settings.log_level, settings.log_json)
     url = f"http://{settings.host}:{settings.port}"
     _err.print(f"rsir: serving {settings.index} on {url}  (API docs: {url}/docs)")
@@ -518,14 +528,7 @@ def serve_cmd(
         f"  try: curl -s {url}/search/text -H 'content-type: application/json' "
         """-d '{"query": "three planes parked near a terminal", "k": 5}'"""
     )
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,  # the app logs one structured line per request itself
-        timeout_graceful_shutdown=10,
-    )
+    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
 
 
 def _encoder(model: str, checkpoint: Path | None, device: str, batch_size: int) -> ClipEncoder:
@@ -539,7 +542,8 @@ def main() -> None:
     try:
         app()
     except RsirError as exc:
-        _err.print(f"[bold red]error:[/] {exc}")
+        # One line, as is: no markup parsing of the message, no wrapping at the terminal's width.
+        _err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(2)
 
 

@@ -18,6 +18,10 @@ trains nothing), ``metadata.parquet``, ``skipped.json`` (files the build left ou
 (``{id: [path]}`` or ``{id: [tar_path, offset, size]}``: where each image's original bytes are, so
 they can be served; see :mod:`search.originals`).
 
+:func:`validate_version` checks a version's files against its manifest (presence, JSON, array
+headers, counts, dims and byte sizes; FAISS indexes readable and of the right size) without reading
+the arrays' data, so opening a corrupted copy fails with one line naming the file and the problem.
+
 An index *root* holds versions ``v0001/``, ``v0002/``... and a ``CURRENT`` file naming the served one.
 A version is staged in a hidden folder and renamed into place before ``CURRENT`` is replaced
 (atomically), so a reader never sees a half-written version, and older versions stay loadable.
@@ -26,7 +30,10 @@ A version is staged in a hidden folder and renamed into place before ``CURRENT``
 from __future__ import annotations
 
 import json
+import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,13 +46,31 @@ from search.atomic import save_npy, write_text
 from search.filters import MetadataColumns
 from search.gallery import CaptionStore, Gallery
 from search.recall import DenseRecall
-from search.token_store import Codec, open_tokens, write_tokens
+from search.token_store import CODECS, Codec, open_tokens, write_tokens
 
 FORMAT_VERSION = 1
 
 
 class IndexFormatError(RsirError):
     """An index directory is incomplete, of another format version, or made by another encoder."""
+
+
+class CorruptIndexError(IndexFormatError):
+    """One file of a version is missing, unreadable or disagrees with the manifest.
+
+    ``str()`` names the file by its full path (for the operator's terminal); ``public`` names it by
+    version and file name only (for HTTP answers, which must not say where the index lives).
+    """
+
+    def __init__(self, folder: Path, file: str, problem: str) -> None:
+        super().__init__(f"{folder / file}: {problem}")
+        self.version, self.file = folder.name, file
+        # Library messages (FAISS's) may quote the path themselves.
+        self.problem = problem.replace(str(folder / file), file).replace(str(folder), folder.name)
+
+    @property
+    def public(self) -> str:
+        return f"{self.version}/{self.file}: {self.problem}"
 
 
 @dataclass(frozen=True)
@@ -108,7 +133,10 @@ def resolve_version(path: Path) -> Path:
         return path
     pointer = path / CURRENT
     if pointer.is_file():
-        return path / pointer.read_text(encoding="utf-8").strip()
+        name = pointer.read_text(encoding="utf-8").strip()
+        if not name or name in (".", "..") or "/" in name or "\\" in name:
+            raise IndexFormatError(f"{pointer} names no version ({name!r})")
+        return path / name
     if not path.exists():
         raise IndexFormatError(f"index {path} does not exist")
     raise IndexFormatError(f"{path} is neither an index version (no manifest.json) nor a root (no {CURRENT})")
@@ -143,6 +171,152 @@ def read_tombstones(folder: Path) -> list[str]:
     return list(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else []
 
 
+def validate_version(folder: Path, check_faiss: bool = True) -> Manifest:
+    """Check a version's files against its manifest; :class:`CorruptIndexError` at the first problem.
+
+    Reads JSON files and array headers, never array data; with ``check_faiss`` also reads the FAISS
+    indexes (the one costly step: they are loaded whole).
+    """
+    folder = Path(folder)
+    m = _read_manifest(folder)
+    ids = _json_file(folder, "images.json", list)
+    if len(ids) != m.n_images or not all(isinstance(i, str) for i in ids):
+        raise CorruptIndexError(
+            folder, "images.json", f"{len(ids)} entries, the manifest says {m.n_images} ids"
+        )
+    _npy(folder, "image_vectors.npy", (m.n_images, m.dim))
+    _tokens(folder, "patches", m.token_codec, m.n_images, m.dim)
+    has_captions = (folder / "captions.json").is_file()
+    if m.n_captions and not has_captions:
+        raise CorruptIndexError(
+            folder, "captions.json", f"missing; the manifest says {m.n_captions} captions"
+        )
+    if has_captions:
+        caps = _json_file(folder, "captions.json", dict)
+        texts, owners = caps.get("texts"), caps.get("image_index")
+        if not isinstance(texts, list) or not isinstance(owners, list) or len(texts) != len(owners):
+            raise CorruptIndexError(folder, "captions.json", "needs equal-length lists texts and image_index")
+        if len(texts) != m.n_captions:
+            raise CorruptIndexError(
+                folder, "captions.json", f"{len(texts)} captions, the manifest says {m.n_captions}"
+            )
+        if any(not isinstance(i, int) or not 0 <= i < m.n_images for i in owners):
+            raise CorruptIndexError(folder, "captions.json", f"an image_index outside [0, {m.n_images})")
+        _npy(folder, "caption_vectors.npy", (m.n_captions, m.dim))
+        words = _tokens(folder, "caption_tokens", m.token_codec, m.n_captions, m.dim)
+        _npy(folder, "caption_mask.npy", (m.n_captions, words))
+    for name, kind in (("tombstones.json", list), ("sources.json", dict)):
+        if (folder / name).is_file():
+            _json_file(folder, name, kind)
+    # The methods' optional arrays: only their integrity is checked here (their shapes are theirs).
+    for prefix in ("", "caption_"):
+        for name in ("ppsr_rg.npy", "sar_profiles.npy", "hash_codes.npy"):
+            if (folder / f"{prefix}{name}").is_file():
+                _npy(folder, f"{prefix}{name}", None)
+    if check_faiss:
+        for name, n in (("recall.faiss", m.n_images), ("caption_recall.faiss", m.n_captions)):
+            if (folder / name).is_file():
+                _faiss(folder, name, n, m.dim)
+    return m
+
+
+def _read_manifest(folder: Path) -> Manifest:
+    if not (folder / "manifest.json").is_file():
+        raise IndexFormatError(f"{folder} is not a complete index: no manifest.json")
+    data = _json_file(folder, "manifest.json", dict)
+    if data.get("format_version") != FORMAT_VERSION:
+        raise IndexFormatError(
+            f"{folder}: index format version {data.get('format_version')}, this rsir reads {FORMAT_VERSION}"
+        )
+    try:
+        data["grid"] = tuple(data["grid"])
+        m = Manifest(**data)
+    except (KeyError, TypeError) as exc:
+        raise CorruptIndexError(folder, "manifest.json", f"fields missing or unknown ({exc})") from None
+    counts_ok = all(isinstance(v, int) and v >= 0 for v in (m.n_images, m.n_captions))
+    if not counts_ok or not isinstance(m.dim, int) or m.dim <= 0 or m.token_codec not in CODECS:
+        raise CorruptIndexError(folder, "manifest.json", "counts, dim or token_codec out of range")
+    return m
+
+
+def _json_file(folder: Path, name: str, kind: type) -> Any:
+    path = folder / name
+    if not path.is_file():
+        raise CorruptIndexError(folder, name, "missing")
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise CorruptIndexError(folder, name, f"not valid JSON ({exc})") from None
+    if not isinstance(value, kind):
+        raise CorruptIndexError(folder, name, f"expected a JSON {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _npy(folder: Path, name: str, shape: tuple[int | None, ...] | None) -> tuple[int, ...]:
+    """The array's shape from its header, after checking the file holds exactly that many bytes and
+    (``shape``: ``None`` entries are free) the shape the manifest implies."""
+    path = folder / name
+    if not path.is_file():
+        raise CorruptIndexError(folder, name, "missing")
+    try:
+        with path.open("rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            found, _, dtype = read_header(f)
+            data_at = f.tell()
+    except (ValueError, OSError, EOFError) as exc:
+        raise CorruptIndexError(folder, name, f"not a readable .npy file ({exc})") from None
+    expected = data_at + math.prod(found) * dtype.itemsize
+    size = path.stat().st_size
+    if size != expected:
+        raise CorruptIndexError(
+            folder, name, f"{size} bytes, but its header ({dtype} {list(found)}) needs {expected}: truncated?"
+        )
+    if shape is not None and (
+        len(found) != len(shape) or any(w is not None and w != f for w, f in zip(shape, found, strict=True))
+    ):
+        want = ["*" if w is None else w for w in shape]
+        raise CorruptIndexError(folder, name, f"shape {list(found)}, the manifest implies {want}")
+    return tuple(found)
+
+
+def _tokens(folder: Path, name: str, codec: Codec, n: int, dim: int) -> int:
+    """Check a token array (and its int8 scales); returns its tokens per item."""
+    shape = _npy(folder, f"{name}.{codec}.npy", (n, None, dim))
+    if codec == "int8":
+        _npy(folder, f"{name}.scale.npy", shape[:2])
+    return shape[1]
+
+
+def _faiss(folder: Path, name: str, n: int, dim: int) -> DenseRecall:
+    try:
+        recall = DenseRecall.load(folder / name)
+    except Exception as exc:  # FAISS reports a bad file as RuntimeError with a C++ trace
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first.split("failed: ", 1)[-1]  # FAISS prefixes the C++ function and source line
+        raise CorruptIndexError(folder, name, f"not a readable FAISS index ({first})") from None
+    if recall.index.ntotal != n or recall.dim != dim:
+        raise CorruptIndexError(
+            folder, name, f"{recall.index.ntotal} vectors of dim {recall.dim}, the manifest says {n} of {dim}"
+        )
+    return recall
+
+
+@contextmanager
+def _reading(folder: Path, name: str) -> Iterator[None]:
+    """Whatever a loader raises about a file that passed validation still names that file."""
+    try:
+        yield
+    except IndexFormatError:
+        raise
+    except Exception as exc:
+        raise CorruptIndexError(folder, name, f"cannot be read ({type(exc).__name__}: {exc})") from exc
+
+
 def load_index(
     path: Path, expect_encoder: dict[str, Any] | None = None, with_sgpd: bool = True
 ) -> LoadedIndex:
@@ -153,14 +327,19 @@ def load_index(
     from search.metadata_io import load_metadata
 
     folder = resolve_version(path)
+    validate_version(folder, check_faiss=False)  # FAISS files are checked as they load, below
     gallery, manifest = load_gallery(folder, expect_encoder)
-    image_recall = DenseRecall.load(folder / "recall.faiss") if (folder / "recall.faiss").is_file() else None
-    caption_file = folder / "caption_recall.faiss"
-    caption_recall = DenseRecall.load(caption_file) if caption_file.is_file() else None
+    recalls: dict[str, DenseRecall | None] = {}
+    for name, n in (("recall.faiss", manifest.n_images), ("caption_recall.faiss", manifest.n_captions)):
+        recalls[name] = _faiss(folder, name, n, manifest.dim) if (folder / name).is_file() else None
+    image_recall, caption_recall = recalls["recall.faiss"], recalls["caption_recall.faiss"]
     position = {ident: i for i, ident in enumerate(gallery.ids)}
-    deleted = np.asarray(sorted(position[i] for i in read_tombstones(folder) if i in position), np.int64)
-    metadata = load_metadata(folder, len(gallery.ids))
-    extras, heads = load_extras(folder, gallery, with_sgpd)
+    with _reading(folder, "tombstones.json"):
+        deleted = np.asarray(sorted(position[i] for i in read_tombstones(folder) if i in position), np.int64)
+    with _reading(folder, "metadata.parquet"):
+        metadata = load_metadata(folder, len(gallery.ids))
+    with _reading(folder, "method arrays (ppsr/sar/hash)"):
+        extras, heads = load_extras(folder, gallery, with_sgpd)
     return LoadedIndex(
         folder, gallery, manifest, image_recall, caption_recall, deleted, metadata, extras, heads
     )

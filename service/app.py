@@ -101,7 +101,12 @@ def create_app(settings: Settings, encoder: ClipEncoder | None = None) -> FastAP
         # The page is the router's fallback, not a mount at "/": a mount matches every path, so it
         # would turn a wrong method on an API route (GET /search/text) into the page's 404, not a 405.
         app.router.default = StaticFiles(directory=str(static), html=True)
-    app.add_middleware(RequestContext, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContext,
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+    )
     _document_hand_parsed_bodies(app)
     return app
 

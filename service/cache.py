@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 import structlog
 
+from service.breaker import CircuitBreaker
 from service.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -83,43 +84,67 @@ class LRUCache:
 
 
 class RedisCache:
-    """Redis with bounded timeouts; never raises to the caller."""
+    """Redis with bounded timeouts behind a circuit breaker; never raises to the caller. While the
+    breaker is open, lookups skip Redis at once (counted as ``skipped``)."""
 
     kind = "redis"
 
-    def __init__(self, url: str, ttl_s: int, timeout_ms: float, metrics: Metrics) -> None:
+    def __init__(
+        self, url: str, ttl_s: int, timeout_ms: float, metrics: Metrics, breaker: CircuitBreaker | None = None
+    ) -> None:
         timeout = timeout_ms / 1000.0
         self.client = aioredis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False
         )
         self.ttl_s = ttl_s
         self.metrics = metrics
+        self.breaker = breaker
         self.enabled = True
 
     async def get(self, key: str) -> bytes | None:
+        if self.breaker is not None and not self.breaker.allow():
+            self.metrics.cache.labels("skipped").inc()
+            return None
         try:
             value: bytes | None = await self.client.get(key)
         except (aioredis.RedisError, OSError) as exc:
             self._failed("get", exc)
             return None
+        self._succeeded()
         self.metrics.cache.labels("hit" if value is not None else "miss").inc()
         return value
 
     async def set(self, key: str, value: bytes) -> None:
+        if self.breaker is not None and not self.breaker.allow():
+            return
         try:
             await self.client.set(key, value, ex=self.ttl_s)
         except (aioredis.RedisError, OSError) as exc:
             self._failed("set", exc)
+            return
+        self._succeeded()
 
     async def ping(self) -> bool:
+        if self.breaker is not None and not self.breaker.allow():
+            return False  # the breaker's own probe is what finds Redis back
         try:
             return bool(await self.client.ping())  # type: ignore[misc]
         except (aioredis.RedisError, OSError):
             return False
 
+    async def probe(self) -> bool:
+        """A ping that ignores the breaker (the breaker's own probe)."""
+        return bool(await self.client.ping())  # type: ignore[misc]
+
     async def close(self) -> None:
         await self.client.aclose()
 
+    def _succeeded(self) -> None:
+        if self.breaker is not None:
+            self.breaker.success()
+
     def _failed(self, op: str, exc: Exception) -> None:
         self.metrics.cache.labels("error").inc()
+        if self.breaker is not None:
+            self.breaker.failure()
         log.warning("cache_unavailable", op=op, error=f"{type(exc).__name__}: {exc}")

@@ -32,6 +32,18 @@ class BodyTooLargeError(StarletteHTTPException):
         super().__init__(413, f"request body over the limit of {limit} bytes")
 
 
+class BodyTimeoutError(StarletteHTTPException):
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(
+            408, f"the request body did not arrive within {timeout_s:g} s", headers={"Connection": "close"}
+        )
+
+
+# FastAPI's answer when parsing a JSON body raises anything but a JSONDecodeError (e.g. the
+# RecursionError of deeply nested arrays): the body is still not JSON this server can read.
+_FASTAPI_BODY_ERROR = "There was an error parsing the body"
+
+
 def error_response(
     request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -85,9 +97,14 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == _FASTAPI_BODY_ERROR:
+            cause = exc.__cause__
+            why = "nested too deeply" if isinstance(cause, RecursionError) else type(cause).__name__
+            return error_response(request, 400, "invalid_json", f"the request body is not valid JSON ({why})")
         codes = {
             404: "not_found",
             405: "method_not_allowed",
+            408: "request_timeout",
             413: "body_too_large",
             415: "unsupported_media_type",
         }

@@ -56,3 +56,9 @@ class Metrics:
         self.index_switches = Counter(
             "rsir_index_switches", "index versions switched to while serving", registry=r
         )
+        self.redis_breaker_open = Gauge(
+            "rsir_redis_breaker_open", "1 while Redis is skipped after consecutive failures", registry=r
+        )
+        self.image_renders = Gauge(
+            "rsir_image_renders", "thumbnails and overlays being drawn or waiting for a thread", registry=r
+        )

@@ -1,7 +1,10 @@
-"""ASGI middleware: request ids, one structured log line per request, metrics, body size limit."""
+"""ASGI middleware: request ids, one structured log line per request, metrics, body size and time
+limits (a body must be whole within ``body_timeout_s`` of the request's start: a client dribbling
+bytes holds a connection, never a slot of model work, and not for long)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -10,7 +13,7 @@ import uuid
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import BodyTooLargeError
+from service.errors import BodyTimeoutError, BodyTooLargeError
 from service.metrics import Metrics
 
 log = structlog.get_logger("rsir.access")
@@ -18,10 +21,11 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class RequestContext:
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, body_timeout_s: float) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -48,7 +52,8 @@ class RequestContext:
             if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
                 await _reject_too_large(send_wrapped, request_id, self.max_body_bytes)
                 return
-            await self.app(scope, _limited(receive, self.max_body_bytes), send_wrapped)
+            guarded = _limited(receive, self.max_body_bytes, self.body_timeout_s)
+            await self.app(scope, guarded, send_wrapped)
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
@@ -66,17 +71,30 @@ class RequestContext:
             structlog.contextvars.unbind_contextvars("request_id")
 
 
-def _limited(receive: Receive, limit: int) -> Receive:
-    """Counts a streamed (chunked) body as it arrives: no Content-Length does not mean no limit."""
+def _limited(receive: Receive, limit: int, timeout_s: float) -> Receive:
+    """Counts a streamed (chunked) body as it arrives (no Content-Length does not mean no limit) and
+    bounds the time it takes; once the body is whole, later receives (a streaming response waiting
+    for the client's disconnect) pass through untimed."""
     seen = 0
+    whole = False
+    deadline = asyncio.get_running_loop().time() + timeout_s
 
     async def wrapped() -> Message:
-        nonlocal seen
-        message = await receive()
+        nonlocal seen, whole
+        if whole:
+            return await receive()
+        left = deadline - asyncio.get_running_loop().time()
+        try:
+            message = await asyncio.wait_for(receive(), max(left, 0.0))
+        except TimeoutError:
+            raise BodyTimeoutError(timeout_s) from None
         if message["type"] == "http.request":
             seen += len(message.get("body", b""))
             if seen > limit:
                 raise BodyTooLargeError(limit)
+            whole = not message.get("more_body", False)
+        else:
+            whole = True
         return message
 
     return wrapped

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,10 +18,12 @@ from model.encoders import ClipEncoder
 from search.engine import QueryOptions, SearchEngine, SearchResult
 from service.access import Access, InFlight, RateLimiter
 from service.batcher import MicroBatcher
+from service.breaker import CircuitBreaker
 from service.cache import LRUCache, RedisCache, ResultCache
 from service.metrics import Metrics
 from service.serving_index import IndexHolder
 from service.settings import Settings
+from service.signing import UrlSigner
 
 TextJob = tuple[SearchEngine, str, QueryOptions]
 ImageJob = tuple[SearchEngine, Image.Image, QueryOptions]
@@ -83,6 +86,10 @@ class Runtime:
     text_batcher: MicroBatcher[TextJob, SearchResult]
     image_batcher: MicroBatcher[ImageJob, SearchResult]
     images: BytesLRU
+    image_executor: ThreadPoolExecutor
+    image_slots: asyncio.Semaphore
+    signer: UrlSigner
+    breaker: CircuitBreaker | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -95,19 +102,31 @@ class Runtime:
             task.cancel()
         await self.text_batcher.stop()
         await self.image_batcher.stop()
+        if self.breaker is not None:
+            await self.breaker.close()
         await self.cache.close()
         if self.redis is not None and self.redis is not getattr(self.cache, "client", None):
             await self.redis.aclose()
         self.model_executor.shutdown(wait=False, cancel_futures=True)
+        self.image_executor.shutdown(wait=False, cancel_futures=True)
 
 
 def build_runtime(settings: Settings, encoder: ClipEncoder, holder: IndexHolder, metrics: Metrics) -> Runtime:
     """Wire the pieces; call from a running event loop (the batchers start their collector tasks)."""
     cache: ResultCache
     redis: aioredis.Redis | None = None
+    breaker: CircuitBreaker | None = None
     if settings.redis_url:
         redis_cache = RedisCache(settings.redis_url, settings.cache_ttl_s, settings.redis_timeout_ms, metrics)
         cache, redis = redis_cache, redis_cache.client
+        # One breaker for the cache and the rate limiter: they share the client, and so the outage.
+        breaker = CircuitBreaker(
+            settings.redis_breaker_failures,
+            settings.redis_probe_s,
+            redis_cache.probe,
+            lambda is_open: metrics.redis_breaker_open.set(1 if is_open else 0),
+        )
+        redis_cache.breaker = breaker
     else:
         cache = LRUCache(settings.cache_lru_entries, settings.cache_ttl_s, metrics)
     # One thread runs the model: torch uses every core within a call, and two concurrent calls
@@ -129,7 +148,9 @@ def build_runtime(settings: Settings, encoder: ClipEncoder, holder: IndexHolder,
     )
     text_batcher.start()
     image_batcher.start()
-    access = Access(settings.api_keys, settings.anonymous_rate_per_minute, RateLimiter(redis))
+    limiter = RateLimiter(redis, breaker, settings.rate_limit_fallback)
+    access = Access(settings.api_keys, settings.anonymous_rate_per_minute, limiter)
+    secret = settings.url_secret.get_secret_value().encode() if settings.url_secret else os.urandom(32)
     return Runtime(
         settings=settings,
         encoder=encoder,
@@ -143,6 +164,12 @@ def build_runtime(settings: Settings, encoder: ClipEncoder, holder: IndexHolder,
         text_batcher=text_batcher,
         image_batcher=image_batcher,
         images=BytesLRU(settings.thumbnail_cache_entries),
+        # Decoding and drawing run here, never on the event loop: one large overlay took the loop for
+        # ~100 ms, so a burst of them starved /healthz for seconds (issue 21).
+        image_executor=ThreadPoolExecutor(settings.image_workers, thread_name_prefix="rsir-image"),
+        image_slots=asyncio.Semaphore(settings.image_workers + settings.image_queue),
+        signer=UrlSigner(secret, settings.url_token_ttl_s),
+        breaker=breaker,
     )
 
 

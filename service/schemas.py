@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from service.text import lone_surrogate
+
 
 class Strict(BaseModel):
     # Unknown fields are errors: a misspelt "recal_k" must not be ignored silently.
@@ -27,6 +29,14 @@ class SearchFilters(Strict):
     time_to: datetime | None = Field(None, description="acquired at or before (ISO 8601)")
     sensor: list[str] | None = Field(None, description="any of these sensors", min_length=1)
     tags: list[str] | None = Field(None, description="all of these tags", min_length=1)
+
+    @field_validator("sensor", "tags")
+    @classmethod
+    def _unicode(cls, values: list[str] | None) -> list[str] | None:
+        for value in values or ():
+            if lone_surrogate(value) is not None:
+                raise ValueError("contains a lone UTF-16 surrogate, which is not valid Unicode text")
+        return values
 
     @field_validator("time_from", "time_to")
     @classmethod
@@ -126,6 +136,9 @@ class SearchResponse(BaseModel):
     cache: Literal["hit", "miss", "off"]
     timings_ms: dict[str, float]
     request_id: str
+    explain_note: str | None = Field(
+        None, description="why results carry no explanation although explain was asked for"
+    )
 
 
 class ErrorBody(BaseModel):

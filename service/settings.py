@@ -2,7 +2,11 @@
 
 ``RSIR_API_KEYS`` is JSON: ``{"key": requests_per_minute, ...}`` (0 = unlimited for that key). With no
 keys configured the service is open, and ``anonymous_rate_per_minute`` (when set) limits each client
-address instead.
+address instead. With keys, the archive's images need a key too: search results carry image URLs
+signed with ``url_secret`` (an ``<img>`` cannot send headers), valid for ``url_token_ttl_s``.
+
+The client address is the TCP peer's unless the peer is one of ``forwarded_allow_ips`` (a reverse
+proxy): only then are ``X-Forwarded-For`` / ``X-Forwarded-Proto`` believed.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model.encoders import DEFAULT_ARCH
@@ -81,3 +85,32 @@ class Settings(BaseSettings):
     # Logs
     log_level: str = "info"
     log_json: bool = True
+
+    # Hardening: slow clients, a hung Redis, who may see what (see README "Security and limits")
+    header_timeout_s: float = Field(10.0, gt=0, description="a request's headers must arrive within")
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="a request's body must arrive within (16 MiB at ~0.5 MiB/s)"
+    )
+    keep_alive_s: float = Field(5.0, gt=0, description="idle keep-alive connections are closed after")
+    max_connections: int | None = Field(
+        None, ge=1, description="open connections and requests before the server answers 503 (None: no cap)"
+    )
+    forwarded_allow_ips: str | None = Field(
+        None, description="comma-separated proxy addresses whose X-Forwarded-For is believed (None: none)"
+    )
+    redis_breaker_failures: int = Field(
+        3, ge=1, description="consecutive Redis failures that open the breaker"
+    )
+    redis_probe_s: float = Field(1.0, gt=0, description="how often an open breaker pings Redis")
+    rate_limit_fallback: Literal["local", "refuse"] = Field(
+        "local", description="when Redis is down: count per process (fail open) or answer 503 (fail closed)"
+    )
+    url_secret: SecretStr | None = Field(
+        None, description="HMAC key of signed image URLs; random per process when unset (set it for replicas)"
+    )
+    url_token_ttl_s: int = Field(900, ge=10, description="how long a signed image URL stays valid")
+    protect_ops: bool = Field(True, description="with API keys, /metrics and /version need a key too")
+    image_workers: int = Field(
+        2, ge=1, description="threads decoding and drawing images (thumbnails, overlays)"
+    )
+    image_queue: int = Field(32, ge=1, description="image renders waiting for a thread before 429")

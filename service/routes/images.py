@@ -1,38 +1,55 @@
 """``GET /images/{id}`` (the original bytes), ``/thumbnail`` and ``/explain.png`` (the FTF block's
-attention for one query word, drawn over the tile)."""
+attention for one query word, drawn over the tile).
+
+Reading, decoding, drawing and encoding all run on the runtime's image threads, at most
+``image_workers + image_queue`` at once (more get 429): the event loop only awaits them, so
+``/healthz`` stays fast under any image load. Errors name ids, never where the archive lives. An
+original that changed since indexing, vanished or no longer decodes is the server's fault, not the
+request's: a 500 with its own code (counted in ``rsir_errors_total``), path and OS error in the log.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import mimetypes
-from typing import Annotated, Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
+import numpy as np
 import structlog
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
+from numpy.typing import NDArray
 from PIL import Image
 
 from model.errors import InvalidInputError
 from model.images import DEFAULT_MAX_PIXELS, decode_image
-from search.originals import OriginalChangedError, OriginalUnavailableError, read_original
+from search.originals import Original, OriginalChangedError, OriginalUnavailableError, read_original
 from service.errors import ApiError
 from service.overlay import overlay, to_jpeg, to_png
-from service.routes.admission import admit
+from service.routes.admission import admitted, image_access
 from service.runtime import Runtime, runtime
 from service.schemas import ErrorResponse
 from service.serving_index import ServingIndex
+from service.text import query_problem
 
 log = structlog.get_logger(__name__)
-router = APIRouter(tags=["images"])
+router = APIRouter(tags=["images"], dependencies=[Depends(image_access)])
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (401, 403, 404, 422, 429, 500)
 }
 _IMMUTABLE = "public, max-age=86400"  # an id's bytes never change within an index version
+_TOKEN = Query(None, alias="t", description="signed-URL token from a search result (with API keys on)")
+T = TypeVar("T")
 
 
 @router.get("/images/{image_id:path}/thumbnail", responses=_ERRORS, response_class=Response)
 async def thumbnail(
-    image_id: str, request: Request, size: Annotated[int | None, Query(ge=16, le=1024)] = None
+    image_id: str,
+    request: Request,
+    size: Annotated[int | None, Query(ge=16, le=1024)] = None,
+    t: str | None = _TOKEN,
 ) -> Response:
     """A JPEG of the image scaled to fit ``size`` pixels (default: the server's thumbnail size)."""
     rt = runtime(request)
@@ -41,57 +58,58 @@ async def thumbnail(
     key = ("thumb", index.version, image_id, side)
     data = rt.images.get(key)
     if data is None:
-        image = await _decoded(rt, index, image_id)
-        image.thumbnail((side, side))
-        data = to_jpeg(image)
+        original = _Original.of(rt, index, image_id)
+        data = await on_image_thread(rt, lambda: _thumbnail(original.decoded(), side))
         rt.images.put(key, data)
-    return Response(data, media_type="image/jpeg", headers={"Cache-Control": _IMMUTABLE})
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": _cache_control(t)})
 
 
-# The overlay runs the model on caller-chosen text, so it passes the same gate as a search.
-@router.get(
-    "/images/{image_id:path}/explain.png",
-    responses=_ERRORS,
-    response_class=Response,
-    dependencies=[Depends(admit)],
-)
+@router.get("/images/{image_id:path}/explain.png", responses=_ERRORS, response_class=Response)
 async def explain_overlay(
     image_id: str,
     request: Request,
     query: Annotated[str, Query(min_length=1, description="the text query")],
     word: Annotated[int, Query(ge=0, description="index of the word piece (see explain.words)")] = 0,
     size: Annotated[int, Query(ge=32, le=1024)] = 256,
+    t: str | None = _TOKEN,
 ) -> Response:
-    """The attention of one query word over the image's patches, as a heatmap PNG."""
+    """The attention of one query word over the image's patches, as a heatmap PNG. It runs the model
+    on caller-chosen text, so it spends quota and a slot of work like a search."""
     rt = runtime(request)
-    if not query.strip() or len(query) > rt.settings.max_query_chars:
-        raise ApiError(
-            422, "invalid_request", f"query: must be 1 to {rt.settings.max_query_chars} characters"
-        )
+    problem = query_problem(query, rt.settings.max_query_chars)
+    if problem is not None:
+        raise ApiError(422, "invalid_request", problem)
     index = rt.holder.current
     position = _position(index, image_id)
     key = ("explain", index.version, image_id, query, word, size)
     data = rt.images.get(key)
     if data is None:
-        loop = asyncio.get_running_loop()
-        maps = await loop.run_in_executor(rt.model_executor, index.engine.explain, query, position)
+        async with admitted(request):
+            loop = asyncio.get_running_loop()
+            maps = await loop.run_in_executor(rt.model_executor, index.engine.explain, query, position)
         if word >= maps.shape[0]:
             raise ApiError(
                 422, "invalid_request", f"word: the query has {maps.shape[0]} word pieces, got {word}"
             )
-        image = await _decoded(rt, index, image_id)
-        data = to_png(overlay(image, maps[word], size))
+        original = _Original.of(rt, index, image_id)
+        data = await on_image_thread(rt, lambda: _overlay(original.decoded(), maps[word], size))
         rt.images.put(key, data)
-    return Response(data, media_type="image/png", headers={"Cache-Control": _IMMUTABLE})
+    return Response(data, media_type="image/png", headers={"Cache-Control": _cache_control(t)})
 
 
 @router.get("/images/{image_id:path}", responses=_ERRORS, response_class=Response)
-async def original(image_id: str, request: Request) -> Response:
+async def original(image_id: str, request: Request, t: str | None = _TOKEN) -> Response:
     """The image's original bytes, as indexed."""
     rt = runtime(request)
-    data = await _original_bytes(rt, rt.holder.current, image_id)
+    source = _Original.of(rt, rt.holder.current, image_id)
+    data = await on_image_thread(rt, source.read)
     media = mimetypes.guess_type(image_id)[0] or "application/octet-stream"
-    return Response(data, media_type=media, headers={"Cache-Control": _IMMUTABLE})
+    return Response(data, media_type=media, headers={"Cache-Control": _cache_control(t)})
+
+
+def _cache_control(token: str | None) -> str:
+    # A signed URL is one key's, for a while: shared caches must not hand it to others.
+    return _IMMUTABLE.replace("public", "private") if token is not None else _IMMUTABLE
 
 
 def _position(index: ServingIndex, image_id: str) -> int:
@@ -101,32 +119,63 @@ def _position(index: ServingIndex, image_id: str) -> int:
     return position
 
 
-async def _original_bytes(rt: Runtime, index: ServingIndex, image_id: str) -> bytes:
-    """The original's bytes, exactly as indexed. A file that changed, vanished or cannot be read is
-    the server's fault, not the request's: a 500 with its own code (so ``rsir_errors_total`` counts
-    it), the path and the OS error in the log only."""
-    _position(index, image_id)
-    entry = index.sources.get(image_id)
-    if entry is None:
-        raise ApiError(
-            404, "not_found", f"index version {index.version} does not record where {image_id!r} is"
+class _Original:
+    """Where one live image's original lies and how to read it, resolved on the event loop (a 404
+    for an unknown id) and read or decoded on an image thread."""
+
+    def __init__(
+        self, image_id: str, version: str, locate: Callable[[], Path], entry: Original, max_pixels: int
+    ):
+        self.image_id, self.version, self.locate, self.entry = image_id, version, locate, entry
+        self.max_pixels = max_pixels
+
+    @classmethod
+    def of(cls, rt: Runtime, index: ServingIndex, image_id: str) -> _Original:
+        _position(index, image_id)
+        entry = index.sources.get(image_id)
+        if entry is None:
+            raise ApiError(
+                404, "not_found", f"index version {index.version} does not record where {image_id!r} is"
+            )
+        root = rt.settings.archive_root
+        return cls(
+            image_id, index.version, lambda: index.sources.locate(entry, root), entry, _pixel_limit(rt, index)
         )
-    try:
-        path = index.sources.locate(entry, rt.settings.archive_root)
-        return await asyncio.to_thread(read_original, path, entry)
-    except OriginalChangedError as exc:
-        log.error("original_changed", image_id=image_id, version=index.version, error=str(exc))
-        raise ApiError(
-            500,
-            "original_changed",
-            f"the original of {image_id!r} changed since index version {index.version} was built; "
-            "it is not served until the archive is indexed again",
-        ) from exc
-    except (OriginalUnavailableError, OSError) as exc:
-        log.error("original_unavailable", image_id=image_id, version=index.version, error=str(exc))
-        raise ApiError(
-            500, "original_unavailable", f"the original of {image_id!r} cannot be read on the server"
-        ) from exc
+
+    def read(self) -> bytes:
+        """The original's bytes, exactly as indexed."""
+        try:
+            return read_original(self.locate(), self.entry)
+        except OriginalChangedError as exc:
+            log.error("original_changed", image_id=self.image_id, version=self.version, error=str(exc))
+            raise ApiError(
+                500,
+                "original_changed",
+                f"the original of {self.image_id!r} changed since index version {self.version} was built; "
+                "it is not served until the archive is indexed again",
+            ) from exc
+        except (OriginalUnavailableError, OSError) as exc:
+            log.error(
+                "original_unavailable",
+                image_id=self.image_id,
+                version=self.version,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            raise ApiError(
+                500, "original_unavailable", f"the original of {self.image_id!r} cannot be read on the server"
+            ) from exc
+
+    def decoded(self) -> Image.Image:
+        data = self.read()
+        try:
+            return decode_image(data, self.max_pixels)
+        except InvalidInputError as exc:  # the indexed bytes, unchanged, no longer decode: not the caller's
+            log.error("original_undecodable", image_id=self.image_id, version=self.version, error=str(exc))
+            raise ApiError(
+                500,
+                "original_unavailable",
+                f"the original of {self.image_id!r} cannot be decoded on the server",
+            ) from exc
 
 
 def _pixel_limit(rt: Runtime, index: ServingIndex) -> int:
@@ -136,12 +185,28 @@ def _pixel_limit(rt: Runtime, index: ServingIndex) -> int:
     return max(int(built), rt.settings.max_image_pixels)
 
 
-async def _decoded(rt: Runtime, index: ServingIndex, image_id: str) -> Image.Image:
-    data = await _original_bytes(rt, index, image_id)
-    try:
-        return await asyncio.to_thread(decode_image, data, _pixel_limit(rt, index))
-    except InvalidInputError as exc:  # the indexed bytes, unchanged, no longer decode: not the caller's
-        log.error("original_undecodable", image_id=image_id, version=index.version, error=str(exc))
+def _thumbnail(image: Image.Image, side: int) -> bytes:
+    image.thumbnail((side, side))
+    return to_jpeg(image)
+
+
+def _overlay(image: Image.Image, attention: NDArray[np.floating], size: int) -> bytes:
+    return to_png(overlay(image, attention, size))
+
+
+async def on_image_thread(rt: Runtime, work: Callable[[], T]) -> T:
+    """``work()`` on the image threads; 429 when as many renders as allowed are running or waiting."""
+    if rt.image_slots.locked():
+        rt.metrics.rejected.labels("images_busy").inc()
         raise ApiError(
-            500, "original_unavailable", f"the original of {image_id!r} cannot be decoded on the server"
-        ) from exc
+            429,
+            "overloaded",
+            "the server is drawing as many images as it may; retry shortly",
+            {"Retry-After": "1"},
+        )
+    async with rt.image_slots:
+        rt.metrics.image_renders.inc()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(rt.image_executor, work)
+        finally:
+            rt.metrics.image_renders.dec()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import rsir
+from service.routes.admission import ops_access
 from service.runtime import runtime
 
 router = APIRouter(tags=["operations"])
@@ -43,24 +44,25 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse(body)
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, dependencies=[Depends(ops_access)])
 async def metrics(request: Request) -> Response:
     """Prometheus text exposition of this process's metrics."""
     return Response(generate_latest(runtime(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/version")
+@router.get("/version", dependencies=[Depends(ops_access)])
 async def version(request: Request) -> dict[str, Any]:
-    """The model (architecture and checkpoint hash) and the index version being served."""
+    """The model (architecture and checkpoint hash) and the index version being served. Names and
+    hashes only: where the checkpoint and the index live on the server is not the caller's business."""
     rt = runtime(request)
     index = rt.holder.current
     manifest = index.loaded.manifest
+    model = {k: v for k, v in rt.encoder.describe().items() if k != "checkpoint"}
     return {
         "rsir": rsir.__version__,
-        "model": rt.encoder.describe(),
+        "model": model,
         "index": {
             "version": index.version,
-            "root": str(rt.holder.root),
             "images": manifest.n_images,
             "captions": manifest.n_captions,
             "created_unix": manifest.created_unix,

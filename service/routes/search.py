@@ -25,7 +25,8 @@ from search.engine import QueryOptions, SearchResult
 from search.filters import Filters, filter_mask
 from service.cache import cache_key, normalise_query
 from service.errors import ApiError, validation_message
-from service.routes.admission import admit
+from service.routes.admission import admitted, authenticate
+from service.routes.images import on_image_thread
 from service.runtime import Runtime, runtime
 from service.schemas import (
     ErrorResponse,
@@ -36,27 +37,43 @@ from service.schemas import (
     TextSearchRequest,
 )
 from service.serving_index import ServingIndex
+from service.signing import sign_results
+from service.text import query_problem
 
 router = APIRouter(tags=["search"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 403, 413, 415, 422, 429)
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 408, 413, 415, 422, 429)
 }
 
 
-@router.post("/search/text", response_model=SearchResponse, responses=_ERRORS, dependencies=[Depends(admit)])
+def json_body(request: Request) -> None:
+    """415 for a body that says it is not JSON (FastAPI would try it as a dict and answer 422)."""
+    given = request.headers.get("content-type")
+    if given is None:
+        return  # read as JSON, as FastAPI does
+    media = given.split(";")[0].strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"send the search as application/json; got content type {media or 'none'!r}",
+        )
+
+
+@router.post(
+    "/search/text",
+    response_model=SearchResponse,
+    responses=_ERRORS,
+    dependencies=[Depends(json_body), Depends(authenticate)],
+)
 async def search_text(body: TextSearchRequest, request: Request) -> Response:
     """Images matching a text query: coarse recall, then the FTF rerank of the top candidates."""
     rt = runtime(request)
     started = time.perf_counter()
     query = body.query
-    if not query.strip():
-        raise ApiError(422, "invalid_request", "query: must not be empty or only whitespace")
-    if len(query) > rt.settings.max_query_chars:
-        raise ApiError(
-            422,
-            "invalid_request",
-            f"query: {len(query)} characters, over the limit of {rt.settings.max_query_chars}",
-        )
+    problem = query_problem(query, rt.settings.max_query_chars)
+    if problem is not None:
+        raise ApiError(422, "invalid_request", problem)
     k, recall_k = _bounds(rt, body.k, body.recall_k, body.explain)
     index = rt.holder.current
     s = rt.settings
@@ -81,16 +98,22 @@ async def search_text(body: TextSearchRequest, request: Request) -> Response:
         **methods,
     }
     key = cache_key(rt.model_id, index.version, "text", normal)
-    cached = await _cached(rt, key, request, started)
-    if cached is not None:
-        return cached
-    result, waited = await _submit(rt, rt.text_batcher.submit((index.engine, query, options)))
+    async with admitted(request):
+        cached = await _cached(rt, key, request, started)
+        if cached is not None:
+            return cached
+        result, waited = await _submit(rt, rt.text_batcher.submit((index.engine, query, options)))
     words = rt.encoder.word_pieces(query) if body.explain else []
-    payload = {
+    payload: dict[str, Any] = {
         "results": _image_hits(index, result, k, query, words),
         "target": "images",
         "index_version": index.version,
     }
+    if body.explain and result.attention is None:
+        payload["explain_note"] = (
+            f"no explanation with rerank {options.rerank!r}: the maps are the FTF block's attention of "
+            "each query word over the image's patches; ask for rerank 'ftf'"
+        )
     return await _respond(rt, key, payload, result, waited, request, started)
 
 
@@ -98,7 +121,7 @@ async def search_text(body: TextSearchRequest, request: Request) -> Response:
     "/search/image",
     response_model=SearchResponse,
     responses=_ERRORS,
-    dependencies=[Depends(admit)],
+    dependencies=[Depends(authenticate)],
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -128,7 +151,10 @@ async def search_text(body: TextSearchRequest, request: Request) -> Response:
 )
 async def search_image(request: Request) -> Response:
     """Query by example: an uploaded image searched over the images (``target=images``, coarse
-    order) or over the indexed captions (``target=captions``, reranked by the FTF block)."""
+    order) or over the indexed captions (``target=captions``, reranked by the FTF block).
+
+    The whole body is read (bounded in size and time by the middleware) before the request is
+    admitted: a slow upload must not hold a slot of model work while it dribbles in."""
     rt = runtime(request)
     started = time.perf_counter()
     options_model, data = await _read_image_request(request)
@@ -164,11 +190,12 @@ async def search_image(request: Request) -> Response:
         **methods,
     }
     key = cache_key(rt.model_id, index.version, "image", normal)
-    cached = await _cached(rt, key, request, started)
-    if cached is not None:
-        return cached
-    image = await asyncio.to_thread(decode_image, data, rt.settings.max_image_pixels)
-    result, waited = await _submit(rt, rt.image_batcher.submit((index.engine, image, options)))
+    image = await _decode_upload(rt, data)
+    async with admitted(request):
+        cached = await _cached(rt, key, request, started)
+        if cached is not None:
+            return cached
+        result, waited = await _submit(rt, rt.image_batcher.submit((index.engine, image, options)))
     hits = _image_hits(index, result, k, None, []) if target == "images" else _caption_hits(index, result)
     payload = {"results": hits, "target": target, "index_version": index.version}
     return await _respond(rt, key, payload, result, waited, request, started)
@@ -190,6 +217,8 @@ async def _read_image_request(request: Request) -> tuple[ImageSearchOptions, byt
                 fields["filters"] = json.loads(fields["filters"])
             except json.JSONDecodeError as exc:
                 raise ApiError(400, "invalid_json", f"filters: not valid JSON ({exc})") from exc
+            except RecursionError:
+                raise ApiError(400, "invalid_json", "filters: not valid JSON (nested too deeply)") from None
         options = _validate(ImageSearchOptions, fields)
         data = await upload.read()
         return options, data
@@ -210,6 +239,12 @@ async def _read_image_request(request: Request) -> tuple[ImageSearchOptions, byt
         f"send the image as multipart/form-data (field 'file') or as application/json with image_base64; "
         f"got content type {content_type or 'none'!r}",
     )
+
+
+async def _decode_upload(rt: Runtime, data: bytes) -> Any:
+    """Decoded before admission (a corrupt upload is the caller's 4xx and costs no quota), on the
+    image threads and within their bound, so a flood of uploads cannot queue without limit."""
+    return await on_image_thread(rt, lambda: decode_image(data, rt.settings.max_image_pixels))
 
 
 def _validate(model: type[ImageSearchOptions], fields: dict[str, Any]) -> ImageSearchOptions:
@@ -283,7 +318,7 @@ async def _cached(rt: Runtime, key: str, request: Request, started: float) -> Re
         timings_ms={"cache": _ms(t0), "total": _ms(started)},
         request_id=request.state.request_id,
     )
-    return Response(json.dumps(payload), media_type="application/json")
+    return await _send(rt, request, payload)
 
 
 async def _respond(
@@ -295,12 +330,27 @@ async def _respond(
     request: Request,
     started: float,
 ) -> Response:
-    await rt.cache.set(key, json.dumps(payload).encode())
+    await rt.cache.set(key, (await _dumps(payload)).encode())
     timings = {"queue": round(waited_ms, 3), **{k: round(v, 3) for k, v in result.timings_ms.items()}}
     timings["total"] = _ms(started)
     cache_state: Literal["miss", "off"] = "miss" if rt.cache.enabled else "off"
     body = {**payload, "cache": cache_state, "timings_ms": timings, "request_id": request.state.request_id}
-    return Response(json.dumps(body), media_type="application/json")
+    return await _send(rt, request, body)
+
+
+async def _send(rt: Runtime, request: Request, body: dict[str, Any]) -> Response:
+    """The JSON response, with image URLs signed for the caller's key when keys guard the archive."""
+    identity = getattr(request.state, "identity", None)
+    if rt.access.api_keys and identity is not None and identity.name.startswith("key:"):
+        body["results"] = sign_results(body["results"], rt.signer, identity.name.removeprefix("key:"))
+    return Response(await _dumps(body), media_type="application/json")
+
+
+async def _dumps(body: dict[str, Any]) -> str:
+    # An explain body holds thousands of floats (~10 ms to serialise): keep that off the event loop.
+    if any(isinstance(hit.get("explain"), dict) for hit in body.get("results", ())):
+        return await asyncio.to_thread(json.dumps, body)
+    return json.dumps(body)
 
 
 # -- response shaping --------------------------------------------------------------------------------

@@ -13,6 +13,16 @@
   const results = $("results");
   const stats = $("stats");
   const viewer = $("viewer");
+  const keyBox = $("api-key");
+  // The API key is typed once and kept for this tab only (sessionStorage: gone when the tab closes,
+  // never shared with other tabs or written to disk as a cookie would be).
+  const KEY_SLOT = "rsir.apiKey";
+  keyBox.value = sessionStorage.getItem(KEY_SLOT) || "";
+  keyBox.addEventListener("change", () => {
+    const key = keyBox.value.trim();
+    if (key) sessionStorage.setItem(KEY_SLOT, key);
+    else sessionStorage.removeItem(KEY_SLOT);
+  });
   const STOP = new Set(
     "a an the of in on at to by and or with near beside there are is some two three many several".split(" "),
   );
@@ -60,10 +70,28 @@
   }
 
   // -- talking to the API -------------------------------------------------------------------------
+  // Image URLs in results carry their own short-lived signed token when the service needs a key:
+  // <img> cannot send headers. Only API calls send the key itself.
+  function withKey(init) {
+    const key = sessionStorage.getItem(KEY_SLOT);
+    if (!key) return init;
+    return { ...init, headers: { ...(init.headers || {}), "X-API-Key": key } };
+  }
+
+  // "/images/a.png/thumbnail?t=..." -> "/images/a.png?t=...": the original, with the same token.
+  function originalOf(thumbUrl) {
+    const [path, query] = thumbUrl.split("?");
+    return path.replace(/\/thumbnail$/, "") + (query ? `?${query}` : "");
+  }
+
+  function withParam(url, name, value) {
+    return `${url}${url.includes("?") ? "&" : "?"}${name}=${encodeURIComponent(value)}`;
+  }
+
   async function api(path, init) {
     let response;
     try {
-      response = await fetch(path, init);
+      response = await fetch(path, withKey(init));
     } catch (err) {
       throw new Error(`Could not reach the server (${err.message}).`);
     }
@@ -77,6 +105,10 @@
       const e = body && body.error;
       const message = e && e.message ? e.message : `the server answered ${response.status} ${response.statusText}`;
       const detail = e ? ` (${e.code}${e.request_id ? `, request ${e.request_id}` : ""})` : "";
+      if (response.status === 401 || response.status === 403) {
+        $("options").open = true;
+        keyBox.focus();
+      }
       throw new Error(`Search failed: ${message}${detail}`);
     }
     return body;
@@ -287,7 +319,7 @@
     return el(
       "li",
       { class: "card", "data-id": hit.image_id },
-      tile(hit.thumbnail_url.replace(/\/thumbnail$/, ""), hit.thumbnail_url, name),
+      tile(originalOf(hit.thumbnail_url), hit.thumbnail_url, name),
       el(
         "div",
         { class: "info" },
@@ -302,7 +334,7 @@
     const img = $("viewer-img");
     img.onerror = () => {
       img.onerror = null; // originals the browser cannot show (TIFF): the server's large JPEG instead
-      img.src = `${thumb}?size=1024`;
+      img.src = withParam(thumb, "size", 1024);
     };
     img.src = href;
     img.alt = name;
@@ -314,7 +346,7 @@
 
   async function searchLike(href, name) {
     try {
-      const response = await fetch(href);
+      const response = await fetch(href, withKey({}));
       if (!response.ok) throw new Error(`could not fetch ${name} (${response.status})`);
       const blob = await response.blob();
       await searchFile(new File([blob], name, { type: blob.type }));

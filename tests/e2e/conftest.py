@@ -25,6 +25,7 @@ from index_builder.build import build
 from index_builder.config import BuildConfig
 from model.encoders import DEFAULT_ARCH, ClipEncoder, EncoderConfig, default_checkpoint
 from service.app import create_app
+from service.server import uvicorn_config
 from service.settings import Settings
 from synthrs.dataset import SynthConfig, write_dataset
 from tests.conftest import REPO
@@ -88,6 +89,19 @@ def demo_index(tmp_path_factory: pytest.TempPathFactory, demo_encoder: ClipEncod
 @pytest.fixture(scope="session")
 def live_server(demo_index: DemoIndex, demo_encoder: ClipEncoder) -> Iterator[LiveServer]:
     """``create_app`` under uvicorn on a local port, as ``rsir serve`` runs it."""
+    yield from _serve(demo_index, demo_encoder)
+
+
+KEY = "e2e-key"
+
+
+@pytest.fixture(scope="session")
+def keyed_server(demo_index: DemoIndex, demo_encoder: ClipEncoder) -> Iterator[LiveServer]:
+    """The same, with an API key guarding searches and the archive's images."""
+    yield from _serve(demo_index, demo_encoder, api_keys={KEY: 0})
+
+
+def _serve(demo_index: DemoIndex, demo_encoder: ClipEncoder, **overrides: Any) -> Iterator[LiveServer]:
     values: dict[str, Any] = {
         "index": demo_index.root,
         "device": "cpu",
@@ -95,13 +109,13 @@ def live_server(demo_index: DemoIndex, demo_encoder: ClipEncoder) -> Iterator[Li
         "log_level": "warning",
         "log_json": False,
     }
-    settings = _ExplicitSettings(**values)
+    settings = _ExplicitSettings(**(values | overrides))
     app = create_app(settings, encoder=demo_encoder)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn_config(app, settings, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="e2e-uvicorn")
     thread.start()
     try:

@@ -34,6 +34,7 @@ from model.encoders import ClipEncoder
 from search.engine import SearchEngine
 from search.index_dir import load_index
 from service.app import create_app, engine_config
+from service.server import uvicorn_config
 from service.settings import Settings
 from tests.conftest import random_images
 
@@ -173,7 +174,7 @@ class LiveServer:
         self._socket = _bound_socket()
         self.port = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+        config = uvicorn_config(self.app, settings, log_level="warning", timeout_graceful_shutdown=5)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self._socket]}, daemon=True, name="uvicorn"
@@ -312,9 +313,12 @@ def png_bytes(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def metric(client: httpx.Client, name: str, **labels: str) -> float:
-    """Sum of the samples ``name`` (e.g. ``rsir_cache_total``) whose labels include ``labels``."""
-    text = client.get("/metrics").text
+def metric(client: httpx.Client, name: str, api_key: str | None = None, **labels: str) -> float:
+    """Sum of the samples ``name`` (e.g. ``rsir_cache_total``) whose labels include ``labels``
+    (``api_key``: for a server whose keys guard /metrics)."""
+    response = client.get("/metrics", headers={"X-API-Key": api_key} if api_key else None)
+    assert response.status_code == 200, response.text
+    text = response.text
     total = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

@@ -92,9 +92,10 @@ def test_api_keys_and_rate_limit_in_redis(serve: ServerFactory, redis_server: Re
     body = {"query": "rate limited query", "k": 2}
     assert_error(client.post("/search/text", json=body), 401, "missing_api_key")
     assert_error(client.post("/search/text", json=body, headers={"X-API-Key": "bad"}), 403, "invalid_api_key")
-    # Operations endpoints and images stay open; the overlay runs the model, so it is gated.
+    # Liveness stays open; the archive's images need a key (or a signed URL, test_access.py).
     assert client.get("/healthz").status_code == 200
-    assert client.get("/images/images/img000.png").status_code == 200
+    assert_error(client.get("/images/images/img000.png"), 401, "missing_api_key")
+    assert client.get("/images/images/img000.png", headers={"X-API-Key": "unlimited"}).status_code == 200
     overlay = "/images/images/img000.png/explain.png?query=boats"
     assert_error(client.get(overlay), 401, "missing_api_key")
     assert client.get(overlay, headers={"X-API-Key": "unlimited"}).status_code == 200
@@ -108,7 +109,7 @@ def test_api_keys_and_rate_limit_in_redis(serve: ServerFactory, redis_server: Re
     assert "3 requests per minute" in error["message"]
     assert 1 <= int(limited.headers["retry-after"]) <= 60
     # Image searches share the key's budget.
-    png = client.get("/images/images/img000.png").content
+    png = client.get("/images/images/img000.png", headers={"X-API-Key": "unlimited"}).content
     image = client.post("/search/image", files={"file": ("q.png", png, "image/png")}, headers=good)
     assert_error(image, 429, "rate_limited")
 
@@ -120,8 +121,10 @@ def test_api_keys_and_rate_limit_in_redis(serve: ServerFactory, redis_server: Re
     # A key with limit 0 is unlimited; refusals are counted by reason.
     for _ in range(5):
         assert client.post("/search/text", json=body, headers={"X-API-Key": "unlimited"}).status_code == 200
-    assert metric(client, "rsir_rejected_total", reason="rate_limited") == 2
-    assert metric(client, "rsir_rejected_total", reason="missing_api_key") == 2  # search + overlay
+    assert metric(client, "rsir_rejected_total", "unlimited", reason="rate_limited") == 2
+    assert (
+        metric(client, "rsir_rejected_total", "unlimited", reason="missing_api_key") == 3
+    )  # search, image, overlay
 
 
 def test_rate_limit_without_redis_counts_in_process(serve: ServerFactory):

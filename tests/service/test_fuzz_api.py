@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.conftest import LiveServer, TinyIndex
+from tests.service.conftest import LiveServer, ServerFactory, TinyIndex
 
 SEED = 20261201
 EXAMPLES = 40
@@ -31,9 +31,12 @@ def _schemathesis() -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("keys", [False, True])
 def test_no_generated_request_gets_a_server_error(
-    server: LiveServer, tiny_index: TinyIndex, tmp_path: Path
+    serve: ServerFactory, tiny_index: TinyIndex, tmp_path: Path, keys: bool
 ) -> None:
+    # With keys on, every generated request carries a valid key, so it reaches past the gate.
+    server: LiveServer = serve(api_keys={"fuzz-key": 0}) if keys else serve()
     config = tmp_path / "schemathesis.toml"
     config.write_text(f'[parameters]\n"path.image_id" = "{tiny_index.ids[0]}"\n')
     cmd = [
@@ -54,6 +57,7 @@ def test_no_generated_request_gets_a_server_error(
         "1",
         "--request-timeout",
         "30",
+        *(["--header", "X-API-Key: fuzz-key"] if keys else []),
     ]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     report = run.stdout[-6000:] + run.stderr[-2000:]

@@ -12,8 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 
 from index_builder.build import delete
+from search.atomic import write_text
 from tests.service.conftest import ServerFactory, TinyIndex, metric
 
 WORKERS = 4
@@ -118,7 +120,7 @@ def _broken_copy(root: Path, name: str, damage: str) -> None:
         (target / "manifest.json").write_text(json.dumps(manifest))
     elif damage == "vectors":
         (target / "image_vectors.npy").write_bytes(b"\x93NUMPY garbage")
-    (root / "CURRENT").write_text(name + "\n")
+    write_text(root / "CURRENT", name + "\n")  # atomically, as publishing does
 
 
 @pytest.mark.parametrize("damage", ["missing", "unreadable", "recall", "ids", "encoder", "vectors"])
@@ -154,4 +156,51 @@ def test_a_broken_publish_keeps_the_old_version_and_a_later_good_one_is_taken(
     while client.get("/version").json()["index"]["version"] != fixed:
         assert time.monotonic() < deadline, "the server never switched to the good version after a broken one"
         time.sleep(0.05)
+    assert client.get("/readyz").json()["index"]["last_switch_error"] is None
+
+
+def _wait_for(check: Any, what: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("damage", ["unreadable", "recall"])
+def test_a_broken_current_is_logged_once_and_cleared_when_the_served_version_is_current_again(
+    serve: ServerFactory, index_copy: Path, damage: str
+):
+    server = serve(index=index_copy, index_poll_s=0.02)
+    client = server.client()
+    good = client.get("/version").json()["index"]["version"]
+
+    def last_error() -> Any:
+        return client.get("/readyz").json()["index"]["last_switch_error"]
+
+    with structlog.testing.capture_logs() as logs:
+        if damage == "unreadable":
+            (index_copy / "CURRENT.tmp").write_bytes(b"\xff\xfev0042\n")
+            (index_copy / "CURRENT.tmp").replace(index_copy / "CURRENT")
+        else:
+            _broken_copy(index_copy, "v0042", damage)
+        _wait_for(lambda: last_error() is not None, "the broken CURRENT was never noticed")
+        time.sleep(1.0)  # about 50 more polls of the same broken CURRENT
+        assert last_error() is not None
+        # The operator rolls CURRENT back to the version being served: nothing is wrong any more.
+        write_text(index_copy / "CURRENT", good + "\n")
+        _wait_for(lambda: last_error() is None, "a stale last_switch_error stayed after the rollback")
+    failures = [e for e in logs if e["event"] == "index_switch_failed"]
+    assert len(failures) == 1, failures
+    assert client.get("/version").json()["index"]["version"] == good
+
+
+def test_a_broken_version_repaired_in_place_is_taken(serve: ServerFactory, index_copy: Path):
+    server = serve(index=index_copy, index_poll_s=0.02)
+    client = server.client()
+    good = client.get("/version").json()["index"]["version"]
+    _broken_copy(index_copy, "v0042", "recall")
+    _wait_for(lambda: client.get("/readyz").json()["index"]["last_switch_error"] is not None, "never noticed")
+    time.sleep(0.3)  # polls of the unchanged broken version: not reloaded, not logged again
+    shutil.copyfile(index_copy / good / "recall.faiss", index_copy / "v0042" / "recall.faiss")
+    _wait_for(lambda: client.get("/version").json()["index"]["version"] == "v0042", "repair never taken")
     assert client.get("/readyz").json()["index"]["last_switch_error"] is None
