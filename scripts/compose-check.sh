@@ -75,7 +75,7 @@ cleanup() {
     summary
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'fail "interrupted"; exit 130' INT TERM
 
 # ------------------------------------------------------------------------------------------ 0. tools
 [ "$(id -u)" = 0 ] || { fail "root: needed to start dockerd and debootstrap"; exit 1; }
@@ -374,6 +374,7 @@ redis_c="$(cid redis)"
 load compose &
 load_pid=$!
 sleep 20
+started_before="$("$DOCKER" inspect "$redis_c" --format '{{.State.StartedAt}}')"
 # SIGKILL to the container's process from outside, as the OOM killer or a crash would end it: the
 # engine then applies `restart: unless-stopped` (after `docker kill` it does not: a manual stop).
 kill -9 "$("$DOCKER" inspect "$redis_c" --format '{{.State.Pid}}')"
@@ -381,7 +382,8 @@ killed_at=$(now)
 log "redis-server killed (SIGKILL); the restart policy should bring it back"
 redis_back=""
 for _ in $(seq 60); do
-    if [ "$("$DOCKER" inspect "$redis_c" --format '{{.State.Health.Status}}')" = healthy ]; then
+    state="$("$DOCKER" inspect "$redis_c" --format '{{.State.StartedAt}} {{.State.Health.Status}}')"
+    if [ "${state% *}" != "$started_before" ] && [ "${state#* }" = healthy ]; then
         redis_back=$(($(now) - killed_at)); break
     fi
     sleep 1
@@ -398,7 +400,17 @@ if [ -f "$WORK/locust-compose/summary.json" ]; then
 else
     fail "locust through the stack: no summary ($WORK/logs/locust-compose.log)"
 fi
-[ -n "$redis_back" ] || fail "redis not healthy again within 60 s of the kill"
+if [ -z "$redis_back" ]; then
+    fail "redis not restarted and healthy within 60 s of the kill"
+else
+    # the restarted Redis starts empty: keys in it now were written by the API after it reconnected
+    keys="$("$DOCKER" exec "$redis_c" redis-cli dbsize)"
+    if [ "${keys:-0}" -gt 0 ]; then
+        pass "redis restarted by its policy; the API reconnected (${keys} keys cached since the restart)"
+    else
+        fail "redis restarted, but the API wrote nothing to it (dbsize ${keys:-?})"
+    fi
+fi
 
 current_before="$("$DOCKER" exec "$(cid api)" cat /index/demo/CURRENT)"
 t0=$(now)
@@ -444,9 +456,11 @@ fi
 archive_compose stop api > /dev/null 2>&1
 
 if [ "$COMPARE" = 1 ]; then
-    # The stack again, Redis up throughout, then the same index and load on a plain `rsir serve` from
-    # $PY's environment (no Redis: as `make demo`), the API container stopped meanwhile.
+    # The stack again, Redis up and emptied first; then the same index and load on a plain `rsir serve`
+    # from $PY's environment with a Redis of its own on loopback (emptied, same settings as compose's),
+    # the API container stopped meanwhile. Both start with a cold cache.
     compose up -d --no-build api > "$WORK/logs/up-again.log" 2>&1
+    "$DOCKER" exec "$(cid redis)" redis-cli flushall > /dev/null
     if wait_ready 600 > /dev/null && load compose-steady; then
         pass "locust $LOAD_TIME x $LOAD_USERS users through the stack, Redis up: $(figures compose-steady)"
     else
@@ -456,17 +470,29 @@ if [ "$COMPARE" = 1 ]; then
     rm -rf "$WORK/index-copy"
     "$DOCKER" run --rm --network none -v "${PROJECT}_index:/index:ro" -v "$WORK:/out" --user 0 \
         --entrypoint cp rsir:cpu -a /index /out/index-copy
-    (cd "$WORK" && env -u RSIR_REDIS_URL RSIR_INDEX="$WORK/index-copy/demo" \
+    redis_env=()
+    redis_pid=""
+    redis_label="no Redis"
+    if command -v redis-server > /dev/null; then
+        redis_port="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+        redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no --maxmemory 256mb \
+            --maxmemory-policy allkeys-lru > "$WORK/logs/plain-redis.log" 2>&1 &
+        redis_pid=$!
+        redis_env=(RSIR_REDIS_URL="redis://127.0.0.1:$redis_port/0")
+        redis_label="its own Redis $(redis-server --version | sed -E 's/.* v=([^ ]+).*/\1/')"
+    fi
+    (cd "$WORK" && env -u RSIR_REDIS_URL RSIR_INDEX="$WORK/index-copy/demo" "${redis_env[@]}" \
         RSIR_ARCHIVE_ROOT="$WORK/index-copy/demo-synth" RSIR_LOG_LEVEL=warning PYTHONPATH="$REPO" \
         "$PY" -m rsir.cli serve --host 127.0.0.1 --port "$API_PORT") > "$WORK/logs/plain-serve.log" 2>&1 &
     serve_pid=$!
     if wait_ready 600 > /dev/null; then
         load plain
-        pass "locust $LOAD_TIME x $LOAD_USERS users, plain rsir serve, same index: $(figures plain)"
+        pass "locust $LOAD_TIME x $LOAD_USERS users, plain rsir serve, same index, $redis_label: $(figures plain)"
     else
         fail "plain rsir serve not ready ($WORK/logs/plain-serve.log)"
     fi
     kill "$serve_pid"; wait "$serve_pid" 2> /dev/null
+    if [ -n "$redis_pid" ]; then kill "$redis_pid"; wait "$redis_pid" 2> /dev/null; fi
     rm -rf "$WORK/index-copy"
 fi
 
