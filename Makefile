@@ -13,7 +13,7 @@ DEMO_INDEX := data/demo-index
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install test lint unit bench-ftf bench-load demo demo-index clean browser
+.PHONY: install test lint unit bench-ftf bench-load demo demo-index clean browser compose-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -53,6 +53,13 @@ demo-index: $(DEMO_INDEX)/CURRENT
 
 demo: $(DEMO_INDEX)/CURRENT
 	$(VENV)/bin/rsir serve --index $(DEMO_INDEX) --host $(HOST) --port $(PORT)
+
+# The compose stack for real: builds the images, runs `compose up` on the demo, searches, Locust with
+# Redis killed mid-run, an API restart, `down -v` (scripts/compose-check.sh; docker/README.md). Needs
+# root, a Docker Engine or dockerd, a compose, and minutes; not part of `make test`. PY: a Python with
+# locust (the dev install); from a fresh clone, point VENV at an existing one.
+compose-check:
+	PY="$(abspath $(PY))" scripts/compose-check.sh
 
 bench-load: $(STAMP)
 	$(PY) -m bench.load_service --index data/index20k

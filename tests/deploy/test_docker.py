@@ -82,7 +82,8 @@ def test_both_images_install_the_same_code(image: tuple[str, Dockerfile]) -> Non
     sources = {p for args in builder.all("COPY") for p in args.split()[:-1]}
     assert set(PACKAGES) <= copied, f"not copied into the image: {sorted(set(PACKAGES) - copied)}"
     assert {"README.md", "docker/requirements.lock", "docker/requirements-ray.lock"} <= sources
-    assert any(r.startswith("pip install --no-cache-dir --no-deps .") for r in builder.all("RUN"))
+    pips = [pip_command(r) for r in builder.all("RUN")]
+    assert any(r.startswith("pip install --no-cache-dir --no-deps .") for r in pips)
 
 
 def test_both_images_install_exactly_the_lock(image: tuple[str, Dockerfile]) -> None:
@@ -90,7 +91,7 @@ def test_both_images_install_exactly_the_lock(image: tuple[str, Dockerfile]) -> 
     _, df = image
     builder = next(s for s in df.stages if s.name == "builder")
     assert arg_default(df, "RSIR_LOCK") == "requirements.lock"
-    (lock_install,) = [r for r in builder.all("RUN") if "-r " in r]
+    (lock_install,) = [pip_command(r) for r in builder.all("RUN") if "-r " in r]
     assert lock_install.startswith('pip install --no-cache-dir --no-deps --require-hashes -r "${RSIR_LOCK}"')
     assert "pip check" in lock_install
     installs = [r for r in builder.all("RUN") if "pip install" in r]
@@ -98,6 +99,26 @@ def test_both_images_install_exactly_the_lock(image: tuple[str, Dockerfile]) -> 
     assert len(installs) == 3, installs
     torch_step = installs[0]
     assert '"torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"' in torch_step
+
+
+def pip_command(run_args: str) -> str:
+    """A RUN's pip install onwards: what comes before is the CA secret mount and the env it sets."""
+    return run_args[run_args.index("pip install") :] if "pip install" in run_args else run_args
+
+
+def test_every_pip_step_takes_the_proxy_ca_as_a_build_secret(image: tuple[str, Dockerfile]) -> None:
+    """pip behind a TLS-intercepting proxy (this machine's) needs its CA; it comes in as a BuildKit
+    secret mounted for that RUN only, so no layer holds it (make compose-check also looks in the built
+    image), and without the secret the same RUN uses pip's own bundle."""
+    _, df = image
+    mount = "--mount=type=secret,id=pip_ca "
+    ca = "if [ -f /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi"
+    for stage in df.stages:
+        for args in stage.all("RUN"):
+            if "pip install" in args:
+                assert args.startswith(mount + ca), args
+    for args in [a for s in df.stages for a in s.all("COPY") + s.all("ADD")]:
+        assert ".crt" not in args and ".pem" not in args and "pip_ca" not in args, args
 
 
 def test_cpu_image_uses_cpu_torch() -> None:
