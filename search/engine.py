@@ -499,6 +499,8 @@ class SearchEngine:
             for row, j in enumerate(pending):
                 s, c, i = own[row], cos[row], ids[row]
                 corrected = self._csls(s, i, r_g)
+                if hamming:  # multiples of 1/ppsr_k: equal values must tie, not differ by rounding
+                    corrected = np.round(corrected, 4).astype(np.float32)
                 id_key = np.where(i < 0, np.iinfo(np.int64).max, i)
                 order = np.lexsort((id_key, -c, -corrected) if hamming else (id_key, -corrected))
                 order = order[np.isfinite(corrected[order])]
@@ -508,7 +510,9 @@ class SearchEngine:
                 if not complete and order.size >= d:
                     r_q = float(ppsr.query_term(s[None], self.config.ppsr_k)[0])
                     bound = 2.0 * float(valid[-1]) - r_q - floor
-                    complete = float(corrected[order[d - 1]]) > bound + 1e-5 * (1.0 + abs(bound))
+                    # Slack for float32 rounding (and, for Hamming, the 1e-4 grid rounded to above).
+                    slack = 1e-3 if hamming else 1e-5 * (1.0 + abs(bound))
+                    complete = float(corrected[order[d - 1]]) > bound + slack
                 if complete or fetch[j] >= total:
                     order = order[:d]
                     score = c[order] if hamming else corrected[order] / 2.0

@@ -123,7 +123,7 @@ def test_exact_subset_keeps_the_lowest_tied_ids_at_the_cut() -> None:
     vectors = np.zeros((40, 2), np.float32)
     vectors[:, 0] = 1.0
     subset = np.arange(0, 40, 3, dtype=np.int64)[::-1].copy()  # any order: a set of ids
-    scores, ids = exact_subset(vectors, np.array([[1.0, 0.0]], np.float32), subset, 4)
+    _, ids = exact_subset(vectors, np.array([[1.0, 0.0]], np.float32), subset, 4)
     assert ids.tolist() == [[0, 3, 6, 9]]
 
 
