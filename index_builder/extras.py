@@ -52,5 +52,5 @@ def write_extras(staged: Path, hash_heads: Path | None, seed: int = 0) -> None:
                 ("", image_codes, caption_codes),
                 ("caption_", caption_codes, image_codes),
             ):
-                refs = other_codes[reference_sample(len(other_codes), PPSR_REFERENCES, seed)]
-                save_npy(staged / f"{prefix}hash_ppsr_rg.npy", hamming_gallery_term(side_codes, refs))
+                code_refs = other_codes[reference_sample(len(other_codes), PPSR_REFERENCES, seed)]
+                save_npy(staged / f"{prefix}hash_ppsr_rg.npy", hamming_gallery_term(side_codes, code_refs))

@@ -582,8 +582,11 @@ class SearchEngine:
         cos = self._cosines(vectors, ids, captions)
         id_key = np.where(ids < 0, np.iinfo(np.int64).max, ids)
         order = np.lexsort((id_key, -cos, -neg_hamming), axis=1)[:, :k]
-        pick = lambda a: np.take_along_axis(a, order, 1)  # noqa: E731
-        return pick(neg_hamming).astype(np.float32), pick(cos), pick(ids)
+        return (
+            np.take_along_axis(neg_hamming, order, 1).astype(np.float32),
+            np.take_along_axis(cos, order, 1),
+            np.take_along_axis(ids, order, 1),
+        )
 
     def _cosines(
         self, vectors: NDArray[np.float32], ids: NDArray[np.int64], captions: bool

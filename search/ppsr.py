@@ -91,7 +91,8 @@ def hamming_gallery_term(
     index = faiss.IndexBinaryFlat(G.shape[1] * 8)
     index.add(R)
     distances, _ = index.search(G, min(k, R.shape[0]))
-    return (-distances.astype(np.float64).mean(axis=1)).astype(np.float32)
+    out: NDArray[np.float32] = (-distances.astype(np.float64).mean(axis=1)).astype(np.float32)
+    return out
 
 
 def query_term(top_scores: ArrayLike, k: int = DEFAULT_K) -> NDArray[np.float32]:

@@ -214,7 +214,8 @@ def pair_cosines(queries: NDArray[np.float32], candidates: NDArray[np.float32]) 
     coarse scores, and SAR compares a query's score with the stored one on equal terms.
     """
     out = np.einsum("qkd,qd->qk", np.asarray(candidates, np.float64), np.asarray(queries, np.float64))
-    return out.astype(np.float32)
+    scores: NDArray[np.float32] = out.astype(np.float32)
+    return scores
 
 
 def exact_subset(

@@ -86,23 +86,27 @@ def _t2i_reference(world: World, q: int, rerank: str) -> NDArray[np.float64]:
     """Scores of text query ``q`` against every gallery position, each distinct image scored once."""
     v = world.texts.vectors[q].double().numpy()
     base = world.base_images
-    cos = base.vectors.double().numpy() @ v
+    cos: NDArray[np.float64] = base.vectors.double().numpy() @ v
     if rerank == "none":
-        return cos[IMAGE_OF]
+        plain: NDArray[np.float64] = cos[IMAGE_OF]
+        return plain
     fine = text_to_image(world.texts.tokens[q : q + 1], world.texts.mask[q : q + 1], base.patches[None], TAU)
-    fused = LAM * cos + (1 - LAM) * fine.fine[0].double().numpy()
-    return np.asarray(fused[IMAGE_OF], np.float64)
+    fused: NDArray[np.float64] = LAM * cos + (1 - LAM) * fine.fine[0].double().numpy()
+    out: NDArray[np.float64] = fused[IMAGE_OF]
+    return out
 
 
 def _i2t_reference(world: World, q: int, rerank: str) -> NDArray[np.float64]:
     v = world.images.vectors[q].double().numpy()
     base = world.base_captions
-    cos = base.vectors.double().numpy() @ v
+    cos: NDArray[np.float64] = base.vectors.double().numpy() @ v
     if rerank == "none":
-        return cos[CAPTION_OF]
+        plain: NDArray[np.float64] = cos[CAPTION_OF]
+        return plain
     fine = image_to_text(world.images.patches[q : q + 1], base.tokens[None], base.mask[None], TAU)
-    fused = LAM * cos + (1 - LAM) * fine.fine[0].double().numpy()
-    return np.asarray(fused[CAPTION_OF], np.float64)
+    fused: NDArray[np.float64] = LAM * cos + (1 - LAM) * fine.fine[0].double().numpy()
+    out: NDArray[np.float64] = fused[CAPTION_OF]
+    return out
 
 
 def test_faiss_flat_lists_ties_lowest_id_first() -> None:
