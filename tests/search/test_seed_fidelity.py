@@ -11,16 +11,19 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from numpy.typing import NDArray
 
+from index_builder.extras import write_extras
 from model.features import ImageFeatures, TextFeatures
 from model.hashing import hamming_reference
 from search import ppsr
 from search.engine import QueryOptions, SearchEngine, SearchResult
+from search.extras import load_extras
 from tests.search.test_engine_methods import N_CAPTIONS, N_IMAGES, World
 
 PPSR_K = 10
@@ -214,3 +217,26 @@ def test_sar_image_queries_from_the_reference_set_exclude_themselves(world: Worl
         cand = sorted(range(N_CAPTIONS), key=lambda c: (-cos[c], c))[:recall_k]
         rho = {c: _galr_reverse_rank(i, world.captions[c], world.gallery.vectors) for c in cand}
         assert _ids(r) == _sar_expected(cos, cand, rho, k), f"image query {i}"
+
+
+def test_index_build_writes_and_loads_the_hash_ppsr_term(world: World, tmp_path: Path) -> None:
+    np.save(tmp_path / "image_vectors.npy", np.asarray(world.gallery.vectors, np.float32))
+    np.save(tmp_path / "caption_vectors.npy", np.asarray(world.captions, np.float32))
+    heads_file = tmp_path / "heads.safetensors"
+    world.heads.save(heads_file)
+    write_extras(tmp_path, heads_file)
+    extras, heads = load_extras(tmp_path, world.gallery, with_sgpd=False)
+    assert heads is not None
+    image_codes = world.heads.encode_images(np.asarray(world.gallery.vectors, np.float32))
+    caption_codes = world.heads.encode_texts(np.asarray(world.captions, np.float32))
+    for side, codes, refs in (
+        ("images", image_codes, caption_codes),
+        ("captions", caption_codes, image_codes),
+    ):
+        dist = hamming_reference(codes, refs)  # every reference: fewer than the build's sample size
+        expected = [sum(sorted((-d for d in row.tolist()), reverse=True)[:PPSR_K]) / PPSR_K for row in dist]
+        stored = extras[side].ppsr_rg_hash
+        assert stored is not None
+        np.testing.assert_allclose(stored, expected, atol=1e-6)
+    engine = SearchEngine(world.gallery, None, world.engine.config, extras=extras, hash_heads=heads)
+    assert engine.ppsr_available("hash", "images") and engine.ppsr_available("dense", "captions")
