@@ -47,6 +47,12 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--local-weight", type=float, default=0.6)
     p.add_argument("--sar", default="hard", choices=("hard", "soft"))
+    p.add_argument(
+        "--hash-ppsr",
+        default="hamming",
+        choices=("hamming", "cosine"),
+        help="PPSR over hash recall: CSLS of minus the Hamming distance (the spec) or of the cosines",
+    )
     p.add_argument("--recalls", default=",".join(RECALLS), help="subset of rows, e.g. exact,hash")
     p.add_argument("--reranks", default=",".join(RERANKS))
     p.add_argument("--corrections", default=",".join(CORRECTIONS))
@@ -76,7 +82,9 @@ def main() -> None:
     t0 = time.perf_counter()
     extras = build_extras(gallery, heads)
     print(f"extras (hash codes, SGPD, PPSR r_g, SAR profiles) built in {time.perf_counter() - t0:.1f} s")
-    config = EngineConfig(ftf=FTFParams(), device=args.device, local_weight=args.local_weight)
+    config = EngineConfig(
+        ftf=FTFParams(), device=args.device, local_weight=args.local_weight, hash_ppsr=args.hash_ppsr
+    )
     store = gallery.captions
     assert store is not None
     nlist_i = max(1, round(np.sqrt(len(gallery))))
@@ -151,6 +159,8 @@ def main() -> None:
             "cpu_threads": torch.get_num_threads(),
             "recall_k": args.recall_k,
             "sar": args.sar,
+            "hash_ppsr": args.hash_ppsr,
+            "captionless_images": "miss",
             "local_weight": args.local_weight,
             "nlist": [nlist_i, nlist_c],
             "caption_queries": "all" if cq is None else len(cq),

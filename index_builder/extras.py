@@ -5,7 +5,8 @@
   captions), so an online query needs only its own term.
 - ``sar_profiles.npy`` / ``caption_sar_profiles.npy``: SAR's sorted similarities to a smaller sample.
 - ``hash_heads.safetensors`` + ``hash_codes.npy`` / ``caption_hash_codes.npy``: CFITR codes, when the
-  build is given hash heads (the heads travel with the version: queries need them to be encoded).
+  build is given hash heads (the heads travel with the version: queries need them to be encoded), and
+  ``hash_ppsr_rg.npy`` / ``caption_hash_ppsr_rg.npy``: PPSR's gallery term over those codes.
 - ``sgpd_centroids.npy`` + ``sgpd_assignments.npy`` (and ``caption_``): SGPD's k-means, so a server
   loads the clusters instead of recomputing them at every start and index switch (37.6 s at 1M
   vectors); versions without them still work, computing them at load as before.
@@ -23,6 +24,7 @@ import numpy as np
 
 from search.atomic import save_npy
 from search.extras import SGPD_FILES, reference_sample, side_data
+from search.ppsr import hamming_gallery_term
 from search.sgpd import SGPDRecall
 
 HASH_HEADS_FILE = "hash_heads.safetensors"
@@ -50,6 +52,15 @@ def write_extras(staged: Path, hash_heads: Path | None, seed: int = 0) -> None:
 
         heads = HashHeads.load(hash_heads)
         shutil.copyfile(hash_heads, staged / HASH_HEADS_FILE)
-        save_npy(staged / "hash_codes.npy", heads.encode_images(np.asarray(images, np.float32)))
+        image_codes = heads.encode_images(np.asarray(images, np.float32))
+        save_npy(staged / "hash_codes.npy", image_codes)
         if captions is not None and len(captions):
-            save_npy(staged / "caption_hash_codes.npy", heads.encode_texts(np.asarray(captions, np.float32)))
+            caption_codes = heads.encode_texts(np.asarray(captions, np.float32))
+            save_npy(staged / "caption_hash_codes.npy", caption_codes)
+            # PPSR over hash recall corrects Hamming scores, so its r_g is taken over codes too.
+            for prefix, side_codes, other_codes in (
+                ("", image_codes, caption_codes),
+                ("caption_", caption_codes, image_codes),
+            ):
+                code_refs = other_codes[reference_sample(len(other_codes), PPSR_REFERENCES, seed)]
+                save_npy(staged / f"{prefix}hash_ppsr_rg.npy", hamming_gallery_term(side_codes, code_refs))

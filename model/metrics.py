@@ -5,8 +5,10 @@ Conventions (those of the RSICD/RSITMD retrieval papers, so numbers are comparab
 - Text-to-image (t2i): every caption is a query; a hit at K if its own image is among the first K
   images. Averaged over captions.
 - Image-to-text (i2t): every image is a query; a hit at K if *any* of its captions is among the first
-  K captions. Averaged over images. An image with zero captions can never hit, so it is left out of
-  the i2t average (it still counts as a gallery item for t2i).
+  K captions. Averaged over images. An image with zero captions can never hit: by default it counts
+  as a miss (``captionless="miss"``), as clip_benchmark and the seeds' evaluators count it (they
+  average over every image query); ``captionless="skip"`` leaves it out of the i2t average, this
+  project's convention before 2026-12-05. It counts as a gallery item for t2i either way.
 - Duplicated caption strings are not merged: each caption line is its own query and its own gallery
   item, as in the benchmarks' own evaluation code.
 - Values are percentages (0..100); ``mR`` is the mean of the six.
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -28,6 +30,9 @@ from numpy.typing import NDArray
 from model.errors import InvalidInputError
 
 KS: tuple[int, ...] = (1, 5, 10)
+# Images without a caption in the image-to-text average: a miss (the published convention) or left out.
+Captionless = Literal["miss", "skip"]
+CAPTIONLESS: tuple[str, ...] = ("miss", "skip")
 
 # Rows sorted per chunk in ranks_from_similarity: bounds the [chunk, Ncols] int64 argsort buffer
 # (~45 MB for a 5,465-column gallery) however many queries there are.
@@ -79,24 +84,27 @@ def i2t_recall(
     ranked_captions: NDArray[np.integer[Any]],
     caption_image: NDArray[np.integer[Any]],
     ks: Sequence[int] = KS,
+    captionless: Captionless = "miss",
 ) -> dict[int, float]:
     """Image-to-text Recall@K in percent, ``{K: value}``.
 
     ``ranked_captions`` is ``[Ni, k_max]`` int: row ``i`` is the query of image ``i``, caption indices
     best first (``-1`` = no result). ``caption_image`` is ``[Nc]`` int with values in ``[0, Ni)``.
     Image ``i`` hits at K if any caption ``c`` with ``caption_image[c] == i`` is among its first K.
-    Images with no caption are excluded from the average; if no image has one, this raises.
+    Images with no caption count as misses (``captionless="miss"``) or are left out of the average
+    (``"skip"``).
     """
     ranked = _as_rank_matrix(ranked_captions, "ranked_captions")
     cap_img = _as_index_vector(caption_image, "caption_image")
-    return _i2t(ranked, cap_img, _check_ks(ks))
+    return _i2t(ranked, cap_img, _check_ks(ks), captionless=_check_captionless(captionless))
 
 
 @dataclass(frozen=True)
 class QueryHits:
     """Per query, the 0-based position of its first hit (int64 max when none in the list).
 
-    ``t2i [Nc]`` for the caption queries, ``i2t [Ni']`` for the image queries that have a caption.
+    ``t2i [Nc]`` for the caption queries, ``i2t [Ni']`` for the image queries (all of them by default;
+    with ``captionless="skip"`` only those that have a caption).
     Recall@K is the share below K; keeping positions lets a bootstrap resample queries.
     """
 
@@ -116,13 +124,15 @@ def query_hits(
     caption_image: NDArray[np.integer[Any]],
     query_captions: NDArray[np.integer[Any]] | None = None,
     query_images: NDArray[np.integer[Any]] | None = None,
+    captionless: Captionless = "miss",
 ) -> QueryHits:
     """First-hit positions per query, with the inputs and checks of :func:`recall_report`."""
     rc = _as_rank_matrix(ranked_captions, "ranked_captions")
     cap_img = _as_index_vector(caption_image, "caption_image")
+    how = _check_captionless(captionless)
     if query_captions is None and query_images is None:
         ri = _as_rank_matrix(ranked_images, "ranked_images", n_rows=cap_img.shape[0])
-        i2t = _i2t_first(rc, cap_img, KS)
+        i2t = _i2t_first(rc, cap_img, KS, captionless=how)
         t2i = _t2i_first(ri, cap_img, KS, n_images=rc.shape[0])
         return QueryHits(t2i=t2i, i2t=i2t)
     qc = _as_index_vector(
@@ -132,7 +142,7 @@ def query_hits(
     qi = _as_index_vector(np.arange(n_images) if query_images is None else query_images, "query_images")
     ri = _as_rank_matrix(ranked_images, "ranked_images", n_rows=qc.shape[0])
     t2i = _t2i_first(ri, cap_img[qc], KS, n_images=n_images)
-    i2t = _i2t_first(_as_rank_matrix(rc, "ranked_captions", n_rows=qi.shape[0]), cap_img, KS, qi)
+    i2t = _i2t_first(_as_rank_matrix(rc, "ranked_captions", n_rows=qi.shape[0]), cap_img, KS, qi, how)
     return QueryHits(t2i=t2i, i2t=i2t)
 
 
@@ -142,8 +152,9 @@ def recall_report(
     caption_image: NDArray[np.integer[Any]],
     query_captions: NDArray[np.integer[Any]] | None = None,
     query_images: NDArray[np.integer[Any]] | None = None,
+    captionless: Captionless = "miss",
 ) -> RecallReport:
-    """Both directions at K = 1, 5, 10.
+    """Both directions at K = 1, 5, 10; images without a caption per ``captionless`` (a miss by default).
 
     ``ranked_images`` ``[Nc, k_max]``, ``ranked_captions`` ``[Ni, k_max']``, ``caption_image`` ``[Nc]``;
     ``Ni`` (the image gallery size) is ``ranked_captions.shape[0]``.
@@ -152,7 +163,9 @@ def recall_report(
     query of caption ``query_captions[r]`` and row ``r`` of ``ranked_captions`` that of image
     ``query_images[r]``; the image gallery size is then ``1 + caption_image.max()``.
     """
-    return query_hits(ranked_images, ranked_captions, caption_image, query_captions, query_images).report()
+    return query_hits(
+        ranked_images, ranked_captions, caption_image, query_captions, query_images, captionless
+    ).report()
 
 
 def bootstrap_mr(hits: Sequence[QueryHits], n_resamples: int = 2000, seed: int = 0) -> NDArray[np.float64]:
@@ -201,8 +214,9 @@ def tie_aware_hits(
     """Per query, the probability of a hit at each K when tied scores are ordered at random.
 
     ``scores [Nq, Ng]``, ``relevant [Nq, Ng]`` bool; returns ``[Nq', len(ks)]`` for the ``Nq'`` queries
-    with a relevant item. A ranking that breaks ties by index (as FAISS and the stable sorts do) is
-    one draw of this order; where relevance correlates with index (the own captions indexed first)
+    with a relevant item. A ranking that breaks ties by index (as every search mode of
+    :class:`search.engine.SearchEngine` and the stable sorts do: lower gallery index first) is one
+    draw of this order; where relevance correlates with index (the own captions indexed first)
     that draw is biased, and the expectation is the unbiased figure. With ``m`` items scored above the
     best relevant score ``s*``, ``t`` items tied at ``s*`` and ``o`` of those relevant, the first
     ``r = K - m`` of the ``t`` tied places hold a relevant item with probability
@@ -392,8 +406,9 @@ def _i2t(
     cap_img: NDArray[np.int64],
     ks: tuple[int, ...],
     query_images: NDArray[np.int64] | None = None,
+    captionless: Captionless = "miss",
 ) -> dict[int, float]:
-    return _recalls(_i2t_first(ranked, cap_img, ks, query_images), ks)
+    return _recalls(_i2t_first(ranked, cap_img, ks, query_images, captionless), ks)
 
 
 def _i2t_first(
@@ -401,6 +416,7 @@ def _i2t_first(
     cap_img: NDArray[np.int64],
     ks: tuple[int, ...],
     query_images: NDArray[np.int64] | None = None,
+    captionless: Captionless = "miss",
 ) -> NDArray[np.int64]:
     n_images, n_captions = ranked.shape[0], cap_img.shape[0]
     if query_images is not None:  # a subset of the images queried: row r is image query_images[r]
@@ -420,7 +436,12 @@ def _i2t_first(
     has_caption = (np.bincount(cap_img, minlength=n_images) > 0)[queries]
     valid = ranked >= 0
     owner = np.where(valid, cap_img[np.where(valid, ranked, 0)], -1)
-    return _first_hit(owner == queries[:, None])[has_caption]
+    first = _first_hit(owner == queries[:, None])  # a captionless image never matches: a miss
+    if captionless == "skip":
+        if not has_caption.any():
+            raise InvalidInputError("no image query has a caption: the image-to-text average is empty")
+        return first[has_caption]
+    return first
 
 
 def _recalls(first: NDArray[np.int64], ks: tuple[int, ...]) -> dict[int, float]:
@@ -451,6 +472,12 @@ def _check_no_repeats(ranked: NDArray[np.int64], name: str) -> None:
     if dup.any():
         row = int(np.nonzero(dup.any(axis=1))[0][0])
         raise InvalidInputError(f"{name} row {row} lists the same index more than once")
+
+
+def _check_captionless(value: str) -> Captionless:
+    if value not in CAPTIONLESS:
+        raise InvalidInputError(f"captionless must be 'miss' or 'skip', got {value!r}")
+    return "miss" if value == "miss" else "skip"
 
 
 def _check_ks(ks: Sequence[int]) -> tuple[int, ...]:

@@ -27,7 +27,7 @@ from search import ppsr, sar
 from search.extras import HashHeads, SideExtras
 from search.gallery import Gallery
 from search.index_dir import LoadedIndex
-from search.recall import DenseRecall, exact_subset
+from search.recall import DenseRecall, by_score, exact_subset, in_tie_order, pair_cosines
 
 RerankMode = Literal["none", "ftf", "local", "exhaustive"]
 Target = Literal["images", "captions"]
@@ -36,8 +36,9 @@ SarMode = Literal["off", "hard", "soft"]
 RERANK_MODES: tuple[str, ...] = ("none", "ftf", "local", "exhaustive")
 RECALL_METHODS: tuple[str, ...] = ("dense", "hash", "sgpd")
 SAR_MODES: tuple[str, ...] = ("off", "hard", "soft")
-# PPSR re-sorts this many times the cut's depth of recall candidates before cutting.
+# PPSR's first fetch, in multiples of the cut's depth; it deepens until the cut is exact.
 PPSR_FETCH = 2
+HashPpsr = Literal["hamming", "cosine"]
 TARGETS: tuple[str, ...] = ("images", "captions")
 _T = TypeVar("_T")
 
@@ -65,6 +66,9 @@ class EngineConfig:
     sar_weight: float = 0.1
     # PPSR: r_q is the mean of the query's top ppsr_k recall scores.
     ppsr_k: int = 10
+    # PPSR over hash recall: "hamming" corrects minus the Hamming distance (ALGORITHMS.md §3, CFITR);
+    # "cosine" corrects the cosines of the Hamming order's candidates (the earlier variant).
+    hash_ppsr: HashPpsr = "hamming"
     # IVF lists visited per query by dense recall (None: search.recall.DEFAULT_NPROBE); exact indexes
     # ignore it. BENCHMARKS.md (recall at scale) has recall@100 against exact search by nprobe.
     nprobe: int | None = None
@@ -348,7 +352,7 @@ class SearchEngine:
         needs = {
             "hash": o.recall == "hash" and (side.hash is None or self.hash_heads is None),
             "sgpd": o.recall == "sgpd" and side.sgpd is None,
-            "ppsr": o.ppsr and side.ppsr_rg is None,
+            "ppsr": o.ppsr and self._ppsr_term(o.recall, side) is None,
             "sar": o.sar != "off" and side.sar_profiles is None,
         }
         for name, missing in needs.items():
@@ -391,46 +395,157 @@ class SearchEngine:
         """Coarse candidates ``(coarse [Q,R], cosine [Q,R], ids [Q,R])`` with each query's own depth,
         recall method and filter; rows are padded with ``-inf`` / ``-1`` up to the deepest ``R``.
 
-        ``coarse`` is the score the rerank fuses: the cosine of the global vectors, or with PPSR its
-        hubness-corrected form. A filtered query searches only its subset (see :meth:`_search_subset`).
+        ``coarse`` is the score the rerank fuses: the cosine of the global vectors, or with PPSR over
+        dense (or SGPD) recall its hubness-corrected form on the cosine's scale. A filtered query
+        searches only its subset (see :meth:`_search_subset`).
         """
         depths = [self.check_options(o) for o in options]
-        fetch = [self._fetch_depth(d, o) for d, o in zip(depths, options, strict=True)]
         width = max(depths)
         coarse = np.full((len(options), width), -np.inf, np.float32)
         cosine = np.full((len(options), width), -np.inf, np.float32)
         ids = np.full((len(options), width), -1, np.int64)
-        methods: dict[tuple[str, bool], list[int]] = {}
+        groups: dict[tuple[str, bool, bool], list[int]] = {}
         for q, o in enumerate(options):
             if o.allowed is None:
-                methods.setdefault((o.recall, o.image_query), []).append(q)
-        found: dict[int, tuple[NDArray[np.float32], NDArray[np.int64]]] = {}
-        for (method, image_query), rows in methods.items():
-            s, i = self._backend(
-                method, image_query, query_vectors[rows], max(fetch[q] for q in rows), captions
-            )
-            for row, q in enumerate(rows):
-                found[q] = _pad(s[row], i[row], fetch[q])
+                groups.setdefault((o.recall, o.image_query, o.ppsr), []).append(q)
+        found: dict[int, _Ranked] = {}
+        for (method, image_query, use_ppsr), rows in groups.items():
+
+            def search(sub: list[int], k: int, m: str = method, iq: bool = image_query) -> _Found:
+                return self._backend(m, iq, query_vectors[sub], k, captions)
+
+            ranked = self._ranked(search, rows, [depths[q] for q in rows], method, use_ppsr, captions)
+            found.update(zip(rows, ranked, strict=True))
         for q, o in enumerate(options):
             if o.allowed is not None:
                 subset = self._subset(o.allowed, captions)
-                found[q] = self._search_subset(o, query_vectors[q : q + 1], subset, fetch[q], captions)
-        for q, o in enumerate(options):
-            s, i = found[q]
-            corrected = s
-            if o.ppsr:
-                corrected = self._ppsr(s, i, captions)
-            # The method's own order (hash: Hamming, then cosine); PPSR re-sorts by its correction.
-            order = np.argsort(-corrected, kind="stable") if o.ppsr else np.arange(s.size)
-            order = order[: depths[q]]
-            n = order.size
-            coarse[q, :n], cosine[q, :n], ids[q, :n] = corrected[order], s[order], i[order]
+
+                def search_subset(
+                    sub: list[int], k: int, o: QueryOptions = o, s: NDArray[np.int64] = subset
+                ) -> _Found:
+                    return self._search_subset(o, query_vectors[sub], s, k, captions)
+
+                found[q] = self._ranked(search_subset, [q], [depths[q]], o.recall, o.ppsr, captions)[0]
+        for q in range(len(options)):
+            c, s, i = found[q]
+            n = min(depths[q], i.size)
+            coarse[q, :n], cosine[q, :n], ids[q, :n] = c[:n], s[:n], i[:n]
             coarse[q, ids[q] < 0] = -np.inf
+            cosine[q, ids[q] < 0] = -np.inf
         return coarse, cosine, ids
 
-    def _fetch_depth(self, depth: int, o: QueryOptions) -> int:
-        """PPSR re-sorts recall's scores before the cut, so it needs more than the cut to choose from."""
-        return max(depth * PPSR_FETCH, self.config.ppsr_k) if o.ppsr else depth
+    def _ranked(
+        self,
+        search: Callable[[list[int], int], _Found],
+        rows: list[int],
+        depths: list[int],
+        method: str,
+        use_ppsr: bool,
+        captions: bool,
+    ) -> list[_Ranked]:
+        """Per row of ``rows``, ``(coarse, cosine, ids)`` best first, at least ``depths[j]`` deep
+        (padded with ``-inf`` / ``-1``). ``search(rows, k)`` is the recall method's own search:
+        ``(own score, cosine, ids) [len(rows), k]`` in the method's order.
+
+        Without PPSR the method's order is kept. With PPSR (CSLS, ALGORITHMS.md §3) the candidates
+        are re-sorted by ``2 s - r_q - r_g`` over the method's own score ``s`` (the cosine for dense
+        and SGPD recall, minus the Hamming distance for hash recall: the spec's form) and cut; the
+        search is deepened until the cut is exact (:meth:`_ppsr_exact`). ``EngineConfig.hash_ppsr =
+        "cosine"`` keeps the earlier variant for hash recall: CSLS over the cosines of the Hamming
+        order's first ``PPSR_FETCH * depth`` candidates.
+        """
+        if not use_ppsr:
+            own, cos, ids = search(rows, max(depths))
+            return [
+                (p[1], p[1], p[2]) for p in (_pad3(own[j], cos[j], ids[j], d) for j, d in enumerate(depths))
+            ]
+        side = self.extras.get("captions" if captions else "images", SideExtras())
+        hamming = method == "hash" and self.config.hash_ppsr == "hamming"
+        if method == "hash" and not hamming:
+            r_g_cos = _require(side.ppsr_rg, "ppsr")
+            k = max(max(d * PPSR_FETCH, self.config.ppsr_k) for d in depths)
+            own, cos, ids = _padded(search(rows, k), k)
+            out = []
+            for j, d in enumerate(depths):
+                corrected = self._csls(cos[j], ids[j], r_g_cos) / 2.0
+                order = by_score(corrected, ids[j])[:d]
+                out.append(_pad3(corrected[order], cos[j][order], ids[j][order], d))
+            return out
+        r_g = _require(self._ppsr_term(method, side), "ppsr")
+        return self._ppsr_exact(search, rows, depths, r_g, hamming)
+
+    def _ppsr_exact(
+        self,
+        search: Callable[[list[int], int], _Found],
+        rows: list[int],
+        depths: list[int],
+        r_g: NDArray[np.float32],
+        hamming: bool,
+    ) -> list[_Ranked]:
+        """PPSR's top-``depth`` by ``2 s - r_q - r_g`` over the whole gallery, fetching as deep as needed.
+
+        An item the search did not return has ``s <= s_last`` (the last fetched score), so its
+        corrected score is at most ``2 s_last - r_q - min(r_g)``; once the ``depth``-th corrected
+        score of the fetched items beats that bound, nothing unfetched can enter the cut. Until then
+        the fetch doubles (up to the whole gallery). ``r_q`` is the mean of the ``ppsr_k`` best scores,
+        which any fetch of at least ``ppsr_k`` holds. Dense: the coarse score returned is the
+        correction halved, ``s - (r_q + r_g) / 2`` (the same order, on the cosine's scale, so the
+        rerank's fusion weight keeps its meaning). Hash: the order is the corrected Hamming score
+        (ties by cosine, then id); the coarse score stays the cosine, as for plain hash recall.
+        """
+        floor = float(r_g.min()) if r_g.size else 0.0
+        total = r_g.size
+        out: dict[int, _Ranked] = {}
+        fetch = {j: max(d * PPSR_FETCH, self.config.ppsr_k) for j, d in enumerate(depths)}
+        pending = list(range(len(rows)))
+        while pending:
+            k = max(fetch[j] for j in pending)
+            own, cos, ids = _padded(search([rows[j] for j in pending], k), k)
+            deeper = []
+            for row, j in enumerate(pending):
+                s, c, i = own[row], cos[row], ids[row]
+                corrected = self._csls(s, i, r_g)
+                if hamming:  # multiples of 1/ppsr_k: equal values must tie, not differ by rounding
+                    corrected = np.round(corrected, 4).astype(np.float32)
+                id_key = np.where(i < 0, np.iinfo(np.int64).max, i)
+                order = np.lexsort((id_key, -c, -corrected) if hamming else (id_key, -corrected))
+                order = order[np.isfinite(corrected[order])]
+                d = depths[j]
+                valid = s[i >= 0]
+                complete = valid.size < k or k >= total
+                if not complete and order.size >= d:
+                    r_q = float(ppsr.query_term(s[None], self.config.ppsr_k)[0])
+                    bound = 2.0 * float(valid[-1]) - r_q - floor
+                    # Slack for float32 rounding (and, for Hamming, the 1e-4 grid rounded to above).
+                    slack = 1e-3 if hamming else 1e-5 * (1.0 + abs(bound))
+                    complete = float(corrected[order[d - 1]]) > bound + slack
+                if complete or fetch[j] >= total:
+                    order = order[:d]
+                    score = c[order] if hamming else corrected[order] / 2.0
+                    out[j] = _pad3(score.astype(np.float32), c[order], i[order], d)
+                else:
+                    fetch[j] = 2 * fetch[j]
+                    deeper.append(j)
+            pending = deeper
+        return [out[j] for j in range(len(rows))]
+
+    def ppsr_available(self, method: str, side: str) -> bool:
+        """Whether PPSR's stored term exists for recall ``method`` over ``side`` (images or captions)."""
+        return self._ppsr_term(method, self.extras.get(side, SideExtras())) is not None
+
+    def _ppsr_term(self, method: str, side: SideExtras) -> NDArray[np.float32] | None:
+        """PPSR's stored ``r_g`` for recall ``method``: over Hamming scores for hash recall (unless the
+        cosine variant is configured), over cosines otherwise."""
+        hamming = method == "hash" and self.config.hash_ppsr == "hamming"
+        return side.ppsr_rg_hash if hamming else side.ppsr_rg
+
+    def _csls(
+        self, scores: NDArray[np.float32], ids: NDArray[np.int64], r_g: NDArray[np.float32]
+    ) -> NDArray[np.float32]:
+        """``2 s - r_q - r_g`` for one row of recall scores (``-inf`` padding stays ``-inf``)."""
+        r_q = ppsr.query_term(scores[None, :], self.config.ppsr_k)
+        r_g_row = np.where(ids >= 0, r_g[np.maximum(ids, 0)], 0.0)[None, :]
+        return np.asarray(ppsr.csls(scores[None, :], r_q, r_g_row)[0], np.float32)
 
     def _backend(
         self,
@@ -440,17 +555,26 @@ class SearchEngine:
         k: int,
         captions: bool,
         include: NDArray[np.int64] | None = None,
-    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        """One recall method over one side; scores are always cosines of the global vectors, so the
-        rerank fuses the same kind of coarse score whichever method found the candidates."""
+    ) -> _Found:
+        """One recall method over one side: ``(own score, cosine, ids)`` in the method's order.
+
+        The cosine is recomputed from the stored vectors for every method (:func:`pair_cosines`), so
+        the rerank fuses the same number whichever method (or the exhaustive mode) found the item;
+        FAISS's own score of a pair depends on how many queries were searched together. Dense and
+        SGPD order by that cosine, ties by id; hash orders by Hamming distance, then cosine, then id.
+        """
         exclude = self.deleted_captions if captions else self.deleted
         side = self.extras.get("captions" if captions else "images", SideExtras())
-        if method == "dense":
-            recall = _present(self.caption_recall) if captions else self.image_recall
-            return recall.search(vectors, k, nprobe=self.config.nprobe, exclude=exclude, include=include)
-        if method == "sgpd":
-            return _require(side.sgpd, "sgpd").search(vectors, k, include=include, exclude=exclude)
-        # hash: Hamming order (the method's own), ties broken by cosine; coarse score = cosine.
+        if method in ("dense", "sgpd"):
+            if method == "dense":
+                recall = _present(self.caption_recall) if captions else self.image_recall
+                _, ids = recall.search(
+                    vectors, k, nprobe=self.config.nprobe, exclude=exclude, include=include
+                )
+            else:
+                _, ids = _require(side.sgpd, "sgpd").search(vectors, k, include=include, exclude=exclude)
+            cos, ids = in_tie_order(self._cosines(vectors, ids, captions), ids)
+            return cos, cos, ids
         heads = _require(self.hash_heads, "hash")
         codes = heads.encode_images(vectors) if image_query else heads.encode_texts(vectors)
         index = _require(side.hash, "hash")
@@ -461,44 +585,45 @@ class SearchEngine:
             if fetch >= index.size or bool(((neg_hamming[:, -1] < kth) | (ids[:, -1] < 0)).all()):
                 break
             fetch = min(index.size, 2 * fetch)
+        cos = self._cosines(vectors, ids, captions)
+        id_key = np.where(ids < 0, np.iinfo(np.int64).max, ids)
+        order = np.lexsort((id_key, -cos, -neg_hamming), axis=1)[:, :k]
+        return (
+            np.take_along_axis(neg_hamming, order, 1).astype(np.float32),
+            np.take_along_axis(cos, order, 1),
+            np.take_along_axis(ids, order, 1),
+        )
+
+    def _cosines(
+        self, vectors: NDArray[np.float32], ids: NDArray[np.int64], captions: bool
+    ) -> NDArray[np.float32]:
+        """:func:`pair_cosines` of each query row with its ``ids`` (``-inf`` where the id is ``-1``)."""
         gallery = _present(self.gallery.captions).vectors if captions else self.gallery.vectors
-        cos = np.einsum("qkd,qd->qk", np.asarray(gallery[np.maximum(ids, 0)], np.float32), vectors)
-        cos = np.where(ids >= 0, cos, -np.inf).astype(np.float32)
-        order = np.lexsort((-cos, -neg_hamming), axis=1)[:, :k]
-        return np.take_along_axis(cos, order, 1), np.take_along_axis(ids, order, 1)
+        cos = pair_cosines(vectors, np.asarray(gallery[np.maximum(ids, 0)], np.float32))
+        return np.where(ids >= 0, cos, -np.inf).astype(np.float32)
 
     def _search_subset(
         self,
         o: QueryOptions,
-        vector: NDArray[np.float32],
+        vectors: NDArray[np.float32],
         subset: NDArray[np.int64],
         k: int,
         captions: bool,
-    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    ) -> _Found:
         """A filtered query: an exact product over a small subset; otherwise the method with an ID
         selector, falling back to the exact product when an approximate index found too few."""
         want = min(k, subset.size)
-        empty = (np.full(k, -np.inf, np.float32), np.full(k, -1, np.int64))
         if want == 0:
-            return empty
+            none = np.full((vectors.shape[0], k), -np.inf, np.float32)
+            return none, none, np.full((vectors.shape[0], k), -1, np.int64)
         if subset.size > self.config.exact_filter_max or o.recall != "dense":
-            s, i = self._backend(o.recall, o.image_query, vector, k, captions, include=subset)
-            if int((i[0] >= 0).sum()) >= want:
-                return _pad(s[0], i[0], k)
-        vectors = _present(self.gallery.captions).vectors if captions else self.gallery.vectors
-        s, i = exact_subset(vectors, vector, subset, k)
-        return s[0], i[0]
-
-    def _ppsr(
-        self, scores: NDArray[np.float32], ids: NDArray[np.int64], captions: bool
-    ) -> NDArray[np.float32]:
-        """PPSR's CSLS correction ``2s - r_q - r_g``, halved (``s - (r_q + r_g) / 2``): the same order,
-        on the cosine's scale, so the rerank's fusion weight keeps its meaning."""
-        side = self.extras.get("captions" if captions else "images", SideExtras())
-        r_g = _require(side.ppsr_rg, "ppsr")
-        r_q = ppsr.query_term(scores[None, :], self.config.ppsr_k)
-        corrected = ppsr.csls(scores[None, :], r_q, np.where(ids >= 0, r_g[np.maximum(ids, 0)], 0.0)[None, :])
-        return np.asarray(corrected[0] / 2.0, np.float32)
+            own, cos, ids = self._backend(o.recall, o.image_query, vectors, k, captions, include=subset)
+            if int((ids[0] >= 0).sum()) >= want:
+                return own, cos, ids
+        source = _present(self.gallery.captions).vectors if captions else self.gallery.vectors
+        _, ids = exact_subset(source, vectors, subset, k)
+        cos, ids = in_tie_order(self._cosines(vectors, ids, captions), ids)
+        return cos, cos, ids
 
     def _subset(self, allowed: NDArray[np.bool_], captions: bool) -> NDArray[np.int64]:
         """Live ids passing a filter mask over images (for captions: those of passing images)."""
@@ -573,31 +698,43 @@ class SearchEngine:
         o: QueryOptions,
         captions: bool,
     ) -> NDArray[np.int64]:
-        """Candidates best first: by score, or re-sorted by SAR's reverse ranks when asked."""
+        """Candidates best first: by score (ties by id), or re-sorted by SAR's reverse ranks when asked.
+
+        SAR's rank compares the query's cosine with the candidate's stored reference similarities at
+        the stored precision (float16): a query that is itself in the reference set then meets its
+        own entry as a tie, which does not count against it, as GaLR's reverse rank skips the query.
+        """
+        # Without a rerank, recall's own order (hash: Hamming first; PPSR: its correction).
+        base = np.arange(scores.size, dtype=np.int64) if o.rerank == "none" else by_score(scores, ids)
         if o.sar == "off":
-            if o.rerank == "none":  # recall's own order (hash: Hamming first)
-                return np.arange(scores.size, dtype=np.int64)
-            return np.argsort(-scores, kind="stable").astype(np.int64)
+            return base
         side = self.extras.get("captions" if captions else "images", SideExtras())
         profiles = _require(side.sar_profiles, "sar")
-        valid = ids >= 0
-        rho = np.full(ids.shape, np.iinfo(np.int64).max // 2, np.int64)
+        s, c, i = scores[base], cosine[base], ids[base]
+        valid = i >= 0
+        rho = np.full(i.shape, np.iinfo(np.int64).max // 2, np.int64)
         if valid.any():
-            cand = np.asarray(profiles[ids[valid]], np.float32)[None]
-            rho[valid] = sar.reverse_ranks(cand, cosine[valid][None])[0]
-        if o.sar == "hard":
-            return np.asarray(sar.sar_order(scores[None], rho[None])[0], np.int64)
-        soft = sar.sar_soft(scores[None], rho[None], self.config.sar_weight)[0]
-        return np.argsort(-soft, kind="stable").astype(np.int64)
+            cand = np.asarray(profiles[i[valid]], np.float32)[None]
+            like = np.asarray(c[valid], profiles.dtype).astype(np.float32)
+            rho[valid] = sar.reverse_ranks(cand, like[None])[0]
+        if o.sar == "hard":  # ties by score, then by position in the base order (score, then id)
+            return base[np.asarray(sar.sar_order(s[None], rho[None])[0], np.int64)]
+        soft = sar.sar_soft(s[None], rho[None], self.config.sar_weight)[0]
+        return base[by_score(soft, i)]
 
     def _exhaustive(
         self, text: TextFeatures | None, image: ImageFeatures | None, options: Sequence[QueryOptions]
     ) -> list[SearchResult]:
-        """The FTF block over every gallery item, in chunks; for measuring the two-stage shortcut."""
+        """The FTF block over every gallery item, in chunks; for measuring the two-stage shortcut.
+
+        Scores are the two-stage search's (the same :func:`pair_cosines` coarse score, the same block)
+        and ties go to the lower index, so ``ftf`` with ``recall_k`` = the gallery size returns the
+        same list exactly."""
         t0 = time.perf_counter()
         captions = text is None
         total = len(_present(self.gallery.captions).texts) if captions else len(self.gallery)
         queries = text.vectors if text is not None else _present(image).vectors
+        query_np = queries.float().cpu().numpy()
         k = max(o.k for o in options)
         live = np.zeros((len(options), total), np.bool_)
         for q, o in enumerate(options):
@@ -606,27 +743,29 @@ class SearchEngine:
         best_ids: list[torch.Tensor] = []
         for start, stop in _batches(total, self.config.exhaustive_chunk):
             chunk = np.arange(start, stop, dtype=np.int64)
-            gallery_vectors = self._gallery_vectors(chunk, captions)
-            coarse = queries @ gallery_vectors.T  # [Q,C]
             ids = np.broadcast_to(chunk, (queries.shape[0], chunk.size))
+            coarse = torch.from_numpy(self._cosines(query_np, ids, captions)).to(self.device, self.dtype)
             fused = ftf.fuse(coarse, self._score(text, image, ids).fine, self.config.ftf.lam).float()
             dead = torch.from_numpy(~live[:, start:stop]).to(fused.device)
             fused = fused.masked_fill(dead, float("-inf"))
-            top = torch.topk(fused, min(k, fused.shape[1]), dim=1)
-            best_scores.append(top.values.cpu())
-            best_ids.append(torch.from_numpy(chunk)[top.indices.cpu()])
+            # A stable descending sort keeps equal scores in index order (torch.topk does not).
+            top = torch.sort(fused, dim=1, descending=True, stable=True)
+            keep = min(k, fused.shape[1])
+            best_scores.append(top.values[:, :keep].cpu())
+            best_ids.append(torch.from_numpy(chunk)[top.indices[:, :keep].cpu()])
         scores = torch.cat(best_scores, dim=1)
         ids_all = torch.cat(best_ids, dim=1)
-        order = torch.topk(scores, min(k, scores.shape[1]), dim=1).indices
+        # Chunks are in index order and each chunk's ties too, so a stable sort keeps ties by index.
+        order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
         ms = _ms_since(t0) / queries.shape[0]
         results = []
         for q, o in enumerate(options):
             top_q = order[q, : o.k]
             finite = torch.isfinite(scores[q, top_q])  # -inf: deleted or filtered out
             ids_q = ids_all[q, top_q][finite].numpy()
-            coarse_q = (queries[q : q + 1] @ self._gallery_vectors(ids_q, captions).T)[0].float().cpu()
+            coarse_q = self._cosines(query_np[q : q + 1], ids_q[None], captions)[0]
             results.append(
-                self._result(ids_q, scores[q, top_q][finite].numpy(), coarse_q.numpy(), None, captions)
+                self._result(ids_q, scores[q, top_q][finite].numpy(), coarse_q, None, captions)
                 | {"exhaustive": ms}
             )
         return results
@@ -763,16 +902,30 @@ def _require(value: _T | None, name: str) -> _T:
     return value
 
 
-def _pad(
-    scores: NDArray[np.float32], ids: NDArray[np.int64], width: int
-) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """A FAISS result row cut or padded (``-inf`` / ``-1``) to ``width``; FAISS pads with -1 ids."""
-    s = np.full(width, -np.inf, np.float32)
+_Found = tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]  # own score, cosine, ids
+_Ranked = tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]  # coarse, cosine, ids
+
+
+def _pad3(
+    first: NDArray[np.float32], cos: NDArray[np.float32], ids: NDArray[np.int64], width: int
+) -> _Ranked:
+    """One row cut or padded (``-inf`` / ``-1``) to ``width``; FAISS pads with -1 ids."""
+    a = np.full(width, -np.inf, np.float32)
+    c = np.full(width, -np.inf, np.float32)
     i = np.full(width, -1, np.int64)
     n = min(width, ids.size)
-    s[:n], i[:n] = scores[:n], ids[:n]
-    s[i < 0] = -np.inf
-    return s, i
+    a[:n], c[:n], i[:n] = first[:n], cos[:n], ids[:n]
+    a[i < 0] = -np.inf
+    c[i < 0] = -np.inf
+    return a, c, i
+
+
+def _padded(found: _Found, width: int) -> _Found:
+    """A search's ``[Q, k']`` arrays padded to ``[Q, width]`` columns (``k' < width``: a small gallery)."""
+    rows = [_pad3(found[0][j], found[1][j], found[2][j], width) for j in range(found[2].shape[0])]
+    if not rows:
+        return found
+    return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows]), np.stack([r[2] for r in rows])
 
 
 def _batches(n: int, size: int) -> Iterator[tuple[int, int]]:

@@ -20,7 +20,7 @@ from model.encoders import ClipEncoder
 from model.errors import DatasetError, ImageDecodeError, InvalidInputError
 from model.features import ImageFeatures, TextFeatures
 from model.images import decode_image
-from model.metrics import KS, QueryHits, RecallReport, query_hits
+from model.metrics import KS, Captionless, QueryHits, RecallReport, query_hits
 from search.engine import QueryOptions, RecallMethod, RerankMode, SarMode, SearchEngine
 from search.gallery import Gallery, gallery_from_features, permute_captions
 
@@ -44,6 +44,9 @@ class EvalResult:
     text_encode_ms_per_query: float | None
     encoder: dict[str, Any]
     method: dict[str, Any] | None = None
+    # How images without a caption enter the i2t average ("miss": as clip_benchmark and the seeds).
+    captionless: Captionless = "miss"
+    n_captionless: int = 0
 
     @property
     def report(self) -> RecallReport:
@@ -68,6 +71,7 @@ class EvalResult:
             dataset=self.dataset,
             n_images=self.n_images,
             n_captions=self.n_captions,
+            captionless_images=f"{self.n_captionless} ({self.captionless})",
             encoder=self.encoder,
         )
         return out
@@ -129,11 +133,13 @@ def evaluate(
     caption_queries: NDArray[np.int64] | None = None,
     image_queries: NDArray[np.int64] | None = None,
     method: MethodOptions | None = None,
+    captionless: Captionless = "miss",
 ) -> EvalResult:
     """Search the captions over the images and the images over the captions; report R@1/5/10 and mR.
 
     By default every caption and every image is a query; on large galleries ``caption_queries`` and
-    ``image_queries`` (indices into the gallery's captions / images) pick a subset.
+    ``image_queries`` (indices into the gallery's captions / images) pick a subset. An image query
+    with no caption counts as an i2t miss (``captionless="skip"``: left out of the average).
     """
     gallery = engine.gallery
     if gallery.captions is None:
@@ -163,9 +169,10 @@ def evaluate(
 
     owners = gallery.captions.image_index
     if subset:
-        hits = query_hits(_ranked(t2i, k), _ranked(i2t, k), owners, query_captions=cq, query_images=iq)
+        hits = query_hits(_ranked(t2i, k), _ranked(i2t, k), owners, cq, iq, captionless=captionless)
     else:
-        hits = query_hits(_ranked(t2i, k), _ranked(i2t, k), owners)
+        hits = query_hits(_ranked(t2i, k), _ranked(i2t, k), owners, captionless=captionless)
+    n_captionless = int((np.bincount(np.asarray(owners), minlength=len(gallery))[iq] == 0).sum())
     return EvalResult(
         dataset=dataset_name,
         n_images=n_images,
@@ -178,6 +185,8 @@ def evaluate(
         i2t_ms_per_query=i2t_ms,
         text_encode_ms_per_query=encode_ms,
         encoder=engine.encoder.describe() if engine.encoder else {},
+        captionless=captionless,
+        n_captionless=n_captionless,
     )
 
 

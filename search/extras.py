@@ -35,6 +35,8 @@ class SideExtras:
     hash: HashRecall | None = None
     sgpd: SGPDRecall | None = None
     ppsr_rg: NDArray[np.float32] | None = None
+    # PPSR's r_g over hash codes (mean of the 10 best minus-Hamming scores against reference codes).
+    ppsr_rg_hash: NDArray[np.float32] | None = None
     sar_profiles: NDArray[np.float16] | None = None
 
 
@@ -71,9 +73,13 @@ def build_extras(
         r_g_c, profiles_c = side_data(caption_vectors, images, seed)
         out["captions"] = SideExtras(ppsr_rg=r_g_c, sar_profiles=profiles_c)
     if heads is not None:
-        out["images"].hash = HashRecall(heads.encode_images(images))
+        image_codes = heads.encode_images(images)
+        out["images"].hash = HashRecall(image_codes)
         if caption_vectors is not None and "captions" in out:
-            out["captions"].hash = HashRecall(heads.encode_texts(caption_vectors))
+            caption_codes = heads.encode_texts(caption_vectors)
+            out["captions"].hash = HashRecall(caption_codes)
+            out["images"].ppsr_rg_hash = ppsr.hamming_gallery_term(image_codes, caption_codes)
+            out["captions"].ppsr_rg_hash = ppsr.hamming_gallery_term(caption_codes, image_codes)
     if sgpd:
         out["images"].sgpd = SGPDRecall(images, seed=seed)
         if caption_vectors is not None and "captions" in out:
@@ -100,6 +106,8 @@ def load_extras(
             extras.sar_profiles = np.load(folder / f"{prefix}sar_profiles.npy", mmap_mode="r")
         if heads is not None and (folder / f"{prefix}hash_codes.npy").is_file():
             extras.hash = HashRecall(np.load(folder / f"{prefix}hash_codes.npy"))
+        if (folder / f"{prefix}hash_ppsr_rg.npy").is_file():
+            extras.ppsr_rg_hash = np.load(folder / f"{prefix}hash_ppsr_rg.npy")
         if with_sgpd:
             extras.sgpd = _sgpd(folder, prefix, vectors, seed)
         out[side] = extras

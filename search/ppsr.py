@@ -15,6 +15,7 @@ has a large ``r_q``, which shifts all of its scores equally and so never changes
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -65,6 +66,32 @@ def gallery_term(
             best = _top_values(pool, kk)
         assert best is not None  # R > 0
         out[start : start + chunk] = best.mean(axis=1, dtype=np.float64)
+    return out
+
+
+def hamming_gallery_term(
+    gallery_codes: NDArray[np.uint8], reference_codes: NDArray[np.uint8], k: int = DEFAULT_K
+) -> NDArray[np.float32]:
+    """``r_g`` over hash codes: per gallery item, the mean of its ``k`` best scores (minus the Hamming
+    distance, the score hash recall ranks by) against the reference queries' codes.
+
+    CFITR applies CSLS to the Hamming scores (ALGORITHMS.md §3 fuses minus the Hamming distance), so
+    ``r_g`` must be on that scale, not the cosine's. Exact: a ``faiss.IndexBinaryFlat`` over the
+    references. ``[N, bits/8]`` and ``[R, bits/8]`` uint8 codes; returns ``[N]`` float32.
+    """
+    G = np.ascontiguousarray(gallery_codes)
+    R = np.ascontiguousarray(reference_codes)
+    if G.ndim != 2 or R.ndim != 2 or G.dtype != np.uint8 or R.dtype != np.uint8 or G.shape[1] != R.shape[1]:
+        raise InvalidInputError(
+            f"expected packed uint8 codes [N,b] and [R,b], got {G.dtype} {G.shape} and {R.dtype} {R.shape}"
+        )
+    if R.shape[0] == 0:
+        raise InvalidInputError("the reference set is empty")
+    _positive(k=k)
+    index = faiss.IndexBinaryFlat(G.shape[1] * 8)
+    index.add(R)
+    distances, _ = index.search(G, min(k, R.shape[0]))
+    out: NDArray[np.float32] = (-distances.astype(np.float64).mean(axis=1)).astype(np.float32)
     return out
 
 

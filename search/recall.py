@@ -119,7 +119,8 @@ class DenseRecall:
         exclude: NDArray[np.int64] | None = None,
         include: NDArray[np.int64] | None = None,
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        """``queries [Q,d]`` -> (scores ``[Q,k']``, ids ``[Q,k']``), best first, ``k' = min(k, N)``.
+        """``queries [Q,d]`` -> (scores ``[Q,k']``, ids ``[Q,k']``), best first, equal scores in id
+        order (:func:`in_tie_order`), ``k' = min(k, N)``.
 
         ``nprobe`` (IVF only): lists visited for this call; more is slower and closer to exact.
         ``exclude``: ids never returned (deleted items); ``include``: the only ids that may be returned
@@ -142,14 +143,27 @@ class DenseRecall:
         elif exclude is not None and exclude.size:
             batch = faiss.IDSelectorBatch(np.ascontiguousarray(exclude, dtype=np.int64))
             kwargs["sel"] = faiss.IDSelectorNot(batch)
+        params: faiss.SearchParameters | None = None
         if faiss.try_extract_index_ivf(self.index) is not None:
             kwargs["nprobe"] = nprobe or DEFAULT_NPROBE
-            scores, ids = self.index.search(q, kk, params=faiss.SearchParametersIVF(**kwargs))
+            params = faiss.SearchParametersIVF(**kwargs)
         elif kwargs:
-            scores, ids = self.index.search(q, kk, params=faiss.SearchParameters(**kwargs))
-        else:
-            scores, ids = self.index.search(q, kk)
-        return scores, ids
+            params = faiss.SearchParameters(**kwargs)
+        # FAISS keeps an arbitrary subset of the items tied with the k-th score, so the search goes
+        # one deeper and, while the extra one still ties, deeper again: then every tied item is in
+        # hand and the cut keeps the lowest ids, as a stable sort of all the scores would.
+        fetch = min(kk + 1, self.size)
+        while True:
+            scores, ids = self.index.search(q, fetch, params=params)
+            if fetch <= kk or fetch >= self.size:
+                break
+            last, kth = scores[:, -1], scores[:, kk - 1]
+            if not bool(((last < kth) | (ids[:, -1] < 0)).all()):
+                fetch = min(self.size, 2 * fetch)
+                continue
+            break
+        scores, ids = in_tie_order(scores, ids)
+        return scores[:, :kk], ids[:, :kk]
 
     def _allowed_bitmap(
         self, include: NDArray[np.int64], exclude: NDArray[np.int64] | None
@@ -167,6 +181,41 @@ class DenseRecall:
             dropped = np.asarray(exclude, dtype=np.int64).ravel()
             mask[dropped[(dropped >= 0) & (dropped < self.size)]] = False
         return np.packbits(mask, bitorder="little")
+
+
+def in_tie_order(
+    scores: NDArray[np.float32], ids: NDArray[np.int64]
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """Each row best first with equal scores in ascending id order, ``-1`` slots last.
+
+    Every search mode breaks ties this way (lower gallery index first, as a stable sort does), so
+    that a two-stage search over the whole gallery equals the exhaustive one exactly. faiss-cpu
+    1.15's ``IndexFlatIP`` keeps the lowest tied ids at the cut but lists them highest id first.
+    """
+    s = np.asarray(scores, np.float32)
+    i = np.asarray(ids, np.int64)
+    # lexsort's last key is the primary one; -1 padding sorts after every real id and score.
+    order = np.lexsort((np.where(i < 0, np.iinfo(np.int64).max, i), np.where(i < 0, np.inf, -s)), axis=-1)
+    return np.take_along_axis(s, order, -1), np.take_along_axis(i, order, -1)
+
+
+def by_score(scores: NDArray[np.floating], ids: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Positions of one row's candidates by descending score, ties by ascending id, ``-1`` ids last."""
+    id_key = np.where(ids < 0, np.iinfo(np.int64).max, ids)
+    return np.lexsort((id_key, np.where(ids < 0, np.inf, -np.asarray(scores, np.float64)))).astype(np.int64)
+
+
+def pair_cosines(queries: NDArray[np.float32], candidates: NDArray[np.float32]) -> NDArray[np.float32]:
+    """``[Q,K]`` inner products of each query ``[Q,d]`` with its own candidates ``[Q,K,d]``.
+
+    Summed in float64 and rounded once to float32, so a pair gets the same float32 score however
+    many queries and candidates are scored together (a float32 GEMM's rounding depends on the
+    blocking its shape picks): a two-stage search and the exhaustive one then fuse identical
+    coarse scores, and SAR compares a query's score with the stored one on equal terms.
+    """
+    out = np.einsum("qkd,qd->qk", np.asarray(candidates, np.float64), np.asarray(queries, np.float64))
+    scores: NDArray[np.float32] = out.astype(np.float32)
+    return scores
 
 
 def exact_subset(
@@ -195,13 +244,9 @@ def exact_subset(
         return scores, ids
     sims = np.asarray(queries, dtype=np.float32) @ np.asarray(vectors[rows], dtype=np.float32).T
     kk = min(k, rows.size)
-    if kk < rows.size:
-        top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
-        top.sort(axis=1)  # id order, so that the stable sort below puts equal scores in id order
-    else:
-        top = np.broadcast_to(np.arange(rows.size), (n_queries, rows.size))
-    top_sims = np.take_along_axis(sims, top, axis=1)
-    order = np.argsort(-top_sims, axis=1, kind="stable")
-    scores[:, :kk] = np.take_along_axis(top_sims, order, axis=1)
-    ids[:, :kk] = rows[np.take_along_axis(top, order, axis=1)]
+    # A full stable sort, not argpartition: the cut must keep the lowest ids among scores tied at
+    # the k-th, and argpartition picks any of them. ``rows`` is ascending, so position order is id order.
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :kk]
+    scores[:, :kk] = np.take_along_axis(sims, order, axis=1)
+    ids[:, :kk] = rows[order]
     return scores, ids

@@ -84,7 +84,9 @@ async def search_text(body: TextSearchRequest, request: Request) -> Response:
         body.explain,
         _allowed(index, body.filters),
         recall=body.recall or s.default_recall,
-        ppsr=_ppsr(index, s.default_ppsr, "images") if body.ppsr is None else body.ppsr,
+        ppsr=_ppsr(index, s.default_ppsr, "images", body.recall or s.default_recall)
+        if body.ppsr is None
+        else body.ppsr,
         sar=body.sar or s.default_sar,
     )
     index.engine.check_options(options)  # a 422 now, not from inside a batch
@@ -172,7 +174,7 @@ async def search_image(request: Request) -> Response:
         target,
         image_query=True,
         recall=options_model.recall or s.default_recall,
-        ppsr=(cross and _ppsr(index, s.default_ppsr, target))
+        ppsr=(cross and _ppsr(index, s.default_ppsr, target, options_model.recall or s.default_recall))
         if options_model.ppsr is None
         else options_model.ppsr,
         sar=options_model.sar or (s.default_sar if cross else "off"),
@@ -270,12 +272,12 @@ def _bounds(rt: Runtime, k: int | None, recall_k: int | None, explain: bool) -> 
     return k, recall_k
 
 
-def _ppsr(index: ServingIndex, default: bool | None, side: str) -> bool:
-    """The server's PPSR default; ``None`` means on where the index holds PPSR's data for ``side``."""
+def _ppsr(index: ServingIndex, default: bool | None, side: str, recall: str) -> bool:
+    """The server's PPSR default; ``None`` means on where the index holds PPSR's data for ``side``
+    and the recall method (hash recall's correction needs its own term, over Hamming scores)."""
     if default is not None:
         return default
-    extras = index.engine.extras.get(side)
-    return extras is not None and extras.ppsr_rg is not None
+    return index.engine.ppsr_available(recall, side)
 
 
 def _methods(o: QueryOptions) -> dict[str, object]:

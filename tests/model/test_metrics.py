@@ -101,11 +101,30 @@ def test_images_with_one_two_and_five_captions() -> None:
     assert i2t_recall(ranked, caption_image) == pytest.approx({1: 100 / 3, 5: 200 / 3, 10: 100.0})
 
 
-def test_image_without_captions_is_left_out_of_i2t() -> None:
-    # img1 has no caption: it is a t2i gallery item but no i2t query, so i2t averages over 2 images.
+def test_image_without_captions_is_an_i2t_miss_by_default() -> None:
+    # img1 has no caption. The published convention (clip_benchmark, the seeds' evaluators): it is
+    # still an i2t query, and a miss at every K. img0 hits @1, img2's own c2 is at rank 2 (@5, @10):
+    # R@1 = 1/3, R@5 = R@10 = 2/3. Left out instead ("skip"), the average runs over img0 and img2.
     caption_image = _ints([0, 0, 2])
-    ranked = _ints([[0, 1, 2], [2, 1, 0], [0, 1, 2]])  # img0 hit@1; img1 ignored; img2 own c2 at rank 2
-    assert i2t_recall(ranked, caption_image) == pytest.approx({1: 50.0, 5: 100.0, 10: 100.0})
+    ranked = _ints([[0, 1, 2], [2, 1, 0], [0, 1, 2]])
+    assert i2t_recall(ranked, caption_image) == pytest.approx({1: 100 / 3, 5: 200 / 3, 10: 200 / 3})
+    assert i2t_recall(ranked, caption_image, captionless="skip") == pytest.approx(
+        {1: 50.0, 5: 100.0, 10: 100.0}
+    )
+    # The same through recall_report / query_hits, and with a subset of image queries (img1, img2).
+    ranked_images = _ints([[0, 1, 2]] * 3)  # t2i: c0, c1 -> img0 hit@1; c2 -> img2 at rank 2
+    report = recall_report(ranked_images, ranked, caption_image)
+    assert (report.i2t_r1, report.i2t_r5, report.i2t_r10) == pytest.approx((100 / 3, 200 / 3, 200 / 3))
+    hits = metrics.query_hits(
+        ranked_images, ranked[1:], caption_image, query_images=_ints([1, 2]), captionless="miss"
+    )
+    assert hits.i2t.tolist() == [np.iinfo(np.int64).max, 2]
+    skipped = metrics.query_hits(
+        ranked_images, ranked[1:], caption_image, query_images=_ints([1, 2]), captionless="skip"
+    )
+    assert skipped.i2t.tolist() == [2]
+    with pytest.raises(InvalidInputError, match="captionless"):
+        i2t_recall(ranked, caption_image, captionless="drop")  # type: ignore[arg-type]
 
 
 def test_minus_one_padding_is_never_a_hit() -> None:
@@ -151,8 +170,8 @@ def _brute_force(sim: np.ndarray, caption_image: np.ndarray) -> dict[str, float]
     i2t_ranks = []
     for i in range(n_img):
         own = [c for c in range(n_cap) if caption_image[c] == i]
-        if own:  # images without captions are not queries
-            i2t_ranks.append(min(rank(list(sim[i]), c) for c in own))
+        # An image without captions is a query that never hits (the published convention).
+        i2t_ranks.append(min(rank(list(sim[i]), c) for c in own) if own else n_cap)
     out = {}
     for K in KS:
         out[f"t2i_r{K}"] = 100.0 * sum(r < K for r in t2i_ranks) / len(t2i_ranks)
@@ -320,7 +339,8 @@ def test_tie_aware_hits_without_ties_are_the_plain_recall() -> None:
     sim = rng.random((40, 60))  # image x caption, no ties
     cap_img = np.repeat(np.arange(12), 5)
     relevant = cap_img[None, :] == np.arange(40)[:, None]
-    plain = i2t_recall(ranks_from_similarity(sim, 10), cap_img)  # images 12..39 own no caption
+    # images 12..39 own no caption; tie_aware_hits scores only queries with a relevant item
+    plain = i2t_recall(ranks_from_similarity(sim, 10), cap_img, captionless="skip")
     got = metrics.tie_aware_hits(sim, relevant)
     assert got.shape == (12, 3)
     assert {K: 100 * got[:, j].mean() for j, K in enumerate(KS)} == pytest.approx(plain)
