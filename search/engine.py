@@ -744,7 +744,8 @@ class SearchEngine:
         for start, stop in _batches(total, self.config.exhaustive_chunk):
             chunk = np.arange(start, stop, dtype=np.int64)
             ids = np.broadcast_to(chunk, (queries.shape[0], chunk.size))
-            coarse = torch.from_numpy(self._cosines(query_np, ids, captions)).to(self.device, self.dtype)
+            # float32 in every dtype, as in the two-stage path, so ftf at recall_k = N still equals this
+            coarse = torch.from_numpy(self._cosines(query_np, ids, captions)).to(self.device)
             fused = ftf.fuse(coarse, self._score(text, image, ids).fine, self.config.ftf.lam).float()
             dead = torch.from_numpy(~live[:, start:stop]).to(fused.device)
             fused = fused.masked_fill(dead, float("-inf"))

@@ -8,6 +8,8 @@ return exactly what ``exhaustive`` returns: the same ids in the same order with 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,7 @@ from numpy.typing import NDArray
 
 from model.features import ImageFeatures, TextFeatures
 from model.ftf import FTFParams, image_to_text, text_to_image
+from model.precision import Precision
 from search.engine import EngineConfig, QueryOptions, SearchEngine, SearchResult
 from search.gallery import Gallery, gallery_from_features
 from search.recall import DenseRecall, exact_subset
@@ -158,14 +161,17 @@ def test_image_to_captions_ties_by_index_in_every_mode(world: World, rerank: str
         assert _ids(r) == _stable_top(expected, k)
 
 
-def test_ftf_over_the_whole_gallery_equals_exhaustive_exactly(world: World) -> None:
-    """Not within a tolerance: the same ids, order, fused and coarse scores, both directions."""
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_ftf_over_the_whole_gallery_equals_exhaustive_exactly(world: World, dtype: str) -> None:
+    """Not within a tolerance: the same ids, order, fused and coarse scores, both directions, in
+    every rerank dtype (the coarse score stays float32 in both paths)."""
     n_images, n_captions = len(IMAGE_OF), len(CAPTION_OF)
+    engine = SearchEngine(world.gallery, None, replace(world.engine.config, dtype=Precision(dtype)))
     for k in (1, 6, n_images):
-        two = world.engine.search_text_features_batch(
+        two = engine.search_text_features_batch(
             world.texts, [QueryOptions(k=k, recall_k=n_images, rerank="ftf")] * len(world.texts)
         )
-        full = world.engine.search_text_features_batch(
+        full = engine.search_text_features_batch(
             world.texts, [QueryOptions(k=k, rerank="exhaustive")] * len(world.texts)
         )
         for a, b in zip(two, full, strict=True):
@@ -173,10 +179,10 @@ def test_ftf_over_the_whole_gallery_equals_exhaustive_exactly(world: World) -> N
                 (h.index, h.score, h.coarse) for h in b.hits
             ]
     for k in (1, 7, n_captions):
-        two = world.engine.search_image_features_batch(
+        two = engine.search_image_features_batch(
             world.images, [QueryOptions(k=k, recall_k=n_captions, target="captions")] * len(world.images)
         )
-        full = world.engine.search_image_features_batch(
+        full = engine.search_image_features_batch(
             world.images, [QueryOptions(k=k, rerank="exhaustive", target="captions")] * len(world.images)
         )
         for a, b in zip(two, full, strict=True):
