@@ -41,36 +41,18 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from model.errors import RsirError
+from model.hashing import HashHeads
 from search.atomic import save_npy, write_text
+from search.extras import SideExtras, load_extras
 from search.filters import MetadataColumns
 from search.gallery import CaptionStore, Gallery
+from search.index_errors import CorruptIndexError as CorruptIndexError
+from search.index_errors import IndexFormatError as IndexFormatError
+from search.metadata_io import load_metadata
 from search.recall import DenseRecall
 from search.token_store import CODECS, Codec, open_tokens, write_tokens
 
 FORMAT_VERSION = 1
-
-
-class IndexFormatError(RsirError):
-    """An index directory is incomplete, of another format version, or made by another encoder."""
-
-
-class CorruptIndexError(IndexFormatError):
-    """One file of a version is missing, unreadable or disagrees with the manifest.
-
-    ``str()`` names the file by its full path (for the operator's terminal); ``public`` names it by
-    version and file name only (for HTTP answers, which must not say where the index lives).
-    """
-
-    def __init__(self, folder: Path, file: str, problem: str) -> None:
-        super().__init__(f"{folder / file}: {problem}")
-        self.version, self.file = folder.name, file
-        # Library messages (FAISS's) may quote the path themselves.
-        self.problem = problem.replace(str(folder / file), file).replace(str(folder), folder.name)
-
-    @property
-    def public(self) -> str:
-        return f"{self.version}/{self.file}: {self.problem}"
 
 
 @dataclass(frozen=True)
@@ -122,8 +104,8 @@ class LoadedIndex:
     caption_recall: DenseRecall | None
     deleted: NDArray[np.int64]
     metadata: MetadataColumns
-    extras: dict[str, Any] = field(default_factory=dict)  # side -> search.extras.SideExtras
-    hash_heads: Any = None  # model.hashing.HashHeads, when the version carries hash codes
+    extras: dict[str, SideExtras] = field(default_factory=dict)  # "images" / "captions"
+    hash_heads: HashHeads | None = None  # when the version carries hash codes
 
 
 def resolve_version(path: Path) -> Path:
@@ -322,10 +304,6 @@ def load_index(
 ) -> LoadedIndex:
     """Open a version (or a root's current version) with its FAISS indexes, if it has them, and the
     alternative methods' data (``with_sgpd``: also build SGPD's clusters, a k-means at load time)."""
-    # Imported here: these modules import this one (IndexFormatError, Gallery types).
-    from search.extras import load_extras
-    from search.metadata_io import load_metadata
-
     folder = resolve_version(path)
     validate_version(folder, check_faiss=False)  # FAISS files are checked as they load, below
     gallery, manifest = load_gallery(folder, expect_encoder)

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from search.filters import TIME_UNKNOWN, MetadataColumns
-from search.index_dir import IndexFormatError
+from search.index_errors import IndexFormatError
 
 METADATA_FILE = "metadata.parquet"
 _KNOWN = frozenset({"id", "lon_min", "lat_min", "lon_max", "lat_max", "time", "sensor", "tags"})
