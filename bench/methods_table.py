@@ -27,14 +27,15 @@ from model.datasets import load_dataset
 from model.encoders import DEFAULT_HASH_HEADS, ClipEncoder, EncoderConfig, default_checkpoint
 from model.ftf import FTFParams
 from model.hashing import HashHeads
-from search.engine import EngineConfig, RerankMode, SearchEngine
+from search.engine import EngineConfig, SearchEngine
 from search.evaluate import MethodOptions, evaluate
 from search.extras import build_extras
+from search.options import Rerank
 from search.recall import DenseRecall
 
 ARCH = "rsir-vit-tiny"
 RECALLS = ("exact", "ivf", "hash", "sgpd")
-RERANKS: tuple[RerankMode, ...] = ("none", "ftf", "local")
+RERANKS: tuple[Rerank, ...] = ("none", "ftf", "local")
 CORRECTIONS = ("plain", "ppsr", "sar")
 
 
@@ -127,7 +128,7 @@ def main() -> None:
                 )
                 recall_k = args.recall_k if rerank != "none" or correction == "sar" else None
                 t0 = time.perf_counter()
-                mode: RerankMode = rerank
+                mode: Rerank = rerank
                 name = f"{ds.name}:{args.split}"
                 result = evaluate(engine, mode, recall_k, name, caption_queries=cq, method=method)
                 row = result.as_dict() | {"recall_method": recall, "correction": correction}

@@ -29,11 +29,12 @@ from model.encoders import ClipEncoder, EncoderConfig
 from model.features import ImageFeatures, TextFeatures
 from model.ftf import FTFParams
 from model.metrics import QueryHits, bootstrap_mr
-from search.engine import EngineConfig, RerankMode, SearchEngine
+from search.engine import EngineConfig, SearchEngine
 from search.evaluate import evaluate, load_images
 from search.gallery import Gallery, gallery_from_features
+from search.options import Rerank
 
-MODES: list[tuple[RerankMode, int | None]] = [
+MODES: list[tuple[Rerank, int | None]] = [
     ("none", None),
     ("ftf", 10),
     ("ftf", 50),

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from model.errors import RsirError
 from model.precision import Precision
+from search.options import Recall, Rerank, Sar
 
 if TYPE_CHECKING:
     from index_builder.build import BuildReport
@@ -65,10 +66,10 @@ def eval_cmd(
     split: Annotated[str, typer.Option(help="split to evaluate, or 'all'")] = "test",
     model: ModelOpt = "rsir-vit-tiny",
     checkpoint: CheckpointOpt = None,
-    rerank: Annotated[str, typer.Option(help="none | ftf | local | exhaustive")] = "ftf",
-    recall: Annotated[str, typer.Option(help="dense | hash | sgpd")] = "dense",
+    rerank: Annotated[Rerank, typer.Option(help="the rerank (see README, Methods)")] = "ftf",
+    recall: Annotated[Recall, typer.Option(help="the recall method")] = "dense",
     ppsr: Annotated[bool, typer.Option("--ppsr/--no-ppsr", help="PPSR (CSLS) correction of recall")] = False,
-    sar: Annotated[str, typer.Option(help="off | hard | soft (sort after reversed retrieval)")] = "off",
+    sar: Annotated[Sar, typer.Option(help="SAR: sort after reversed retrieval")] = "off",
     hash_heads: Annotated[
         Path | None, typer.Option(help="CFITR hash heads (default: the shipped ones for the shipped model)")
     ] = None,
@@ -93,14 +94,12 @@ def eval_cmd(
     from model.encoders import default_hash_heads
     from model.ftf import FTFParams
     from model.hashing import HashHeads
-    from search.engine import RERANK_MODES, EngineConfig, SearchEngine
+    from search.engine import EngineConfig, SearchEngine
     from search.evaluate import MethodOptions, OrderSpread, embed_dataset, evaluate, evaluate_caption_orders
     from search.extras import build_extras
     from search.gallery import Gallery
     from search.index_dir import load_index
 
-    if rerank not in RERANK_MODES:
-        raise typer.BadParameter(f"must be one of {', '.join(RERANK_MODES)}", param_hint="--rerank")
     if (dataset is None) == (index is None):
         raise typer.BadParameter("give exactly one of --dataset and --index", param_hint="--dataset")
     if tie_orders and index is not None:
@@ -127,11 +126,11 @@ def eval_cmd(
 
         engine = make_engine(gallery)
         name = f"{ds.name}:{split}"
-    method = MethodOptions(recall, ppsr, sar)  # type: ignore[arg-type]
-    result = evaluate(engine, rerank, recall_k, dataset_name=name, method=method)  # type: ignore[arg-type]
+    method = MethodOptions(recall, ppsr, sar)
+    result = evaluate(engine, rerank, recall_k, dataset_name=name, method=method)
     spread: OrderSpread | None = None
     if tie_orders:
-        spread = evaluate_caption_orders(engine.gallery, make_engine, rerank, tie_orders, recall_k, method)  # type: ignore[arg-type]
+        spread = evaluate_caption_orders(engine.gallery, make_engine, rerank, tie_orders, recall_k, method)
     if as_json:
         typer.echo(json.dumps(result.as_dict() | ({"caption_orders": spread.as_dict()} if spread else {})))
         return

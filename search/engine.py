@@ -27,19 +27,12 @@ from search import ppsr, sar
 from search.extras import HashHeads, SideExtras
 from search.gallery import Gallery
 from search.index_dir import LoadedIndex
+from search.options import RECALLS, RERANKS, SARS, TARGETS, Recall, Rerank, Sar, Target
 from search.recall import DenseRecall, by_score, exact_subset, in_tie_order, pair_cosines
 
-RerankMode = Literal["none", "ftf", "local", "exhaustive"]
-Target = Literal["images", "captions"]
-RecallMethod = Literal["dense", "hash", "sgpd"]
-SarMode = Literal["off", "hard", "soft"]
-RERANK_MODES: tuple[str, ...] = ("none", "ftf", "local", "exhaustive")
-RECALL_METHODS: tuple[str, ...] = ("dense", "hash", "sgpd")
-SAR_MODES: tuple[str, ...] = ("off", "hard", "soft")
 # PPSR's first fetch, in multiples of the cut's depth; it deepens until the cut is exact.
 PPSR_FETCH = 2
 HashPpsr = Literal["hamming", "cosine"]
-TARGETS: tuple[str, ...] = ("images", "captions")
 _T = TypeVar("_T")
 
 
@@ -72,6 +65,9 @@ class EngineConfig:
     # IVF lists visited per query by dense recall (None: search.recall.DEFAULT_NPROBE); exact indexes
     # ignore it. BENCHMARKS.md (recall at scale) has recall@100 against exact search by nprobe.
     nprobe: int | None = None
+    # rerank="exhaustive" runs the block over the whole gallery: for measurement (rsir eval); a server
+    # turns it off so that one request cannot hold the model thread for seconds.
+    allow_exhaustive: bool = True
 
 
 @dataclass(frozen=True)
@@ -81,14 +77,14 @@ class QueryOptions:
 
     k: int = 10
     recall_k: int | None = None
-    rerank: RerankMode = "ftf"
+    rerank: Rerank = "ftf"
     explain: bool = False
     allowed: NDArray[np.bool_] | None = None
     target: Target = "images"
     image_query: bool = False
-    recall: RecallMethod = "dense"
+    recall: Recall = "dense"
     ppsr: bool = False
-    sar: SarMode = "off"
+    sar: Sar = "off"
     # Caption search only: each caption text once, at its best-ranked copy. Archives repeat captions
     # across images (SynthRS's templates, RSICD's "many buildings are in a dense residential area"),
     # and a describe-this-image answer that lists one sentence five times tells the user nothing.
@@ -184,7 +180,7 @@ class SearchEngine:
         query: str,
         k: int = 10,
         recall_k: int | None = None,
-        rerank: RerankMode = "ftf",
+        rerank: Rerank = "ftf",
         explain: bool = False,
         allowed: NDArray[np.bool_] | None = None,
     ) -> SearchResult:
@@ -196,7 +192,7 @@ class SearchEngine:
         queries: Sequence[str],
         k: int = 10,
         recall_k: int | None = None,
-        rerank: RerankMode = "ftf",
+        rerank: Rerank = "ftf",
         explain: bool = False,
     ) -> list[SearchResult]:
         return self.search_text_batch(queries, [QueryOptions(k, recall_k, rerank, explain)] * len(queries))
@@ -224,7 +220,7 @@ class SearchEngine:
         image: Image.Image,
         k: int = 10,
         recall_k: int | None = None,
-        rerank: RerankMode | None = None,
+        rerank: Rerank | None = None,
         target: Target = "images",
         allowed: NDArray[np.bool_] | None = None,
     ) -> SearchResult:
@@ -250,7 +246,7 @@ class SearchEngine:
         feats: TextFeatures,
         k: int = 10,
         recall_k: int | None = None,
-        rerank: RerankMode = "ftf",
+        rerank: Rerank = "ftf",
         explain: bool = False,
     ) -> list[SearchResult]:
         """Text queries (already encoded) over the images. ``feats`` holds ``Q`` queries."""
@@ -263,7 +259,7 @@ class SearchEngine:
         feats: ImageFeatures,
         k: int = 10,
         recall_k: int | None = None,
-        rerank: RerankMode | None = None,
+        rerank: Rerank | None = None,
         target: Target = "images",
     ) -> list[SearchResult]:
         """Image queries (already encoded) over the images or the captions."""
@@ -325,8 +321,13 @@ class SearchEngine:
         """Validate one query's options (raises :class:`InvalidInputError`); returns its recall depth."""
         if o.target not in TARGETS:
             raise InvalidInputError(f"target must be 'images' or 'captions', got {o.target!r}")
-        if o.rerank not in RERANK_MODES:
-            raise InvalidInputError(f"rerank must be one of {', '.join(RERANK_MODES)}; got {o.rerank!r}")
+        if o.rerank not in RERANKS:
+            raise InvalidInputError(f"rerank must be one of {', '.join(RERANKS)}; got {o.rerank!r}")
+        if o.rerank == "exhaustive" and not self.config.allow_exhaustive:
+            raise InvalidInputError(
+                "rerank 'exhaustive' scores the whole gallery and is for measurement (rsir eval); "
+                "this server offers none, ftf and local"
+            )
         if o.target == "captions" and not o.image_query:
             raise InvalidInputError("text queries search images (target 'images')")
         if o.target == "images" and o.image_query and o.rerank != "none":
@@ -344,10 +345,10 @@ class SearchEngine:
             raise InvalidInputError(
                 f"the filter mask has shape {o.allowed.shape}, the gallery {len(self.gallery)} images"
             )
-        if o.recall not in RECALL_METHODS:
-            raise InvalidInputError(f"recall must be one of {', '.join(RECALL_METHODS)}; got {o.recall!r}")
-        if o.sar not in SAR_MODES:
-            raise InvalidInputError(f"sar must be one of {', '.join(SAR_MODES)}; got {o.sar!r}")
+        if o.recall not in RECALLS:
+            raise InvalidInputError(f"recall must be one of {', '.join(RECALLS)}; got {o.recall!r}")
+        if o.sar not in SARS:
+            raise InvalidInputError(f"sar must be one of {', '.join(SARS)}; got {o.sar!r}")
         side = self.extras.get(o.target if o.image_query else "images", SideExtras())
         needs = {
             "hash": o.recall == "hash" and (side.hash is None or self.hash_heads is None),
@@ -890,7 +891,7 @@ def _present(value: _T | None) -> _T:
     return value
 
 
-def _image_rerank(rerank: RerankMode | None, target: Target) -> RerankMode:
+def _image_rerank(rerank: Rerank | None, target: Target) -> Rerank:
     """Image queries default to coarse order over images and to the FTF rerank over captions."""
     if rerank is not None:
         return rerank

@@ -21,8 +21,9 @@ from model.errors import DatasetError, ImageDecodeError, InvalidInputError
 from model.features import ImageFeatures, TextFeatures
 from model.images import decode_image
 from model.metrics import KS, Captionless, QueryHits, RecallReport, query_hits
-from search.engine import QueryOptions, RecallMethod, RerankMode, SarMode, SearchEngine
+from search.engine import QueryOptions, SearchEngine
 from search.gallery import Gallery, gallery_from_features, permute_captions
+from search.options import Recall, Rerank, Sar
 
 # Query encoding is timed on a sample of captions: it does not depend on the mode or the gallery.
 ENCODE_SAMPLE = 256
@@ -120,14 +121,14 @@ def embed_dataset(encoder: ClipEncoder, dataset: CaptionDataset) -> Gallery:
 class MethodOptions:
     """The recall method and score corrections an evaluation runs with (the rerank is its ``mode``)."""
 
-    recall: RecallMethod = "dense"
+    recall: Recall = "dense"
     ppsr: bool = False
-    sar: SarMode = "off"
+    sar: Sar = "off"
 
 
 def evaluate(
     engine: SearchEngine,
-    mode: RerankMode,
+    mode: Rerank,
     recall_k: int | None = None,
     dataset_name: str = "",
     caption_queries: NDArray[np.int64] | None = None,
@@ -222,7 +223,7 @@ class OrderSpread:
 def evaluate_caption_orders(
     gallery: Gallery,
     make_engine: Callable[[Gallery], SearchEngine],
-    mode: RerankMode,
+    mode: Rerank,
     orders: int,
     recall_k: int | None = None,
     method: MethodOptions | None = None,

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from search.options import Recall, Rerank, Sar, Target
 from service.text import lone_surrogate
 
 
@@ -55,19 +56,19 @@ class _SearchBase(Strict):
 class _Methods(Strict):
     """Per-request choice of the published methods; absent fields take the server's defaults."""
 
-    recall: Literal["dense", "hash", "sgpd"] | None = Field(
+    recall: Recall | None = Field(
         None, description="dense (FAISS), hash (CFITR Hamming codes) or sgpd (sparse-guided partial dense)"
     )
     ppsr: bool | None = Field(None, description="PPSR (CSLS) hubness correction of the recall scores")
-    sar: Literal["off", "hard", "soft"] | None = Field(
-        None, description="SAR: re-sort the candidates by their reverse-retrieval rank"
-    )
+    sar: Sar | None = Field(None, description="SAR: re-sort the candidates by their reverse-retrieval rank")
 
 
 class TextSearchRequest(_SearchBase, _Methods):
     query: str = Field(..., description="what to look for, in words")
-    rerank: Literal["ftf", "local", "none"] | None = Field(
-        None, description="ftf (the FTF block), local (iEBAKER's local score) or none (default: server's)"
+    rerank: Rerank | None = Field(
+        None,
+        description="ftf (the FTF block), local (iEBAKER's local score) or none (default: server's); "
+        "exhaustive only where the server allows it",
     )
     explain: bool = Field(False, description="return each result's per-word attention over its patches")
 
@@ -75,8 +76,8 @@ class TextSearchRequest(_SearchBase, _Methods):
 class ImageSearchOptions(_SearchBase, _Methods):
     """The options of ``POST /search/image`` (multipart form fields, beside the file)."""
 
-    target: Literal["images", "captions"] = "images"
-    rerank: Literal["ftf", "local", "none"] | None = Field(
+    target: Target = "images"
+    rerank: Rerank | None = Field(
         None, description="default: none for images (coarse only), the server's default for captions"
     )
     distinct: bool = Field(
@@ -131,7 +132,7 @@ class CaptionHit(BaseModel):
 
 class SearchResponse(BaseModel):
     results: list[ImageHit] | list[CaptionHit]
-    target: Literal["images", "captions"]
+    target: Target
     index_version: str
     cache: Literal["hit", "miss", "off"]
     timings_ms: dict[str, float]

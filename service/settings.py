@@ -14,11 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model.encoders import DEFAULT_ARCH
 from model.precision import Precision
+from search.options import Recall, Rerank, Sar
 
 
 class Settings(BaseSettings):
@@ -43,12 +44,12 @@ class Settings(BaseSettings):
     max_recall_k: int = Field(1000, ge=1)
     max_query_chars: int = Field(1000, ge=1)
     max_explain_k: int = Field(50, ge=1, description="most results an explain=true request may ask for")
-    default_rerank: Literal["ftf", "local", "none"] = "ftf"
-    default_recall: Literal["dense", "hash", "sgpd"] = "dense"
+    default_rerank: Rerank = "ftf"
+    default_recall: Recall = "dense"
     # None: PPSR on wherever the index holds its data (versions with captions): the methods table in
     # BENCHMARKS.md measured +0.63 mR for it on top of the FTF rerank, for ~0.3 ms per query.
     default_ppsr: bool | None = None
-    default_sar: Literal["off", "hard", "soft"] = "off"
+    default_sar: Sar = "off"
     tau: float = 0.05
     lam: float = 0.5
     nprobe: int | None = Field(
@@ -114,3 +115,12 @@ class Settings(BaseSettings):
         2, ge=1, description="threads decoding and drawing images (thumbnails, overlays)"
     )
     image_queue: int = Field(32, ge=1, description="image renders waiting for a thread before 429")
+
+    @field_validator("default_rerank")
+    @classmethod
+    def _servable_rerank(cls, value: Rerank) -> Rerank:
+        if value == "exhaustive":  # the server's engine refuses it (EngineConfig.allow_exhaustive)
+            raise ValueError(
+                "exhaustive is for measurement (rsir eval); a server default is none, ftf or local"
+            )
+        return value

@@ -23,6 +23,7 @@ from model.errors import InvalidInputError
 from model.images import decode_image
 from search.engine import QueryOptions, SearchResult
 from search.filters import Filters, filter_mask
+from search.options import RECALLS, RERANKS, SARS, TARGETS
 from service.cache import cache_key, normalise_query
 from service.errors import ApiError, validation_message
 from service.routes.admission import admitted, authenticate
@@ -136,11 +137,11 @@ async def search_text(body: TextSearchRequest, request: Request) -> Response:
                             "file": {"type": "string", "format": "binary"},
                             "k": {"type": "integer"},
                             "recall_k": {"type": "integer"},
-                            "target": {"type": "string", "enum": ["images", "captions"]},
-                            "rerank": {"type": "string", "enum": ["ftf", "local", "none"]},
-                            "recall": {"type": "string", "enum": ["dense", "hash", "sgpd"]},
+                            "target": {"type": "string", "enum": list(TARGETS)},
+                            "rerank": {"type": "string", "enum": list(RERANKS)},
+                            "recall": {"type": "string", "enum": list(RECALLS)},
                             "ppsr": {"type": "boolean"},
-                            "sar": {"type": "string", "enum": ["off", "hard", "soft"]},
+                            "sar": {"type": "string", "enum": list(SARS)},
                             "distinct": {"type": "boolean"},
                             "filters": {"type": "string", "description": "SearchFilters as JSON"},
                         },

@@ -17,8 +17,9 @@ from model.encoders import ClipEncoder
 from model.errors import InvalidInputError
 from model.features import ImageFeatures, TextFeatures
 from model.ftf import FTFParams, image_to_text, text_to_image
-from search.engine import EngineConfig, QueryOptions, RerankMode, SearchEngine, SearchResult
+from search.engine import EngineConfig, QueryOptions, SearchEngine, SearchResult
 from search.gallery import Gallery, gallery_from_features
+from search.options import Rerank
 from search.recall import DenseRecall, exact_subset
 from tests.conftest import random_images
 
@@ -302,7 +303,7 @@ class _Spy:
 
 @pytest.mark.parametrize("rerank", ["none", "ftf"])
 def test_selective_filter_over_ivf_falls_back_to_exact(
-    ivf_world: tuple[Gallery, DenseRecall, TextFeatures], monkeypatch: pytest.MonkeyPatch, rerank: RerankMode
+    ivf_world: tuple[Gallery, DenseRecall, TextFeatures], monkeypatch: pytest.MonkeyPatch, rerank: Rerank
 ) -> None:
     gallery, recall, queries = ivf_world
     allowed = _mask(IVF_IMAGES, 9, p=0.03)
@@ -399,7 +400,7 @@ def test_image_to_images_with_filter_is_brute_force(world: World) -> None:
 
 @pytest.mark.parametrize("rerank", ["none", "ftf", "exhaustive"])
 def test_image_to_captions_with_filter_returns_only_allowed_images_captions(
-    world: World, rerank: RerankMode
+    world: World, rerank: Rerank
 ) -> None:
     engine, _, images = world
     store = engine.gallery.captions

@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from model.features import ImageFeatures, TextFeatures
 from model.ftf import FTFParams
 from model.precision import Precision
-from search.engine import EngineConfig, QueryOptions, RerankMode, SearchEngine, SearchResult
+from search.engine import EngineConfig, QueryOptions, SearchEngine, SearchResult
 from search.gallery import gallery_from_features
+from search.options import Rerank
 
 N_IMAGES, N_CAPTIONS, GRID, DIM, N_WORDS = 60, 150, (7, 7), 64, 10
 N_TEXT_QUERIES, N_IMAGE_QUERIES, RECALL_K, TOP = 24, 12, 40, 10
@@ -65,7 +66,7 @@ def world() -> tuple[dict[Precision, SearchEngine], TextFeatures, ImageFeatures]
 
 
 def _search(
-    engine: SearchEngine, texts: TextFeatures, images: ImageFeatures, direction: str, rerank: RerankMode
+    engine: SearchEngine, texts: TextFeatures, images: ImageFeatures, direction: str, rerank: Rerank
 ) -> list[SearchResult]:
     k = TOP if rerank == "exhaustive" else RECALL_K  # k = recall depth: every recalled candidate comes back
     if direction == "t2i":
@@ -81,7 +82,7 @@ def test_half_precision_engine_keeps_float32_top10(
     world: tuple[dict[Precision, SearchEngine], TextFeatures, ImageFeatures],
     precision: Precision,
     direction: str,
-    rerank: RerankMode,
+    rerank: Rerank,
 ) -> None:
     engines, texts, images = world
     dtype = engines[precision].dtype

@@ -36,8 +36,13 @@ def test_text_search_with_methods_matches_the_engine(client: httpx.Client, engin
 
 
 def test_bad_method_values_are_422(client: httpx.Client) -> None:
-    for extra in ({"recall": "magic"}, {"sar": "maybe"}, {"ppsr": "sometimes"}, {"rerank": "exhaustive"}):
+    for extra in ({"recall": "magic"}, {"sar": "maybe"}, {"ppsr": "sometimes"}, {"rerank": "magic"}):
         assert_error(client.post("/search/text", json={"query": QUERY} | extra), 422)
+
+
+def test_exhaustive_is_a_known_mode_that_a_server_does_not_offer(client: httpx.Client) -> None:
+    error = assert_error(client.post("/search/text", json={"query": QUERY, "rerank": "exhaustive"}), 422)
+    assert "exhaustive" in error["message"] and "measurement" in error["message"]
 
 
 def test_hash_without_hash_data_is_422_naming_hash(client: httpx.Client) -> None:
