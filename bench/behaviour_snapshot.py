@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from index.versions import load_index
 from index_builder.build import build
 from index_builder.config import BuildConfig
 from model.encoders import DEFAULT_ARCH, ClipEncoder, EncoderConfig, default_checkpoint
 from model.errors import InvalidInputError
 from search.engine import EngineConfig, QueryOptions, SearchEngine, SearchResult
-from search.index_dir import load_index
 from synthrs.dataset import SynthConfig, write_dataset
 
 N_IMAGES = 120

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from bench.two_stage_table import add_gallery_args, build, distractors, embed, query_sample, run_meta
+from index.gallery import CaptionStore, Gallery
 from model import ftf
 from model.datasets import CaptionDataset, load_dataset
 from model.encoders import ClipEncoder, EncoderConfig
@@ -46,7 +47,6 @@ from model.ftf import FTFParams
 from model.metrics import KS, bootstrap_mr_rates, hit_rates, tie_aware_hits, two_stage_tie_aware_hits
 from search.engine import EngineConfig, QueryOptions, SearchEngine
 from search.evaluate import reorder_captions
-from search.gallery import CaptionStore, Gallery
 
 DEPTHS = (10, 50, 100, 1000)
 

@@ -153,7 +153,7 @@ def build(work: Path, n: int, gpu: bool) -> dict[str, Any]:
         seconds = time.perf_counter() - t0
         out[device] = {"seconds": round(seconds, 2), "images_per_s": round(n / seconds, 1)}
     if gpu:
-        from search.index_dir import load_index
+        from index.versions import load_index
 
         a = load_index(work / "index-cpu", with_sgpd=False).gallery.vectors
         b = load_index(work / "index-cuda", with_sgpd=False).gallery.vectors
@@ -165,8 +165,8 @@ def build(work: Path, n: int, gpu: bool) -> dict[str, Any]:
 
 def topk(index_path: Path, n_queries: int, target: str | None) -> dict[str, Any]:
     """Top-10 of the engine on the CPU (float32) against the GPU (float16) on the same stored features."""
+    from index.versions import load_index
     from search.engine import QueryOptions, SearchEngine
-    from search.index_dir import load_index
 
     loaded = load_index(index_path, with_sgpd=False)
     gallery = loaded.gallery
@@ -324,7 +324,7 @@ def _closed_loop(url: str, queries: list[str], users: int, seconds: int) -> dict
 
 
 def _demo_queries(index_path: Path) -> list[str]:
-    from search.index_dir import load_index
+    from index.versions import load_index
 
     captions = load_index(index_path, with_sgpd=False).gallery.captions
     return list(captions.texts) if captions is not None else ["an airport with planes"]

@@ -23,15 +23,15 @@ import numpy as np
 import torch
 
 from bench.two_stage_table import build, embed
+from index.dense import DenseRecall
+from index.extras import build_extras
 from model.datasets import load_dataset
 from model.encoders import DEFAULT_HASH_HEADS, ClipEncoder, EncoderConfig, default_checkpoint
 from model.ftf import FTFParams
 from model.hashing import HashHeads
 from search.engine import EngineConfig, SearchEngine
 from search.evaluate import MethodOptions, evaluate
-from search.extras import build_extras
 from search.options import Rerank
-from search.recall import DenseRecall
 
 ARCH = "rsir-vit-tiny"
 RECALLS = ("exact", "ivf", "hash", "sgpd")

@@ -42,11 +42,11 @@ def _repeated(rng: np.random.Generator, n: int, shape: tuple[int, int]) -> np.nd
 
 
 def make(n: int, out: Path, seed: int = 0) -> None:
+    from index.dense import DenseRecall
+    from index.gallery import CaptionStore, Gallery
+    from index.versions import Manifest, save_gallery, switch_current
     from index_builder.extras import write_extras
     from rsir.cli import _encoder
-    from search.gallery import CaptionStore, Gallery
-    from search.index_dir import Manifest, save_gallery, switch_current
-    from search.recall import DenseRecall
 
     encoder = _encoder("rsir-vit-tiny", None, "cpu", 64)
     rng = np.random.default_rng(seed)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from index.gallery import Gallery, gallery_from_features
 from model.datasets import CaptionDataset, load_dataset
 from model.encoders import ClipEncoder, EncoderConfig
 from model.features import ImageFeatures, TextFeatures
@@ -31,7 +32,6 @@ from model.ftf import FTFParams
 from model.metrics import QueryHits, bootstrap_mr
 from search.engine import EngineConfig, SearchEngine
 from search.evaluate import evaluate, load_images
-from search.gallery import Gallery, gallery_from_features
 from search.options import Rerank
 
 MODES: list[tuple[Rerank, int | None]] = [

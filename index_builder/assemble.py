@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from index.atomic import write_text
+from index.dense import DenseRecall
+from index.tokens import Codec, NpyAppender, TokenWriter, npy_shape, read_rows
+from index.versions import LoadedIndex, Manifest, read_tombstones
 from index_builder import shards
 from index_builder.metadata import write_metadata
-from search.atomic import write_text
-from search.index_dir import LoadedIndex, Manifest, read_tombstones
-from search.recall import DenseRecall
-from search.token_store import Codec, NpyAppender, TokenWriter, npy_shape, read_rows
 
 
 class _Part:

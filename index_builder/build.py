@@ -1,6 +1,6 @@
 """The build job: list the archive, embed it shard by shard (resumable), assemble, publish a version.
 
-Layout of an index root (see :mod:`search.index_dir` for a version's files)::
+Layout of an index root (see :mod:`index.versions` for a version's files)::
 
     ROOT/CURRENT            the served version's name
     ROOT/v0001/ ...         complete versions (never modified once published)
@@ -36,6 +36,28 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from index.atomic import write_text
+from index.dense import check_factory
+from index.originals import (
+    Original,
+    Sources,
+    archive_root_of,
+    common_root,
+    digest,
+    read_sources,
+    relative_to,
+    write_sources,
+)
+from index.versions import (
+    LoadedIndex,
+    Manifest,
+    list_versions,
+    load_index,
+    next_version_name,
+    publish,
+    read_tombstones,
+    resolve_version,
+)
 from index_builder import shards
 from index_builder.assemble import assemble
 from index_builder.config import BuildConfig
@@ -46,28 +68,6 @@ from index_builder.progress import progress_log
 from index_builder.sources import ArchiveItem, scan_archive
 from model.encoders import ClipEncoder, default_hash_heads
 from model.errors import DatasetError, InvalidInputError
-from search.atomic import write_text
-from search.index_dir import (
-    LoadedIndex,
-    Manifest,
-    list_versions,
-    load_index,
-    next_version_name,
-    publish,
-    read_tombstones,
-    resolve_version,
-)
-from search.originals import (
-    Original,
-    Sources,
-    archive_root_of,
-    common_root,
-    digest,
-    read_sources,
-    relative_to,
-    write_sources,
-)
-from search.recall import check_factory
 
 WORK = ".work"
 

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from index.tokens import CODECS, Codec
 from model.errors import InvalidInputError
 from model.images import DEFAULT_MAX_PIXELS
-from search.token_store import CODECS, Codec
 
 Engine = Literal["local", "ray"]
 

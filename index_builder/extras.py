@@ -1,4 +1,4 @@
-"""The alternative methods' per-version data (see :mod:`search.extras`), written beside the arrays.
+"""The alternative methods' per-version data (see :mod:`index.extras`), written beside the arrays.
 
 - ``ppsr_rg.npy`` / ``caption_ppsr_rg.npy``: PPSR's gallery term against a sample of at most
   ``PPSR_REFERENCES`` queries of the other modality (the indexed captions for images, the images for
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from search.atomic import save_npy
-from search.extras import SGPD_FILES, reference_sample, side_data
-from search.ppsr import hamming_gallery_term
-from search.sgpd import SGPDRecall
+from index.atomic import save_npy
+from index.extras import SGPD_FILES, reference_sample, side_data
+from index.sgpd import SGPDRecall
+from model.ppsr import hamming_gallery_term
 
 HASH_HEADS_FILE = "hash_heads.safetensors"
 PPSR_REFERENCES = 10_000

@@ -43,6 +43,7 @@ import torch
 from numpy.typing import NDArray
 
 from bench.two_stage_table import run_meta
+from index.gallery import Gallery
 from lab.kernel_rerank import KernelConfig, KernelReranker
 from model import ftf
 from model.datasets import load_dataset
@@ -51,7 +52,6 @@ from model.ftf import FTFParams
 from model.metrics import expected_report
 from search.engine import EngineConfig, QueryOptions, SearchEngine
 from search.evaluate import embed_dataset
-from search.gallery import Gallery
 from synthrs.truth import truth_matrix
 
 NAMES = ("t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10")

@@ -40,6 +40,7 @@ import torch
 
 from bench.caption_ties import load_gallery, save_gallery
 from bench.two_stage_table import run_meta
+from index.gallery import Gallery
 from lab.caption_truth import engine_scores
 from lab.cross_rerank import CrossConfig, CrossReranker, group_loss
 from lab.kernel_rerank import KernelConfig, KernelReranker
@@ -49,7 +50,6 @@ from model.ftf import FTFParams
 from model.metrics import expected_report
 from search.engine import EngineConfig, SearchEngine
 from search.evaluate import embed_dataset
-from search.gallery import Gallery
 from synthrs.truth import truth_matrix
 
 

@@ -90,15 +90,15 @@ def eval_cmd(
     ] = 0,
 ) -> None:
     """Recall@1/5/10 both ways and mR of a caption dataset, searched through the engine."""
+    from index.extras import build_extras
+    from index.gallery import Gallery
+    from index.versions import load_index
     from model.datasets import load_dataset
     from model.encoders import default_hash_heads
     from model.ftf import FTFParams
     from model.hashing import HashHeads
     from search.engine import EngineConfig, SearchEngine
     from search.evaluate import MethodOptions, OrderSpread, embed_dataset, evaluate, evaluate_caption_orders
-    from search.extras import build_extras
-    from search.gallery import Gallery
-    from search.index_dir import load_index
 
     if (dataset is None) == (index is None):
         raise typer.BadParameter("give exactly one of --dataset and --index", param_hint="--dataset")
@@ -421,8 +421,8 @@ def index_add_cmd(
     progress_every: ProgressEveryOpt = 30.0,
 ) -> None:
     """Publish a new version holding the current one plus the archive's images it lacks (by id)."""
+    from index.versions import Manifest, resolve_version
     from index_builder.build import add
-    from search.index_dir import Manifest, resolve_version
 
     encoder = _encoder(model, checkpoint, device, batch_size)
     current = Manifest.read(resolve_version(index))
@@ -453,7 +453,7 @@ def index_delete_cmd(
 @index_app.command("list")
 def index_list_cmd(index: Annotated[Path, typer.Option(help="index root")]) -> None:
     """The versions of an index root; the served one is marked."""
-    from search.index_dir import Manifest, list_versions, read_tombstones, resolve_version
+    from index.versions import Manifest, list_versions, read_tombstones, resolve_version
 
     current = resolve_version(index).name
     table = Table()
@@ -480,7 +480,7 @@ def index_use_cmd(
 ) -> None:
     """Point CURRENT at another complete version, after checking its files against its manifest (a
     broken version is refused with exit 2, and CURRENT is left as it was)."""
-    from search.index_dir import switch_current, validate_version
+    from index.versions import switch_current, validate_version
 
     if not (index / version / "manifest.json").is_file():
         switch_current(index, version)  # raises, listing the versions there are
@@ -503,7 +503,7 @@ def serve_cmd(
     import uvicorn
     from pydantic import ValidationError
 
-    from search.index_dir import resolve_version, validate_version
+    from index.versions import resolve_version, validate_version
     from service.app import create_app
     from service.logs import configure_logging
     from service.server import uvicorn_config

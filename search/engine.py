@@ -18,17 +18,16 @@ import torch
 from numpy.typing import NDArray
 from PIL import Image
 
-from model import ftf, local_score
+from index.dense import DenseRecall, by_score, exact_subset, in_tie_order, pair_cosines
+from index.extras import HashHeads, SideExtras
+from index.gallery import Gallery
+from index.versions import LoadedIndex
+from model import ftf, local_score, ppsr, sar
 from model.encoders import ClipEncoder, resolve_device
 from model.errors import InvalidInputError
 from model.features import ImageFeatures, TextFeatures
 from model.precision import Precision, resolve_dtype
-from search import ppsr, sar
-from search.extras import HashHeads, SideExtras
-from search.gallery import Gallery
-from search.index_dir import LoadedIndex
 from search.options import RECALLS, RERANKS, SARS, TARGETS, Recall, Rerank, Sar, Target
-from search.recall import DenseRecall, by_score, exact_subset, in_tie_order, pair_cosines
 
 # PPSR's first fetch, in multiples of the cut's depth; it deepens until the cut is exact.
 PPSR_FETCH = 2
@@ -62,7 +61,7 @@ class EngineConfig:
     # PPSR over hash recall: "hamming" corrects minus the Hamming distance (ALGORITHMS.md §3, CFITR);
     # "cosine" corrects the cosines of the Hamming order's candidates (the earlier variant).
     hash_ppsr: HashPpsr = "hamming"
-    # IVF lists visited per query by dense recall (None: search.recall.DEFAULT_NPROBE); exact indexes
+    # IVF lists visited per query by dense recall (None: index.dense.DEFAULT_NPROBE); exact indexes
     # ignore it. BENCHMARKS.md (recall at scale) has recall@100 against exact search by nprobe.
     nprobe: int | None = None
     # rerank="exhaustive" runs the block over the whole gallery: for measurement (rsir eval); a server
@@ -162,7 +161,7 @@ class SearchEngine:
     def from_index(
         cls, index: LoadedIndex, encoder: ClipEncoder | None, config: EngineConfig
     ) -> SearchEngine:
-        """An engine over an opened index directory (see :func:`search.index_dir.load_index`)."""
+        """An engine over an opened index directory (see :func:`index.versions.load_index`)."""
         return cls(
             index.gallery,
             encoder,

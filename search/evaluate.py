@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from index.gallery import Gallery, gallery_from_features, permute_captions
 from model.datasets import CaptionDataset, ImageRecord
 from model.encoders import ClipEncoder
 from model.errors import DatasetError, ImageDecodeError, InvalidInputError
@@ -22,7 +23,6 @@ from model.features import ImageFeatures, TextFeatures
 from model.images import decode_image
 from model.metrics import KS, Captionless, QueryHits, RecallReport, query_hits
 from search.engine import QueryOptions, SearchEngine
-from search.gallery import Gallery, gallery_from_features, permute_captions
 from search.options import Recall, Rerank, Sar
 
 # Query encoding is timed on a sample of captions: it does not depend on the mode or the gallery.

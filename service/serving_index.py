@@ -14,11 +14,11 @@ from pathlib import Path
 
 import structlog
 
+from index.originals import Sources, read_sources
+from index.versions import CorruptIndexError, IndexFormatError, LoadedIndex, load_index, resolve_version
 from model.encoders import ClipEncoder
 from model.errors import RsirError
 from search.engine import EngineConfig, SearchEngine
-from search.index_dir import CorruptIndexError, IndexFormatError, LoadedIndex, load_index, resolve_version
-from search.originals import Sources, read_sources
 
 log = structlog.get_logger(__name__)
 

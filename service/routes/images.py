@@ -23,9 +23,9 @@ from fastapi.responses import Response
 from numpy.typing import NDArray
 from PIL import Image
 
+from index.originals import Original, OriginalChangedError, OriginalUnavailableError, read_original
 from model.errors import InvalidInputError
 from model.images import DEFAULT_MAX_PIXELS, decode_image
-from search.originals import Original, OriginalChangedError, OriginalUnavailableError, read_original
 from service.errors import ApiError
 from service.overlay import overlay, to_jpeg, to_png
 from service.routes.admission import admitted, image_access

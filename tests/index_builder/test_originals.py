@@ -11,11 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from index_builder.build import add, build, delete
-from index_builder.config import BuildConfig
-from model.encoders import ClipEncoder
-from search.index_dir import load_index
-from search.originals import (
+from index.originals import (
     Original,
     OriginalChangedError,
     OriginalUnavailableError,
@@ -23,6 +19,10 @@ from search.originals import (
     read_original,
     read_sources,
 )
+from index.versions import load_index
+from index_builder.build import add, build, delete
+from index_builder.config import BuildConfig
+from model.encoders import ClipEncoder
 from tests.index_builder.conftest import add_bad_files, write_folder, write_tar_shards
 
 SMALL = BuildConfig(shard_size=4, batch_size=3, workers=0, progress=False)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from numpy.typing import NDArray
 
+from index.hash_codes import HashRecall
 from model.errors import CheckpointError, InvalidInputError
 from model.hashing import (
     HashHead,
@@ -19,7 +20,6 @@ from model.hashing import (
     pack_bits,
     train_hash_heads,
 )
-from search.hash_recall import HashRecall
 
 
 @pytest.fixture(autouse=True)

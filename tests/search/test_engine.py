@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from index.gallery import gallery_from_features
 from model.encoders import ClipEncoder
 from model.errors import InvalidInputError
 from model.features import ImageFeatures, TextFeatures
 from model.ftf import FTFParams, fuse, image_to_text, text_to_image
 from search.engine import EngineConfig, SearchEngine
-from search.gallery import gallery_from_features
 from tests.conftest import random_images
 
 N_IMAGES, N_CAPTIONS, GRID, DIM, N_WORDS = 40, 90, (3, 4), 16, 6

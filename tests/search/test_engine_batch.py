@@ -13,14 +13,14 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 
 import search.engine as engine_module
+from index.dense import DenseRecall, exact_subset
+from index.gallery import Gallery, gallery_from_features
 from model.encoders import ClipEncoder
 from model.errors import InvalidInputError
 from model.features import ImageFeatures, TextFeatures
 from model.ftf import FTFParams, image_to_text, text_to_image
 from search.engine import EngineConfig, QueryOptions, SearchEngine, SearchResult
-from search.gallery import Gallery, gallery_from_features
 from search.options import Rerank
-from search.recall import DenseRecall, exact_subset
 from tests.conftest import random_images
 
 N_IMAGES, N_CAPTIONS, GRID, DIM, N_WORDS = 40, 90, (3, 4), 16, 6

@@ -15,11 +15,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from index.gallery import gallery_from_features
 from model.features import ImageFeatures, TextFeatures
 from model.ftf import FTFParams
 from model.precision import Precision
 from search.engine import EngineConfig, QueryOptions, SearchEngine, SearchResult
-from search.gallery import gallery_from_features
 from search.options import Rerank
 
 N_IMAGES, N_CAPTIONS, GRID, DIM, N_WORDS = 60, 150, (7, 7), 64, 10

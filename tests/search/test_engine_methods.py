@@ -13,14 +13,14 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 
+from index.extras import SideExtras, build_extras
+from index.gallery import Gallery, gallery_from_features
 from model.errors import InvalidInputError
 from model.features import ImageFeatures, TextFeatures
 from model.ftf import FTFParams, text_to_image
 from model.hashing import HashHead, HashHeads, hamming_reference
 from search.engine import EngineConfig, QueryOptions, SearchEngine, SearchResult
 from search.evaluate import MethodOptions, evaluate
-from search.extras import SideExtras, build_extras
-from search.gallery import Gallery, gallery_from_features
 
 N_IMAGES, N_CAPTIONS, GRID, DIM, N_WORDS = 40, 90, (3, 4), 16, 6
 TAU, LAM = 0.1, 0.4

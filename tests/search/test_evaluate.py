@@ -13,6 +13,7 @@ import tifffile
 import torch
 from typer.testing import CliRunner
 
+from index.gallery import Gallery, gallery_from_features, permute_captions
 from model.datasets import load_dataset
 from model.encoders import ClipEncoder
 from model.errors import InvalidInputError
@@ -21,7 +22,6 @@ from model.metrics import tie_aware_hits
 from rsir.cli import app
 from search.engine import EngineConfig, QueryOptions, SearchEngine
 from search.evaluate import embed_dataset, evaluate, evaluate_caption_orders
-from search.gallery import Gallery, gallery_from_features, permute_captions
 from search.options import Rerank
 from tests.conftest import TINY_ARCH, random_images, require_shared
 

@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 
+from index.dense import DenseRecall, exact_subset
+from index.gallery import Gallery, gallery_from_features
 from model.features import ImageFeatures, TextFeatures
 from model.ftf import FTFParams, image_to_text, text_to_image
 from model.precision import Precision
 from search.engine import EngineConfig, QueryOptions, SearchEngine, SearchResult
-from search.gallery import Gallery, gallery_from_features
-from search.recall import DenseRecall, exact_subset
 
 GRID, DIM, N_WORDS = (2, 3), 12, 5
 TAU, LAM = 0.1, 0.4

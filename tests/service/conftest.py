@@ -28,11 +28,11 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
+from index.versions import load_index
 from index_builder.build import build
 from index_builder.config import BuildConfig
 from model.encoders import ClipEncoder
 from search.engine import SearchEngine
-from search.index_dir import load_index
 from service.app import create_app, engine_config
 from service.server import uvicorn_config
 from service.settings import Settings

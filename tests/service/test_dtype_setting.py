@@ -11,11 +11,11 @@ import torch
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
+from index.versions import load_index
 from model.encoders import ClipEncoder
 from model.precision import Precision
 from rsir.cli import app
 from search.engine import SearchEngine
-from search.index_dir import load_index
 from service.app import engine_config
 from service.settings import Settings
 from tests.service.conftest import LiveServer, TinyIndex, make_settings

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from search.index_dir import (
+from index.versions import (
     CorruptIndexError,
     IndexFormatError,
     load_index,

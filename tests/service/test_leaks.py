@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 
+from index.versions import resolve_version
 from model.encoders import ClipEncoder
-from search.index_dir import resolve_version
 from tests.service.conftest import ServerFactory, TinyIndex, assert_error
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from index.versions import load_index
 from search.engine import QueryOptions, SearchEngine
-from search.index_dir import load_index
 from tests.service.conftest import ServerFactory, TinyIndex, assert_error
 
 QUERY = "boats beside a harbour in tile 7"

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from index.versions import load_index
 from model.encoders import ClipEncoder
 from search.engine import SearchEngine
-from search.index_dir import load_index
 from tests.service.conftest import ServerFactory, TinyIndex, assert_error, metric
 
 QUERIES = ("harbour beside boats", "a forest near the river in tile 3", "planes parked on a runway")

@@ -14,8 +14,8 @@ import httpx
 import pytest
 import structlog
 
+from index.atomic import write_text
 from index_builder.build import delete
-from search.atomic import write_text
 from tests.service.conftest import ServerFactory, TinyIndex, metric
 
 WORKERS = 4

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-import search.hash_recall as hr
+import index.hash_codes as hr
+from index.hash_codes import HashRecall, hamming_subset
 from model.errors import InvalidInputError
 from model.hashing import hamming_reference
-from search.hash_recall import HashRecall, hamming_subset
 
 
 def _codes(n: int, nbytes: int, seed: int, values: int = 256) -> NDArray[np.uint8]:

@@ -1,5 +1,5 @@
 """The errors of opening an index version, apart from the code that opens one: the modules that read a
-version's parts (metadata, extras) raise them too, and must not import :mod:`search.index_dir`."""
+version's parts (metadata, extras) raise them too, and must not import :mod:`index.versions`."""
 
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
-from search.filters import TIME_UNKNOWN, MetadataColumns
-from search.index_errors import IndexFormatError
+from index.columns import TIME_UNKNOWN, MetadataColumns
+from index.errors import IndexFormatError
 
 METADATA_FILE = "metadata.parquet"
 _KNOWN = frozenset({"id", "lon_min", "lat_min", "lon_max", "lat_max", "time", "sensor", "tags"})

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from index.columns import TIME_UNKNOWN, MetadataColumns
+from index.metadata import load_metadata
+from index.versions import IndexFormatError
 from index_builder.metadata import read_metadata, write_metadata
-from search.filters import TIME_UNKNOWN, Filters, MetadataColumns, filter_mask
-from search.index_dir import IndexFormatError
-from search.metadata_io import load_metadata
+from search.filters import Filters, filter_mask
 
 
 def test_builder_metadata_loads_in_gallery_order_with_unknowns(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from model.errors import InvalidInputError
-from search.sar import reference_profiles, reverse_ranks, sar_order, sar_soft
+from model.sar import reference_profiles, reverse_ranks, sar_order, sar_soft
 
 NEG = -np.inf
 

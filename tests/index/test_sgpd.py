@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
+from index.sgpd import SGPDRecall, select_clusters, sparse_codes
 from model.errors import InvalidInputError
-from search.sgpd import SGPDRecall, select_clusters, sparse_codes
 
 NEG = -np.inf
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from index.atomic import write_text
 from model.errors import RsirError
-from search.atomic import write_text
 
 SOURCES_FILE = "sources.json"
 FORMAT = 2

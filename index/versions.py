@@ -16,7 +16,7 @@ A built index also holds ``recall.faiss`` / ``caption_recall.faiss`` (the FAISS 
 trains nothing), ``metadata.parquet``, ``skipped.json`` (files the build left out, with reasons),
 ``tombstones.json`` (ids deleted since the build; search never returns them) and ``sources.json``
 (``{id: [path]}`` or ``{id: [tar_path, offset, size]}``: where each image's original bytes are, so
-they can be served; see :mod:`search.originals`).
+they can be served; see :mod:`index.originals`).
 
 :func:`validate_version` checks a version's files against its manifest (presence, JSON, array
 headers, counts, dims and byte sizes; FAISS indexes readable and of the right size) without reading
@@ -41,16 +41,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from index.atomic import save_npy, write_text
+from index.columns import MetadataColumns
+from index.dense import DenseRecall
+from index.errors import CorruptIndexError as CorruptIndexError
+from index.errors import IndexFormatError as IndexFormatError
+from index.extras import SideExtras, load_extras
+from index.gallery import CaptionStore, Gallery
+from index.metadata import load_metadata
+from index.tokens import CODECS, Codec, open_tokens, write_tokens
 from model.hashing import HashHeads
-from search.atomic import save_npy, write_text
-from search.extras import SideExtras, load_extras
-from search.filters import MetadataColumns
-from search.gallery import CaptionStore, Gallery
-from search.index_errors import CorruptIndexError as CorruptIndexError
-from search.index_errors import IndexFormatError as IndexFormatError
-from search.metadata_io import load_metadata
-from search.recall import DenseRecall
-from search.token_store import CODECS, Codec, open_tokens, write_tokens
 
 FORMAT_VERSION = 1
 

@@ -3,7 +3,7 @@
 A *side* is what a query searches: the images (text and image queries) or the captions (image
 queries). Each side may carry CFITR hash codes (in a FAISS binary index), an SGPD index, PPSR's
 gallery term ``r_g`` and SAR's reference profiles. Index versions store them (see
-:mod:`search.index_dir`); :func:`build_extras` computes them from a gallery's vectors.
+:mod:`index.versions`); :func:`build_extras` computes them from a gallery's vectors.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from index.gallery import Gallery
+from index.hash_codes import HashRecall
+from index.sgpd import SGPDRecall
+from model import ppsr, sar
 from model.hashing import HashHeads
-from search import ppsr, sar
-from search.gallery import Gallery
-from search.hash_recall import HashRecall
-from search.sgpd import SGPDRecall
 
 __all__ = ["HashHeads", "SideExtras", "build_extras", "reference_sample"]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from model.errors import InvalidInputError
-from search.ppsr import csls, gallery_term, query_term
+from model.ppsr import csls, gallery_term, query_term
 
 NEG = -np.inf
 
