@@ -205,12 +205,11 @@ def _ppsr_reference(
     k: int,
     ppsr_k: int = 10,
 ) -> tuple[list[int], list[float]]:
-    """Fetch ``2k`` by cosine, ``s - (r_q + r_g) / 2`` with ``r_q`` the mean of the top ``ppsr_k``
-    cosines, then the top ``k`` of the corrected scores."""
+    """``s - (r_q + r_g) / 2`` over every item, with ``r_q`` the mean of the top ``ppsr_k`` cosines,
+    then the top ``k`` of the corrected scores."""
     ids, cos = _cosine_order(vectors, query, np.arange(vectors.shape[0], dtype=np.int64))
-    fetch = 2 * k
     r_q = sum(cos[:ppsr_k]) / min(ppsr_k, len(cos))
-    corrected = [cos[j] - (r_q + float(r_g[ids[j]])) / 2 for j in range(min(fetch, len(ids)))]
+    corrected = [cos[j] - (r_q + float(r_g[ids[j]])) / 2 for j in range(len(ids))]
     order = sorted(range(len(corrected)), key=lambda j: -corrected[j])[:k]
     return [ids[j] for j in order], [corrected[j] for j in order]
 
@@ -244,9 +243,8 @@ def test_ppsr_with_a_small_k(world: World) -> None:
         q = world.texts.vectors[i].numpy()
         ids, cos = _cosine_order(world.gallery.vectors, q, np.arange(N_IMAGES, dtype=np.int64))
         r_q = sum(cos[:10]) / 10
-        fetch = max(2 * k, 10)
-        corrected = [cos[j] - (r_q + float(r_g[ids[j]])) / 2 for j in range(fetch)]
-        order = sorted(range(fetch), key=lambda j: -corrected[j])[:k]
+        corrected = [cos[j] - (r_q + float(r_g[ids[j]])) / 2 for j in range(len(ids))]
+        order = sorted(range(len(ids)), key=lambda j: -corrected[j])[:k]
         _assert_hits(r, [ids[j] for j in order], [corrected[j] for j in order])
 
 
