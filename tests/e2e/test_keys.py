@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 from tests.e2e.conftest import KEY, LAPTOP, LiveServer, screenshot
 from tests.e2e.test_page import RESULTS, expect, images_loaded, text_search
 
@@ -13,6 +15,7 @@ if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
 
+@pytest.mark.slow
 def test_the_key_is_typed_once_kept_for_the_tab_and_opens_the_images(
     browser: Browser, keyed_server: LiveServer
 ):

@@ -136,6 +136,7 @@ def test_kill_9_mid_build_then_rerun_gives_the_uninterrupted_index(tmp_path: Pat
         np.testing.assert_array_equal(whole[name], killed[name])
 
 
+@pytest.mark.slow
 def test_cli_exit_status_counts_skipped_files(tmp_path: Path) -> None:
     archive = tmp_path / "archive"
     write_folder(archive, 2)

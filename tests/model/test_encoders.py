@@ -76,6 +76,7 @@ def _save_all_formats(model: nn.Module, root: Path) -> dict[str, Path]:
     return paths
 
 
+@pytest.mark.slow
 def test_every_checkpoint_format_gives_identical_features(vitb32: nn.Module, tmp_path: Path) -> None:
     reference = _features(_encoder(model=vitb32))
     for fmt, path in _save_all_formats(vitb32, tmp_path).items():

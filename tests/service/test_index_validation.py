@@ -171,6 +171,7 @@ def test_serve_on_a_corrupted_index_exits_2_with_one_line(tiny_index: TinyIndex,
     assert len(lines) == 1 and lines[0].startswith("error:") and file in lines[0], run.stderr
 
 
+@pytest.mark.slow
 def test_index_use_refuses_a_broken_version_and_keeps_current(tiny_index: TinyIndex, tmp_path: Path):
     root = Path(shutil.copytree(tiny_index.root, tmp_path / "index", symlinks=True))
     served = resolve_version(root).name

@@ -92,6 +92,7 @@ def test_a_slow_json_body_is_408(guarded: LiveServer):
     assert answers[0].startswith(b"HTTP/1.1 408"), answers[0][:200]
 
 
+@pytest.mark.slow
 def test_headers_that_never_finish_close_the_connection(guarded: LiveServer):
     with socket.create_connection(("127.0.0.1", guarded.port), timeout=HEADER_TIMEOUT_S + 5) as sock:
         t0 = time.monotonic()
