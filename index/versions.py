@@ -53,6 +53,14 @@ from index.tokens import CODECS, Codec, open_tokens, write_tokens
 from model.hashing import HashHeads
 
 FORMAT_VERSION = 1
+# A version's files, named once: the builder and the server read and write them through this module.
+MANIFEST = "manifest.json"
+IMAGES = "images.json"
+CAPTIONS = "captions.json"
+TOMBSTONES = "tombstones.json"
+SKIPPED = "skipped.json"
+IMAGE_RECALL = "recall.faiss"
+CAPTION_RECALL = "caption_recall.faiss"
 
 
 @dataclass(frozen=True)
@@ -72,7 +80,7 @@ class Manifest:
 
     @staticmethod
     def read(folder: Path) -> Manifest:
-        path = folder / "manifest.json"
+        path = folder / MANIFEST
         if not path.is_file():
             raise IndexFormatError(f"{folder} is not a complete index: no manifest.json")
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -86,7 +94,7 @@ class Manifest:
 
     def write(self, folder: Path) -> None:
         """Write ``manifest.json``: the last file of a version, whose presence marks it complete."""
-        write_text(folder / "manifest.json", json.dumps(asdict(self), indent=1))
+        write_text(folder / MANIFEST, json.dumps(asdict(self), indent=1))
 
 
 CURRENT = "CURRENT"
@@ -111,7 +119,7 @@ class LoadedIndex:
 def resolve_version(path: Path) -> Path:
     """``path`` itself when it is a version; the version ``CURRENT`` names when it is an index root."""
     path = Path(path)
-    if (path / "manifest.json").is_file():
+    if (path / MANIFEST).is_file():
         return path
     pointer = path / CURRENT
     if pointer.is_file():
@@ -125,7 +133,7 @@ def resolve_version(path: Path) -> Path:
 
 
 def list_versions(root: Path) -> list[str]:
-    return sorted(p.name for p in Path(root).glob("v[0-9]*") if (p / "manifest.json").is_file())
+    return sorted(p.name for p in Path(root).glob("v[0-9]*") if (p / MANIFEST).is_file())
 
 
 def next_version_name(root: Path) -> str:
@@ -143,13 +151,13 @@ def publish(root: Path, staged: Path, name: str) -> Path:
 
 
 def switch_current(root: Path, name: str) -> None:
-    if not (Path(root) / name / "manifest.json").is_file():
+    if not (Path(root) / name / MANIFEST).is_file():
         raise IndexFormatError(f"{root} has no complete version {name!r}; versions: {list_versions(root)}")
     write_text(Path(root) / CURRENT, name + "\n")
 
 
 def read_tombstones(folder: Path) -> list[str]:
-    path = folder / "tombstones.json"
+    path = folder / TOMBSTONES
     return list(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else []
 
 
@@ -161,33 +169,29 @@ def validate_version(folder: Path, check_faiss: bool = True) -> Manifest:
     """
     folder = Path(folder)
     m = _read_manifest(folder)
-    ids = _json_file(folder, "images.json", list)
+    ids = _json_file(folder, IMAGES, list)
     if len(ids) != m.n_images or not all(isinstance(i, str) for i in ids):
-        raise CorruptIndexError(
-            folder, "images.json", f"{len(ids)} entries, the manifest says {m.n_images} ids"
-        )
+        raise CorruptIndexError(folder, IMAGES, f"{len(ids)} entries, the manifest says {m.n_images} ids")
     _npy(folder, "image_vectors.npy", (m.n_images, m.dim))
     _tokens(folder, "patches", m.token_codec, m.n_images, m.dim)
-    has_captions = (folder / "captions.json").is_file()
+    has_captions = (folder / CAPTIONS).is_file()
     if m.n_captions and not has_captions:
-        raise CorruptIndexError(
-            folder, "captions.json", f"missing; the manifest says {m.n_captions} captions"
-        )
+        raise CorruptIndexError(folder, CAPTIONS, f"missing; the manifest says {m.n_captions} captions")
     if has_captions:
-        caps = _json_file(folder, "captions.json", dict)
+        caps = _json_file(folder, CAPTIONS, dict)
         texts, owners = caps.get("texts"), caps.get("image_index")
         if not isinstance(texts, list) or not isinstance(owners, list) or len(texts) != len(owners):
-            raise CorruptIndexError(folder, "captions.json", "needs equal-length lists texts and image_index")
+            raise CorruptIndexError(folder, CAPTIONS, "needs equal-length lists texts and image_index")
         if len(texts) != m.n_captions:
             raise CorruptIndexError(
-                folder, "captions.json", f"{len(texts)} captions, the manifest says {m.n_captions}"
+                folder, CAPTIONS, f"{len(texts)} captions, the manifest says {m.n_captions}"
             )
         if any(not isinstance(i, int) or not 0 <= i < m.n_images for i in owners):
-            raise CorruptIndexError(folder, "captions.json", f"an image_index outside [0, {m.n_images})")
+            raise CorruptIndexError(folder, CAPTIONS, f"an image_index outside [0, {m.n_images})")
         _npy(folder, "caption_vectors.npy", (m.n_captions, m.dim))
         words = _tokens(folder, "caption_tokens", m.token_codec, m.n_captions, m.dim)
         _npy(folder, "caption_mask.npy", (m.n_captions, words))
-    for name, kind in (("tombstones.json", list), ("sources.json", dict)):
+    for name, kind in ((TOMBSTONES, list), ("sources.json", dict)):
         if (folder / name).is_file():
             _json_file(folder, name, kind)
     # The methods' optional arrays: only their integrity is checked here (their shapes are theirs).
@@ -196,16 +200,16 @@ def validate_version(folder: Path, check_faiss: bool = True) -> Manifest:
             if (folder / f"{prefix}{name}").is_file():
                 _npy(folder, f"{prefix}{name}", None)
     if check_faiss:
-        for name, n in (("recall.faiss", m.n_images), ("caption_recall.faiss", m.n_captions)):
+        for name, n in ((IMAGE_RECALL, m.n_images), (CAPTION_RECALL, m.n_captions)):
             if (folder / name).is_file():
                 _faiss(folder, name, n, m.dim)
     return m
 
 
 def _read_manifest(folder: Path) -> Manifest:
-    if not (folder / "manifest.json").is_file():
+    if not (folder / MANIFEST).is_file():
         raise IndexFormatError(f"{folder} is not a complete index: no manifest.json")
-    data = _json_file(folder, "manifest.json", dict)
+    data = _json_file(folder, MANIFEST, dict)
     if data.get("format_version") != FORMAT_VERSION:
         raise IndexFormatError(
             f"{folder}: index format version {data.get('format_version')}, this rsir reads {FORMAT_VERSION}"
@@ -214,10 +218,10 @@ def _read_manifest(folder: Path) -> Manifest:
         data["grid"] = tuple(data["grid"])
         m = Manifest(**data)
     except (KeyError, TypeError) as exc:
-        raise CorruptIndexError(folder, "manifest.json", f"fields missing or unknown ({exc})") from None
+        raise CorruptIndexError(folder, MANIFEST, f"fields missing or unknown ({exc})") from None
     counts_ok = all(isinstance(v, int) and v >= 0 for v in (m.n_images, m.n_captions))
     if not counts_ok or not isinstance(m.dim, int) or m.dim <= 0 or m.token_codec not in CODECS:
-        raise CorruptIndexError(folder, "manifest.json", "counts, dim or token_codec out of range")
+        raise CorruptIndexError(folder, MANIFEST, "counts, dim or token_codec out of range")
     return m
 
 
@@ -308,11 +312,11 @@ def load_index(
     validate_version(folder, check_faiss=False)  # FAISS files are checked as they load, below
     gallery, manifest = load_gallery(folder, expect_encoder)
     recalls: dict[str, DenseRecall | None] = {}
-    for name, n in (("recall.faiss", manifest.n_images), ("caption_recall.faiss", manifest.n_captions)):
+    for name, n in ((IMAGE_RECALL, manifest.n_images), (CAPTION_RECALL, manifest.n_captions)):
         recalls[name] = _faiss(folder, name, n, manifest.dim) if (folder / name).is_file() else None
-    image_recall, caption_recall = recalls["recall.faiss"], recalls["caption_recall.faiss"]
+    image_recall, caption_recall = recalls[IMAGE_RECALL], recalls[CAPTION_RECALL]
     position = {ident: i for i, ident in enumerate(gallery.ids)}
-    with _reading(folder, "tombstones.json"):
+    with _reading(folder, TOMBSTONES):
         deleted = np.asarray(sorted(position[i] for i in read_tombstones(folder) if i in position), np.int64)
     with _reading(folder, "metadata.parquet"):
         metadata = load_metadata(folder, len(gallery.ids))
@@ -323,18 +327,35 @@ def load_index(
     )
 
 
+def write_ids(folder: Path, ids: list[str]) -> None:
+    """The version's image ids (file names), in gallery order."""
+    write_text(folder / IMAGES, json.dumps(ids))
+
+
+def read_ids(folder: Path) -> list[str]:
+    ids: list[str] = json.loads((folder / IMAGES).read_text(encoding="utf-8"))
+    return ids
+
+
+def write_captions(folder: Path, texts: list[str], image_index: list[int]) -> None:
+    """The caption texts and the gallery index of each one's image."""
+    write_text(folder / CAPTIONS, json.dumps({"texts": texts, "image_index": image_index}))
+
+
+def write_tombstones(folder: Path, ids: list[str]) -> None:
+    """Ids deleted since the build: search never returns them."""
+    write_text(folder / TOMBSTONES, json.dumps(ids))
+
+
 def save_gallery(gallery: Gallery, folder: Path, manifest: Manifest) -> None:
     """Write ``gallery`` as one index version; the manifest goes last so a torn write is detectable."""
     folder.mkdir(parents=True, exist_ok=True)
-    write_text(folder / "images.json", json.dumps(gallery.ids))
+    write_ids(folder, gallery.ids)
     save_npy(folder / "image_vectors.npy", np.asarray(gallery.vectors, dtype=np.float32))
     write_tokens(folder, "patches", np.asarray(gallery.patches[:]), manifest.token_codec)
     if gallery.captions is not None:
         c = gallery.captions
-        write_text(
-            folder / "captions.json",
-            json.dumps({"texts": c.texts, "image_index": c.image_index.tolist()}),
-        )
+        write_captions(folder, c.texts, c.image_index.tolist())
         save_npy(folder / "caption_vectors.npy", np.asarray(c.vectors, dtype=np.float32))
         write_tokens(folder, "caption_tokens", np.asarray(c.tokens[:]), manifest.token_codec)
         save_npy(folder / "caption_mask.npy", np.asarray(c.mask, dtype=np.bool_))
@@ -346,10 +367,10 @@ def load_gallery(folder: Path, expect_encoder: dict[str, Any] | None = None) -> 
     manifest = Manifest.read(folder)
     if expect_encoder is not None:
         _check_encoder(folder, manifest.encoder, expect_encoder)
-    ids = json.loads((folder / "images.json").read_text(encoding="utf-8"))
+    ids = json.loads((folder / IMAGES).read_text(encoding="utf-8"))
     captions = None
-    if (folder / "captions.json").is_file():
-        meta = json.loads((folder / "captions.json").read_text(encoding="utf-8"))
+    if (folder / CAPTIONS).is_file():
+        meta = json.loads((folder / CAPTIONS).read_text(encoding="utf-8"))
         captions = CaptionStore(
             texts=meta["texts"],
             image_index=np.asarray(meta["image_index"], dtype=np.int64),

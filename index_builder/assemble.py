@@ -18,7 +18,17 @@ from numpy.typing import NDArray
 from index.atomic import write_text
 from index.dense import DenseRecall
 from index.tokens import Codec, NpyAppender, TokenWriter, npy_shape, read_rows
-from index.versions import LoadedIndex, Manifest, read_tombstones
+from index.versions import (
+    CAPTION_RECALL,
+    IMAGE_RECALL,
+    SKIPPED,
+    LoadedIndex,
+    Manifest,
+    read_tombstones,
+    write_captions,
+    write_ids,
+    write_tombstones,
+)
 from index_builder import shards
 from index_builder.metadata import write_metadata
 
@@ -124,16 +134,16 @@ def assemble(
     for writer in (vectors, patches, cap_vectors, cap_tokens, cap_mask):
         writer.close()
 
-    write_text(staged / "images.json", json.dumps(ids))
-    write_text(staged / "captions.json", json.dumps({"texts": texts, "image_index": cap_image.tolist()}))
-    _write_recall(staged, "recall.faiss", "image_vectors.npy", base.image_recall if base else None, factory)
+    write_ids(staged, ids)
+    write_captions(staged, texts, cap_image.tolist())
+    _write_recall(staged, IMAGE_RECALL, "image_vectors.npy", base.image_recall if base else None, factory)
     if texts:
         old = base.caption_recall if base else None
-        _write_recall(staged, "caption_recall.faiss", "caption_vectors.npy", old, factory)
+        _write_recall(staged, CAPTION_RECALL, "caption_vectors.npy", old, factory)
     write_metadata(staged / "metadata.parquet", ids, metadata)
     skipped = [s for p in parts for s in p.skipped]
-    write_text(staged / "skipped.json", json.dumps(skipped, indent=1))
-    write_text(staged / "tombstones.json", json.dumps(read_tombstones(base.folder) if base else []))
+    write_text(staged / SKIPPED, json.dumps(skipped, indent=1))
+    write_tombstones(staged, read_tombstones(base.folder) if base else [])
     manifest = Manifest(
         encoder=encoder,
         n_images=len(ids),

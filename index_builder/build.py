@@ -36,7 +36,6 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from index.atomic import write_text
 from index.dense import check_factory
 from index.originals import (
     Original,
@@ -49,14 +48,18 @@ from index.originals import (
     write_sources,
 )
 from index.versions import (
+    MANIFEST,
+    TOMBSTONES,
     LoadedIndex,
     Manifest,
     list_versions,
     load_index,
     next_version_name,
     publish,
+    read_ids,
     read_tombstones,
     resolve_version,
+    write_tombstones,
 )
 from index_builder import shards
 from index_builder.assemble import assemble
@@ -125,7 +128,7 @@ def delete(root: Path, ids: Sequence[str]) -> Path:
     """A new version whose tombstones also hold ``ids``; the arrays are hard links to the current one's."""
     root = Path(root)
     current = resolve_version(root)
-    known = set(json.loads((current / "images.json").read_text(encoding="utf-8")))
+    known = set(read_ids(current))
     unknown = [i for i in ids if i not in known]
     if unknown:
         raise InvalidInputError(f"{len(unknown)} ids are not in {current.name}: {unknown[:5]}")
@@ -134,10 +137,10 @@ def delete(root: Path, ids: Sequence[str]) -> Path:
     shutil.rmtree(staged, ignore_errors=True)
     staged.mkdir()
     for path in current.iterdir():
-        if path.name not in ("manifest.json", "tombstones.json"):
+        if path.name not in (MANIFEST, TOMBSTONES):
             os.link(path, staged / path.name)
     tombstones = sorted(set(read_tombstones(current)) | set(ids))
-    write_text(staged / "tombstones.json", json.dumps(tombstones))
+    write_tombstones(staged, tombstones)
     manifest = Manifest.read(current)
     extra = {**manifest.extra, "version": name, "parent": current.name, "n_deleted": len(tombstones)}
     dataclasses.replace(manifest, created_unix=time.time(), extra=extra).write(staged)
@@ -199,7 +202,7 @@ def _run(
     if manifest.n_images == 0:
         shutil.rmtree(staged)
         raise DatasetError(f"no image of {source} could be decoded ({len(skipped)} skipped)")
-    ids = json.loads((staged / "images.json").read_text(encoding="utf-8"))
+    ids = read_ids(staged)
     recorded = _recorded_originals(work, range(len(bounds)))
     write_sources(staged, version_sources(ids, items, base, recorded, config.archive_root or archive_root))
     heads = config.hash_heads or default_hash_heads(encoder.config.arch, encoder.config.checkpoint)

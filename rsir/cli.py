@@ -357,7 +357,9 @@ def _report_build(report: BuildReport) -> None:
         soft_wrap=True,
     )
     if report.skipped:
-        where = report.version / "skipped.json"
+        from index.versions import SKIPPED
+
+        where = report.version / SKIPPED
         _err.print(f"[bold yellow]{len(report.skipped)} files skipped[/]; reasons in {where}")
         for row in report.skipped[:10]:
             _err.print(f"  {row['id']}: {row['reason']}")
@@ -480,9 +482,9 @@ def index_use_cmd(
 ) -> None:
     """Point CURRENT at another complete version, after checking its files against its manifest (a
     broken version is refused with exit 2, and CURRENT is left as it was)."""
-    from index.versions import switch_current, validate_version
+    from index.versions import MANIFEST, switch_current, validate_version
 
-    if not (index / version / "manifest.json").is_file():
+    if not (index / version / MANIFEST).is_file():
         switch_current(index, version)  # raises, listing the versions there are
     validate_version(index / version)
     switch_current(index, version)
