@@ -173,6 +173,17 @@ class SearchEngine:
             index.hash_heads,
         )
 
+    @property
+    def scoring_id(self) -> str:
+        """What, beside the model and the index version, decides this engine's scores: replicas that
+        share a result cache must key it with this, or one configured otherwise serves another's."""
+        c = self.config
+        return (
+            f"dtype={str(self.dtype).removeprefix('torch.')},tau={c.ftf.tau},lam={c.ftf.lam},"
+            f"local={c.local_weight},sar={c.sar_weight},ppsr_k={c.ppsr_k},hash_ppsr={c.hash_ppsr},"
+            f"nprobe={c.nprobe}"
+        )
+
     # -- public entry points ------------------------------------------------------------------------
     def search_text(
         self,

@@ -100,7 +100,7 @@ async def search_text(body: TextSearchRequest, request: Request) -> Response:
         "filters": body.filters.model_dump(mode="json") if body.filters else None,
         **methods,
     }
-    key = cache_key(rt.model_id, index.version, "text", normal)
+    key = cache_key(f"{rt.model_id}|{index.engine.scoring_id}", index.version, "text", normal)
     async with admitted(request):
         cached = await _cached(rt, key, request, started)
         if cached is not None:
@@ -192,7 +192,7 @@ async def search_image(request: Request) -> Response:
         "filters": options_model.filters.model_dump(mode="json") if options_model.filters else None,
         **methods,
     }
-    key = cache_key(rt.model_id, index.version, "image", normal)
+    key = cache_key(f"{rt.model_id}|{index.engine.scoring_id}", index.version, "image", normal)
     image = await _decode_upload(rt, data)
     async with admitted(request):
         cached = await _cached(rt, key, request, started)

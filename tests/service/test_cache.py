@@ -151,3 +151,18 @@ def test_redis_down_from_the_start_serves_uncached_and_limits_in_process(serve: 
         if response.status_code == 200:
             assert response.json()["cache"] == "miss"
     assert statuses == [200, 200, 429]
+
+
+def test_replicas_configured_to_score_differently_do_not_share_cached_results(
+    serve: ServerFactory, redis_server: RedisProcess
+):
+    """Same model, same index, one Redis: a replica with another rerank dtype or fusion weight
+    computes its own answer instead of serving the other's from the cache."""
+    plain = serve(redis_url=redis_server.url, cache_ttl_s=120).client()
+    assert _search(plain, "ships at a pier").json()["cache"] == "miss"
+    assert _search(plain, "ships at a pier").json()["cache"] == "hit"
+    for other in ({"dtype": "bfloat16"}, {"lam": 0.3}):
+        client = serve(redis_url=redis_server.url, cache_ttl_s=120, **other).client()
+        assert _search(client, "ships at a pier").json()["cache"] == "miss", other
+        assert _search(client, "ships at a pier").json()["cache"] == "hit", other
+    assert len(redis_server.keys("rsir:result:*")) == 3
