@@ -15,8 +15,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from model.errors import RsirError
+from model.metrics import Captionless
 from model.precision import Precision
-from search.options import Recall, Rerank, Sar
+from search.options import HashPpsr, Recall, Rerank, Sar
 
 if TYPE_CHECKING:
     from index_builder.build import BuildReport
@@ -70,6 +71,13 @@ def eval_cmd(
     recall: Annotated[Recall, typer.Option(help="the recall method")] = "dense",
     ppsr: Annotated[bool, typer.Option("--ppsr/--no-ppsr", help="PPSR (CSLS) correction of recall")] = False,
     sar: Annotated[Sar, typer.Option(help="SAR: sort after reversed retrieval")] = "off",
+    hash_ppsr: Annotated[
+        HashPpsr, typer.Option(help="PPSR over hash recall: hamming (the spec) or cosine (README, Methods)")
+    ] = "hamming",
+    captionless: Annotated[
+        Captionless,
+        typer.Option(help="an image with no caption: an i2t miss (the seeds' convention) or skipped"),
+    ] = "miss",
     hash_heads: Annotated[
         Path | None, typer.Option(help="CFITR hash heads (default: the shipped ones for the shipped model)")
     ] = None,
@@ -108,7 +116,11 @@ def eval_cmd(
         )
     encoder = _encoder(model, checkpoint, device, batch_size)
     config = EngineConfig(
-        ftf=FTFParams(tau=tau, lam=lam), device=device, dtype=dtype, max_recall_k=max(1000, recall_k)
+        ftf=FTFParams(tau=tau, lam=lam),
+        device=device,
+        dtype=dtype,
+        max_recall_k=max(1000, recall_k),
+        hash_ppsr=hash_ppsr,
     )
     if index is not None:
         loaded = load_index(index, encoder.describe())
@@ -127,7 +139,7 @@ def eval_cmd(
         engine = make_engine(gallery)
         name = f"{ds.name}:{split}"
     method = MethodOptions(recall, ppsr, sar)
-    result = evaluate(engine, rerank, recall_k, dataset_name=name, method=method)
+    result = evaluate(engine, rerank, recall_k, dataset_name=name, method=method, captionless=captionless)
     spread: OrderSpread | None = None
     if tie_orders:
         spread = evaluate_caption_orders(engine.gallery, make_engine, rerank, tie_orders, recall_k, method)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -27,11 +27,10 @@ from model.encoders import ClipEncoder, resolve_device
 from model.errors import InvalidInputError
 from model.features import ImageFeatures, TextFeatures
 from model.precision import Precision, resolve_dtype
-from search.options import RECALLS, RERANKS, SARS, TARGETS, Recall, Rerank, Sar, Target
+from search.options import RECALLS, RERANKS, SARS, TARGETS, HashPpsr, Recall, Rerank, Sar, Target
 
 # PPSR's first fetch, in multiples of the cut's depth; it deepens until the cut is exact.
 PPSR_FETCH = 2
-HashPpsr = Literal["hamming", "cosine"]
 _T = TypeVar("_T")
 
 

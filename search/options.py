@@ -22,6 +22,10 @@ sparse-guided partial dense search."""
 Sar = Literal["off", "hard", "soft"]
 """SAR's re-sort by reverse-retrieval rank: off, its hard form, or its soft form."""
 
+HashPpsr = Literal["hamming", "cosine"]
+"""PPSR over hash recall: ``hamming`` corrects minus the Hamming distance (ALGORITHMS.md §3, CFITR);
+``cosine`` corrects the cosines of the Hamming order's candidates (measured better with the FTF rerank)."""
+
 Target = Literal["images", "captions"]
 """What an image query searches (text queries always search images)."""
 
@@ -29,3 +33,4 @@ RERANKS: tuple[str, ...] = get_args(Rerank)
 RECALLS: tuple[str, ...] = get_args(Recall)
 SARS: tuple[str, ...] = get_args(Sar)
 TARGETS: tuple[str, ...] = get_args(Target)
+HASH_PPSRS: tuple[str, ...] = get_args(HashPpsr)

@@ -44,6 +44,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         device=settings.device,
         dtype=settings.dtype,
         nprobe=settings.nprobe,
+        hash_ppsr=settings.hash_ppsr,
         allow_exhaustive=False,  # the whole gallery through the block: rsir eval's, not a server's
     )
 

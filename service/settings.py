@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model.encoders import DEFAULT_ARCH
 from model.precision import Precision
-from search.options import Recall, Rerank, Sar
+from search.options import HashPpsr, Recall, Rerank, Sar
 
 
 class Settings(BaseSettings):
@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     # BENCHMARKS.md measured +0.63 mR for it on top of the FTF rerank, for ~0.3 ms per query.
     default_ppsr: bool | None = None
     default_sar: Sar = "off"
+    hash_ppsr: HashPpsr = Field(
+        "hamming", description="PPSR over hash recall: hamming (the spec's form) or cosine (README, Methods)"
+    )
     tau: float = 0.05
     lam: float = 0.5
     nprobe: int | None = Field(

@@ -213,3 +213,23 @@ def test_rsir_eval_dtype_reaches_the_engine(tmp_path: Path, monkeypatch: pytest.
     assert half["t2i_r5"] == half["t2i_r10"] == 100.0  # 5 images: as in float32, every caption's image
     bad = CliRunner().invoke(app, ["eval", "--dataset", str(dataset), "--dtype", "fp8"])
     assert bad.exit_code == 2 and "fp8" in bad.output and "bfloat16" in bad.output
+
+
+def test_rsir_eval_captionless_flag_counts_or_skips_an_image_without_captions(tmp_path: Path) -> None:
+    """Three test images, one with no caption: as a miss (the seeds' convention) it adds a zero to
+    the i2t average over 3 images; skipped, the average is over the other 2, so miss = skip * 2/3."""
+    (tmp_path / "images").mkdir()
+    entries = []
+    for i, img in enumerate(random_images(3, seed=9, size=(64, 64))):
+        img.save(tmp_path / "images" / f"t{i}.png")
+        sentences = [] if i == 1 else [{"raw": f"{i} boats beside pier {i} ."}, {"raw": f"tank {i} ."}]
+        entries.append({"filename": f"t{i}.png", "split": "test", "sentences": sentences})
+    dataset = tmp_path / "dataset.json"
+    dataset.write_text(json.dumps({"dataset": "holes", "images": entries}))
+    miss = _run_eval("--dataset", str(dataset), "--rerank", "none")
+    skip = _run_eval("--dataset", str(dataset), "--rerank", "none", "--captionless", "skip")
+    assert miss["captionless_images"] == "1 (miss)" and skip["captionless_images"] == "1 (skip)"
+    for key in ("i2t_r1", "i2t_r5", "i2t_r10"):
+        assert abs(float(miss[key]) - float(skip[key]) * 2 / 3) < 1e-9, key  # type: ignore[arg-type]
+    assert float(skip["i2t_r10"]) == 100.0  # type: ignore[arg-type]  # 4 captions: all in any top 10
+    assert miss["t2i_r1"] == skip["t2i_r1"]

@@ -62,3 +62,21 @@ def test_the_served_engine_reranks_in_the_configured_dtype(
     assert [h["id"] for h in body["results"]] == [h.id for h in want.hits]
     assert len(body["results"]) == 5 and all(np.isfinite(h["fine_score"]) for h in body["results"])
     np.testing.assert_allclose([h["score"] for h in body["results"]], [h.score for h in want.hits], atol=1e-6)
+
+
+def test_rsir_hash_ppsr_and_default_rerank_are_checked_and_reach_the_engine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("RSIR_HASH_PPSR", raising=False)
+    assert engine_config(_from_env()).hash_ppsr == "hamming"  # the spec's form by default
+    monkeypatch.setenv("RSIR_HASH_PPSR", "cosine")
+    assert engine_config(_from_env()).hash_ppsr == "cosine"
+    monkeypatch.setenv("RSIR_HASH_PPSR", "euclid")
+    with pytest.raises(ValidationError, match="'hamming' or 'cosine'"):
+        _from_env()
+    monkeypatch.delenv("RSIR_HASH_PPSR")
+    # a server never runs exhaustive (EngineConfig.allow_exhaustive), so it is no default either
+    assert engine_config(_from_env()).allow_exhaustive is False
+    monkeypatch.setenv("RSIR_DEFAULT_RERANK", "exhaustive")
+    with pytest.raises(ValidationError, match="exhaustive is for measurement"):
+        _from_env()
