@@ -1,0 +1,57 @@
+"""The notebook API (``rsir.open_index``): the same answers as the engine it wraps, opened from a
+built index with the model its manifest names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import rsir
+from index.versions import load_index
+from index_builder.build import build
+from index_builder.config import BuildConfig
+from model.encoders import DEFAULT_ARCH, ClipEncoder, EncoderConfig, default_checkpoint
+from model.errors import InvalidInputError
+from search.engine import EngineConfig, QueryOptions, SearchEngine
+from synthrs.dataset import SynthConfig, write_dataset
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, ClipEncoder]:
+    base = tmp_path_factory.mktemp("api")
+    encoder = ClipEncoder(
+        EncoderConfig(arch=DEFAULT_ARCH, checkpoint=default_checkpoint(DEFAULT_ARCH), device="cpu")
+    )
+    write_dataset(SynthConfig(n=16, seed=11), base / "synth", progress=False)
+    build(base / "synth", base / "index", encoder, BuildConfig(workers=0, progress=False))
+    return base / "synth", base / "index", encoder
+
+
+def test_open_index_answers_as_the_engine_does(built: tuple[Path, Path, ClipEncoder]) -> None:
+    _, root, encoder = built
+    idx = rsir.open_index(root, device="cpu")  # the model from the manifest, the shipped weights
+    assert isinstance(idx, rsir.Index) and len(idx) == 16 and idx.version == "v0001"
+    loaded = load_index(root, encoder.describe())
+    engine = SearchEngine.from_index(loaded, encoder, EngineConfig(device="cpu"))
+    query = "a few white planes parked near a terminal"
+    want = engine.search_text_batch([query], [QueryOptions(k=5, rerank="ftf")])[0].hits
+    got = idx.search_text(query, k=5)
+    assert [(h.id, round(h.score, 6)) for h in got] == [(h.id, round(h.score, 6)) for h in want]
+    assert [h.id for h in idx.search_text(query, k=5, rerank="none")] != []
+
+
+def test_search_image_by_path_finds_the_tile_itself(built: tuple[Path, Path, ClipEncoder]) -> None:
+    archive, root, _ = built
+    idx = rsir.open_index(root, device="cpu")
+    tile = sorted((archive / "images").iterdir())[3]
+    top = idx.search_image(tile, k=3)
+    assert top[0].id.endswith(tile.name) and top[0].score == pytest.approx(1.0, abs=1e-4)
+    captions = idx.search_image(tile, k=3, target="captions", distinct=True)
+    assert len({h.id for h in captions}) == 3
+
+
+def test_options_are_checked_by_the_engine(built: tuple[Path, Path, ClipEncoder]) -> None:
+    idx = rsir.open_index(built[1], device="cpu")
+    with pytest.raises(InvalidInputError, match="k must be in"):
+        idx.search_text("ships", k=0)
