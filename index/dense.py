@@ -170,17 +170,28 @@ class DenseRecall:
     ) -> NDArray[np.uint8]:
         """One bit per id, set for ``include`` minus ``exclude``: FAISS tests a bit in O(1) whatever the
         set's size, where a hash set (``IDSelectorBatch``) of a million survivors costs its building."""
+        return np.packbits(allowed_mask(self.size, include, exclude), bitorder="little")
+
+
+def allowed_mask(
+    size: int, include: NDArray[np.int64] | None, exclude: NDArray[np.int64] | None
+) -> NDArray[np.bool_]:
+    """A mask over ``size`` ids: ``include`` (None: every id) minus ``exclude`` (ids outside the
+    range are ignored there; in ``include`` they are an error)."""
+    if include is None:
+        mask = np.ones(size, dtype=np.bool_)
+    else:
         wanted = np.asarray(include, dtype=np.int64).ravel()
-        if wanted.size and (wanted.min() < 0 or wanted.max() >= self.size):
+        if wanted.size and (wanted.min() < 0 or wanted.max() >= size):
             raise InvalidInputError(
-                f"include ids must lie in [0, {self.size}), got {wanted.min()}..{wanted.max()}"
+                f"include ids must lie in [0, {size}), got {wanted.min()}..{wanted.max()}"
             )
-        mask = np.zeros(self.size, dtype=np.bool_)
+        mask = np.zeros(size, dtype=np.bool_)
         mask[wanted] = True
-        if exclude is not None and exclude.size:
-            dropped = np.asarray(exclude, dtype=np.int64).ravel()
-            mask[dropped[(dropped >= 0) & (dropped < self.size)]] = False
-        return np.packbits(mask, bitorder="little")
+    if exclude is not None and exclude.size:
+        dropped = np.asarray(exclude, dtype=np.int64).ravel()
+        mask[dropped[(dropped >= 0) & (dropped < size)]] = False
+    return mask
 
 
 def in_tie_order(

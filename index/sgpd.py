@@ -37,6 +37,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike, NDArray
 
+from index.dense import allowed_mask
 from model.errors import InvalidInputError
 
 DEFAULT_K_SPARSE = 32
@@ -312,20 +313,7 @@ class SGPDRecall:
         """A boolean mask over the gallery, or None when every id is allowed."""
         if include is None and (exclude is None or exclude.size == 0):
             return None
-        if include is None:
-            mask = np.ones(self.size, dtype=np.bool_)
-        else:
-            wanted = np.asarray(include, dtype=np.int64).ravel()
-            if wanted.size and (wanted.min() < 0 or wanted.max() >= self.size):
-                raise InvalidInputError(
-                    f"include ids must lie in [0, {self.size}), got {wanted.min()}..{wanted.max()}"
-                )
-            mask = np.zeros(self.size, dtype=np.bool_)
-            mask[wanted] = True
-        if exclude is not None and exclude.size:
-            dropped = np.asarray(exclude, dtype=np.int64).ravel()
-            mask[dropped[(dropped >= 0) & (dropped < self.size)]] = False
-        return mask
+        return allowed_mask(self.size, include, exclude)
 
     def _candidates(
         self, q: NDArray[np.float32], allowed: NDArray[np.bool_] | None, max_clusters: int | None
