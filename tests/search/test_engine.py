@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from index.gallery import gallery_from_features
 from model.encoders import ClipEncoder
@@ -14,20 +13,17 @@ from model.features import ImageFeatures, TextFeatures
 from model.ftf import FTFParams, fuse, image_to_text, text_to_image
 from search.engine import EngineConfig, SearchEngine
 from tests.conftest import random_images
+from tests.search.fakes import random_image_features, random_text_features
 
 N_IMAGES, N_CAPTIONS, GRID, DIM, N_WORDS = 40, 90, (3, 4), 16, 6
 
 
 def _texts(gen: torch.Generator, n: int) -> TextFeatures:
-    lengths = torch.randint(1, N_WORDS + 1, (n,), generator=gen)
-    mask = torch.arange(N_WORDS)[None] < lengths[:, None]
-    tokens = F.normalize(torch.randn(n, N_WORDS, DIM, generator=gen), dim=-1) * mask[..., None]
-    return TextFeatures(F.normalize(torch.randn(n, DIM, generator=gen), dim=-1), tokens, mask)
+    return random_text_features(gen, n, N_WORDS, DIM)
 
 
 def _images(gen: torch.Generator, n: int) -> ImageFeatures:
-    patches = F.normalize(torch.randn(n, GRID[0] * GRID[1], DIM, generator=gen), dim=-1)
-    return ImageFeatures(F.normalize(torch.randn(n, DIM, generator=gen), dim=-1), patches, GRID)
+    return random_image_features(gen, n, GRID, DIM)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from numpy.typing import NDArray
 
 import search.engine as engine_module
@@ -22,6 +21,7 @@ from model.ftf import FTFParams, image_to_text, text_to_image
 from search.engine import EngineConfig, QueryOptions, SearchEngine, SearchResult
 from search.options import Rerank
 from tests.conftest import random_images
+from tests.search.fakes import random_image_features, random_text_features
 
 N_IMAGES, N_CAPTIONS, GRID, DIM, N_WORDS = 40, 90, (3, 4), 16, 6
 TAU, LAM = 0.1, 0.4
@@ -30,15 +30,11 @@ World = tuple[SearchEngine, TextFeatures, ImageFeatures]
 
 
 def _texts(gen: torch.Generator, n: int) -> TextFeatures:
-    lengths = torch.randint(1, N_WORDS + 1, (n,), generator=gen)
-    mask = torch.arange(N_WORDS)[None] < lengths[:, None]
-    tokens = F.normalize(torch.randn(n, N_WORDS, DIM, generator=gen), dim=-1) * mask[..., None]
-    return TextFeatures(F.normalize(torch.randn(n, DIM, generator=gen), dim=-1), tokens, mask)
+    return random_text_features(gen, n, N_WORDS, DIM)
 
 
 def _images(gen: torch.Generator, n: int) -> ImageFeatures:
-    patches = F.normalize(torch.randn(n, GRID[0] * GRID[1], DIM, generator=gen), dim=-1)
-    return ImageFeatures(F.normalize(torch.randn(n, DIM, generator=gen), dim=-1), patches, GRID)
+    return random_image_features(gen, n, GRID, DIM)
 
 
 def _gallery(gen: torch.Generator, n_images: int, n_captions: int) -> Gallery:

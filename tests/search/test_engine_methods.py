@@ -10,7 +10,6 @@ from typing import Any, cast
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from numpy.typing import NDArray
 
 from index.extras import SideExtras, build_extras
@@ -21,6 +20,7 @@ from model.ftf import FTFParams, text_to_image
 from model.hashing import HashHead, HashHeads, hamming_reference
 from search.engine import EngineConfig, QueryOptions, SearchEngine, SearchResult
 from search.evaluate import MethodOptions, evaluate
+from tests.search.fakes import random_image_features, random_text_features
 
 N_IMAGES, N_CAPTIONS, GRID, DIM, N_WORDS = 40, 90, (3, 4), 16, 6
 TAU, LAM = 0.1, 0.4
@@ -29,15 +29,11 @@ BITS = 16
 
 
 def _texts(gen: torch.Generator, n: int) -> TextFeatures:
-    lengths = torch.randint(1, N_WORDS + 1, (n,), generator=gen)
-    mask = torch.arange(N_WORDS)[None] < lengths[:, None]
-    tokens = F.normalize(torch.randn(n, N_WORDS, DIM, generator=gen), dim=-1) * mask[..., None]
-    return TextFeatures(F.normalize(torch.randn(n, DIM, generator=gen), dim=-1), tokens, mask)
+    return random_text_features(gen, n, N_WORDS, DIM)
 
 
 def _images(gen: torch.Generator, n: int) -> ImageFeatures:
-    patches = F.normalize(torch.randn(n, GRID[0] * GRID[1], DIM, generator=gen), dim=-1)
-    return ImageFeatures(F.normalize(torch.randn(n, DIM, generator=gen), dim=-1), patches, GRID)
+    return random_image_features(gen, n, GRID, DIM)
 
 
 def _config(**kwargs: Any) -> EngineConfig:

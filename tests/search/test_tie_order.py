@@ -13,7 +13,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from numpy.typing import NDArray
 
 from index.dense import DenseRecall, exact_subset
@@ -22,6 +21,7 @@ from model.features import ImageFeatures, TextFeatures
 from model.ftf import FTFParams, image_to_text, text_to_image
 from model.precision import Precision
 from search.engine import EngineConfig, QueryOptions, SearchEngine, SearchResult
+from tests.search.fakes import random_image_features, random_text_features
 
 GRID, DIM, N_WORDS = (2, 3), 12, 5
 TAU, LAM = 0.1, 0.4
@@ -31,15 +31,11 @@ CAPTION_OF = [0, 1, 2, 1, 3, 4, 5, 2, 6, 7, 1, 8, 9, 2, 10, 11, 12, 13, 4, 14, 1
 
 
 def _texts(gen: torch.Generator, n: int) -> TextFeatures:
-    lengths = torch.randint(1, N_WORDS + 1, (n,), generator=gen)
-    mask = torch.arange(N_WORDS)[None] < lengths[:, None]
-    tokens = F.normalize(torch.randn(n, N_WORDS, DIM, generator=gen), dim=-1) * mask[..., None]
-    return TextFeatures(F.normalize(torch.randn(n, DIM, generator=gen), dim=-1), tokens, mask)
+    return random_text_features(gen, n, N_WORDS, DIM)
 
 
 def _images(gen: torch.Generator, n: int) -> ImageFeatures:
-    patches = F.normalize(torch.randn(n, GRID[0] * GRID[1], DIM, generator=gen), dim=-1)
-    return ImageFeatures(F.normalize(torch.randn(n, DIM, generator=gen), dim=-1), patches, GRID)
+    return random_image_features(gen, n, GRID, DIM)
 
 
 class World:
