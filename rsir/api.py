@@ -26,7 +26,7 @@ from model.encoders import ClipEncoder, EncoderConfig, default_checkpoint
 from model.images import decode_image
 from model.precision import Precision
 from search.engine import EngineConfig, Hit, QueryOptions, SearchEngine
-from search.options import Target
+from search.options import Target, image_rerank
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class Index:
         reranked by the FTF block). ``image``: a PIL image or a file path."""
         if not isinstance(image, Image.Image):
             image = decode_image(Path(image))
-        rerank = options.pop("rerank", "none" if target == "images" else "ftf")
+        rerank = image_rerank(options.pop("rerank", None), target)
         opts = QueryOptions(k=k, target=target, rerank=rerank, **options)
         return self.engine.search_image_batch([image], [opts])[0].hits
 

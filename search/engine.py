@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import TypeVar
 
 import numpy as np
@@ -27,7 +28,18 @@ from model.encoders import ClipEncoder, resolve_device
 from model.errors import InvalidInputError
 from model.features import ImageFeatures, TextFeatures
 from model.precision import Precision, resolve_dtype
-from search.options import RECALLS, RERANKS, SARS, TARGETS, HashPpsr, Recall, Rerank, Sar, Target
+from search.options import (
+    RECALLS,
+    RERANKS,
+    SARS,
+    TARGETS,
+    HashPpsr,
+    Recall,
+    Rerank,
+    Sar,
+    Target,
+    image_rerank,
+)
 
 # PPSR's first fetch, in multiples of the cut's depth; it deepens until the cut is exact.
 PPSR_FETCH = 2
@@ -172,7 +184,7 @@ class SearchEngine:
             index.hash_heads,
         )
 
-    @property
+    @cached_property
     def scoring_id(self) -> str:
         """What, beside the model and the index version, decides this engine's scores: replicas that
         share a result cache must key it with this, or one configured otherwise serves another's."""
@@ -233,7 +245,7 @@ class SearchEngine:
         target: Target = "images",
         allowed: NDArray[np.bool_] | None = None,
     ) -> SearchResult:
-        options = QueryOptions(k, recall_k, _image_rerank(rerank, target), False, allowed, target)
+        options = QueryOptions(k, recall_k, image_rerank(rerank, target), False, allowed, target)
         return self.search_image_batch([image], [options])[0]
 
     def search_image_batch(
@@ -272,7 +284,7 @@ class SearchEngine:
         target: Target = "images",
     ) -> list[SearchResult]:
         """Image queries (already encoded) over the images or the captions."""
-        options = QueryOptions(k, recall_k, _image_rerank(rerank, target), False, None, target)
+        options = QueryOptions(k, recall_k, image_rerank(rerank, target), False, None, target)
         return self.search_image_features_batch(feats, [options] * len(feats))
 
     def search_text_features_batch(
@@ -898,13 +910,6 @@ def _present(value: _T | None) -> _T:
     if value is None:
         raise InvalidInputError("the gallery lacks the data this search needs")
     return value
-
-
-def _image_rerank(rerank: Rerank | None, target: Target) -> Rerank:
-    """Image queries default to coarse order over images and to the FTF rerank over captions."""
-    if rerank is not None:
-        return rerank
-    return "none" if target == "images" else "ftf"
 
 
 def _require(value: _T | None, name: str) -> _T:

@@ -34,3 +34,11 @@ RECALLS: tuple[str, ...] = get_args(Recall)
 SARS: tuple[str, ...] = get_args(Sar)
 TARGETS: tuple[str, ...] = get_args(Target)
 HASH_PPSRS: tuple[str, ...] = get_args(HashPpsr)
+
+
+def image_rerank(rerank: Rerank | None, target: Target) -> Rerank:
+    """An image query's rerank when none is asked for: the coarse order over images (the FTF block
+    scores text-image pairs) and the FTF rerank over captions."""
+    if rerank is not None:
+        return rerank
+    return "none" if target == "images" else "ftf"
