@@ -14,7 +14,7 @@ This bench measures, on the two-stage table's gallery and image queries (same se
 2. from the full score matrices (coarse and fused, over all captions; fine scores computed once per
    distinct string), the i2t recall for none / ftf@K / exhaustive as (a) the index-order draw the
    engine makes, checked against the engine's own results, (b) its expectation over random tie
-   orders (``model.metrics.tie_aware_hits``, ``two_stage_tie_aware_hits``), and (c) with relevance
+   orders (``bench.statistics.tie_aware_hits``, ``two_stage_tie_aware_hits``), and (c) with relevance
    by string (a hit when the retrieved caption's string is one of the query image's own), which no
    tie order changes;
 
@@ -38,13 +38,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.statistics import bootstrap_mr_rates, hit_rates, tie_aware_hits, two_stage_tie_aware_hits
 from bench.two_stage_table import add_gallery_args, build, distractors, embed, query_sample, run_meta
 from index.gallery import CaptionStore, Gallery
 from model import ftf
 from model.datasets import CaptionDataset, load_dataset
 from model.encoders import ClipEncoder, EncoderConfig
 from model.ftf import FTFParams
-from model.metrics import KS, bootstrap_mr_rates, hit_rates, tie_aware_hits, two_stage_tie_aware_hits
+from model.metrics import KS
 from search.engine import EngineConfig, QueryOptions, SearchEngine
 from search.evaluate import reorder_captions
 

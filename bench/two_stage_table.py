@@ -24,12 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.statistics import bootstrap_mr
 from index.gallery import Gallery, gallery_from_features
 from model.datasets import CaptionDataset, load_dataset
 from model.encoders import ClipEncoder, EncoderConfig
 from model.features import ImageFeatures, TextFeatures
 from model.ftf import FTFParams
-from model.metrics import QueryHits, bootstrap_mr
+from model.metrics import QueryHits
 from search.engine import EngineConfig, SearchEngine
 from search.evaluate import evaluate, load_images
 from search.options import Rerank

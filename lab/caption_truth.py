@@ -9,7 +9,7 @@ pass. This bench measures them with the independent truth checker (:mod:`synthrs
 1. **Truth sets**: for every caption of the split, the images it is true of (same class, every stated
    fact holds); their sizes.
 2. **Oracle ceilings**, each the expected recall over random orders of what the oracle cannot tell
-   apart (:func:`model.metrics.expected_report`):
+   apart (:func:`bench.statistics.expected_report`):
    - *class oracle*: ranks the caption's class first, knows nothing else;
    - *truth oracle*: ranks the images a caption is true of first (the best any model can do without
      reading more into a caption than it says);
@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from bench.statistics import expected_report
 from bench.two_stage_table import run_meta
 from index.gallery import Gallery
 from lab.kernel_rerank import KernelConfig, KernelReranker
@@ -49,7 +50,6 @@ from model import ftf
 from model.datasets import load_dataset
 from model.encoders import ClipEncoder, EncoderConfig
 from model.ftf import FTFParams
-from model.metrics import expected_report
 from search.engine import EngineConfig, QueryOptions, SearchEngine
 from search.evaluate import embed_dataset
 from synthrs.truth import truth_matrix

@@ -8,7 +8,7 @@ word-patch similarities) learns a correction to the coarse logit from listwise g
 (its own items excluded; ranked within sub-galleries of the test split's size). Then, on the test
 split, the engine's coarse top-K (``none`` mode) is re-ranked by the learned reranker and by FTF
 (``ftf`` mode at the same K), all scored in expectation over tie orders
-(``model.metrics.expected_report``) in one run::
+(``bench.statistics.expected_report``) in one run::
 
     .venv/bin/rsir synth --n 12000 --seed 1 --workers 2 --out data/synthrs-seed1
     .venv/bin/python -m lab.learned_rerank --data data/synthrs --train-data data/synthrs-seed1 \\
@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from bench.caption_ties import load_gallery, save_gallery
+from bench.statistics import expected_report
 from bench.two_stage_table import run_meta
 from index.gallery import Gallery
 from lab.caption_truth import engine_scores
@@ -47,7 +48,6 @@ from lab.kernel_rerank import KernelConfig, KernelReranker
 from model.datasets import load_dataset
 from model.encoders import ClipEncoder, EncoderConfig
 from model.ftf import FTFParams
-from model.metrics import expected_report
 from search.engine import EngineConfig, SearchEngine
 from search.evaluate import embed_dataset
 from synthrs.truth import truth_matrix

@@ -13,12 +13,12 @@ import tifffile
 import torch
 from typer.testing import CliRunner
 
+from bench.statistics import tie_aware_hits
 from index.gallery import Gallery, gallery_from_features, permute_captions
 from model.datasets import load_dataset
 from model.encoders import ClipEncoder
 from model.errors import InvalidInputError
 from model.features import ImageFeatures, TextFeatures
-from model.metrics import tie_aware_hits
 from rsir.cli import app
 from search.engine import EngineConfig, QueryOptions, SearchEngine
 from search.evaluate import embed_dataset, evaluate, evaluate_caption_orders
