@@ -25,15 +25,13 @@ import numpy as np
 from PIL import Image
 
 from index.versions import load_index
-from index_builder.build import build
-from index_builder.config import BuildConfig
-from model.encoders import DEFAULT_ARCH, ClipEncoder, EncoderConfig, default_checkpoint
+from index_builder.demo import DEMO_SEED, build_demo_index, shipped_encoder
+from model.encoders import ClipEncoder
 from model.errors import InvalidInputError
 from search.engine import EngineConfig, QueryOptions, SearchEngine, SearchResult
-from synthrs.dataset import SynthConfig, write_dataset
 
 N_IMAGES = 120
-SEED = 7
+SEED = DEMO_SEED  # also the query sample's seed
 N_QUERIES = 20
 K = 10
 RERANKS = ("none", "ftf", "local", "exhaustive")
@@ -49,18 +47,10 @@ class Case:
 
 
 def build_demo(work: Path) -> tuple[Path, Path, ClipEncoder]:
-    """A seeded SynthRS archive and its index, built with the shipped model on the CPU."""
-    encoder = ClipEncoder(
-        EncoderConfig(
-            arch=DEFAULT_ARCH, checkpoint=default_checkpoint(DEFAULT_ARCH), device="cpu", batch_size=32
-        )
-    )
-    archive = work / "synth"
-    write_dataset(SynthConfig(n=N_IMAGES, seed=SEED), archive, progress=False)
-    root = work / "index"
-    config = BuildConfig(shard_size=64, batch_size=32, workers=0, progress=False)
-    build(archive, root, encoder, config, metadata=archive / "metadata.jsonl")
-    return archive, root, encoder
+    """The snapshot's demo index (``N_IMAGES``, seed 7) and the shipped model it was built with."""
+    encoder = shipped_encoder()
+    demo = build_demo_index(work, N_IMAGES, encoder)
+    return demo.archive, demo.root, encoder
 
 
 def cases() -> list[Case]:

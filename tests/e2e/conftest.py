@@ -21,13 +21,11 @@ import pytest
 import uvicorn
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
-from index_builder.build import build
-from index_builder.config import BuildConfig
-from model.encoders import DEFAULT_ARCH, ClipEncoder, EncoderConfig, default_checkpoint
+from index_builder.demo import DemoIndex, build_demo_index, shipped_encoder
+from model.encoders import ClipEncoder
 from service.app import create_app
 from service.server import uvicorn_config
 from service.settings import Settings
-from synthrs.dataset import SynthConfig, write_dataset
 from tests.conftest import REPO
 
 if TYPE_CHECKING:
@@ -36,15 +34,8 @@ if TYPE_CHECKING:
 CHROMIUM = Path(os.environ.get("RSIR_E2E_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = REPO / "logs" / "e2e-screenshots"
 N_IMAGES = 40
-SEED = 7
 LAPTOP: ViewportSize = {"width": 1280, "height": 900}
 PHONE: ViewportSize = {"width": 390, "height": 844}
-
-
-@dataclass(frozen=True)
-class DemoIndex:
-    root: Path
-    archive: Path  # the SynthRS folder: images/synth_000000.png ...
 
 
 @dataclass(frozen=True)
@@ -71,19 +62,12 @@ class _ExplicitSettings(Settings):
 @pytest.fixture(scope="session")
 def demo_encoder() -> ClipEncoder:
     """The shipped default model: its thumbnails' rankings and heatmaps look like the demo's."""
-    checkpoint = default_checkpoint(DEFAULT_ARCH)
-    return ClipEncoder(EncoderConfig(arch=DEFAULT_ARCH, checkpoint=checkpoint, device="cpu", batch_size=16))
+    return shipped_encoder()
 
 
 @pytest.fixture(scope="session")
 def demo_index(tmp_path_factory: pytest.TempPathFactory, demo_encoder: ClipEncoder) -> DemoIndex:
-    base = tmp_path_factory.mktemp("e2e")
-    archive = base / "synth"
-    write_dataset(SynthConfig(n=N_IMAGES, seed=SEED), archive, progress=False)
-    root = base / "index"
-    config = BuildConfig(shard_size=64, batch_size=16, workers=0, progress=False)
-    build(archive, root, demo_encoder, config, metadata=archive / "metadata.jsonl")
-    return DemoIndex(root, archive)
+    return build_demo_index(tmp_path_factory.mktemp("e2e"), N_IMAGES, demo_encoder)
 
 
 @pytest.fixture(scope="session")

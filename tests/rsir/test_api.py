@@ -9,23 +9,17 @@ import pytest
 
 import rsir
 from index.versions import load_index
-from index_builder.build import build
-from index_builder.config import BuildConfig
-from model.encoders import DEFAULT_ARCH, ClipEncoder, EncoderConfig, default_checkpoint
+from index_builder.demo import build_demo_index, shipped_encoder
+from model.encoders import ClipEncoder
 from model.errors import InvalidInputError
 from search.engine import EngineConfig, QueryOptions, SearchEngine
-from synthrs.dataset import SynthConfig, write_dataset
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, ClipEncoder]:
-    base = tmp_path_factory.mktemp("api")
-    encoder = ClipEncoder(
-        EncoderConfig(arch=DEFAULT_ARCH, checkpoint=default_checkpoint(DEFAULT_ARCH), device="cpu")
-    )
-    write_dataset(SynthConfig(n=16, seed=11), base / "synth", progress=False)
-    build(base / "synth", base / "index", encoder, BuildConfig(workers=0, progress=False))
-    return base / "synth", base / "index", encoder
+    encoder = shipped_encoder()
+    demo = build_demo_index(tmp_path_factory.mktemp("api"), 16, encoder)
+    return demo.archive, demo.root, encoder
 
 
 def test_open_index_answers_as_the_engine_does(built: tuple[Path, Path, ClipEncoder]) -> None:
