@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from bench.report import write_json
 from model.encoders import DEFAULT_WEIGHTS, ClipEncoder, EncoderConfig
 from model.images import decode_image
 
@@ -115,9 +116,7 @@ def main() -> None:
     first = args.work / f"archive{min(args.sizes)}"
     result["forward_img_per_s"] = forward_rate(first, args.forward_images, args.batch_size)
     print(f"bare forward pass: {result['forward_img_per_s']:.1f} img/s")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1))
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -38,8 +38,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.report import recall_table, run_meta, write_json
 from bench.statistics import bootstrap_mr_rates, hit_rates, tie_aware_hits, two_stage_tie_aware_hits
-from bench.two_stage_table import add_gallery_args, build, distractors, embed, query_sample, run_meta
+from bench.two_stage_table import add_gallery_args, build, distractors, embed, query_sample
 from index.gallery import CaptionStore, Gallery
 from model import ftf
 from model.datasets import CaptionDataset, load_dataset
@@ -285,12 +286,8 @@ def combined(
 
 
 def markdown(tables: list[dict[str, Any]]) -> str:
-    head = "| gallery | mode | t2i R@1 | R@5 | R@10 | i2t R@1 | R@5 | R@10 | mR |"
-    lines = [head, "|" + "---|" * 9]
-    for t in tables:
-        for r in t["rows"]:
-            vals = [r[f"{d}_r{K}"] for d in ("t2i", "i2t") for K in KS] + [r["mR"]]
-            lines.append(f"| {r['gallery']} | {r['mode']} | " + " | ".join(f"{v:.2f}" for v in vals) + " |")
+    rows = [r for t in tables for r in t["rows"]]
+    lines = recall_table(("gallery", "mode"), rows, lambda r: (r["gallery"], r["mode"]), timing=False)
     lines += [
         "",
         "| gallery | ftf@100 / exhaustive | 95% interval | ftf@100 - none | 95% interval |",
@@ -391,10 +388,7 @@ def main() -> None:
         found[label] = {"duplicates": stats, "engine": engine_rows, "analysis": rows, "table": tables[-1]}
     table = markdown(tables)
     print(table)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        meta = run_meta(encoder, args)
-        args.out.write_text(json.dumps({"meta": meta, "galleries": found, "markdown": table}, indent=1))
+    write_json(args.out, {"meta": run_meta(encoder, args), "galleries": found, "markdown": table})
 
 
 if __name__ == "__main__":

@@ -10,10 +10,10 @@ check (not tune in secret) the spec's defaults tau=0.05, lam=0.5; results go to 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
+from bench.report import write_json
 from model.datasets import load_dataset
 from model.encoders import ClipEncoder, EncoderConfig
 from model.ftf import FTFParams
@@ -49,9 +49,7 @@ def main() -> None:
             r = evaluate(engine, "ftf", args.recall_k).report
             rows.append({"mode": f"ftf@{args.recall_k}", "tau": tau, "lam": lam, **r.as_dict()})
             print(f"ftf@{args.recall_k} tau {tau} lam {lam}: mR {r.mR:.2f} (+{r.mR - coarse.report.mR:.2f})")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(rows, indent=1))
+    write_json(args.out, rows)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.report import recall_table
 from bench.two_stage_table import build, embed
 from index.dense import DenseRecall
 from index.extras import build_extras
@@ -140,18 +141,8 @@ def main() -> None:
                     f"t2i {row['t2i_ms_per_query']:7.2f} ms i2t {row['i2t_ms_per_query']:7.2f} ms",
                     flush=True,
                 )
-    lines = [
-        "| recall | rerank | correction | t2i R@1 | R@5 | R@10 | i2t R@1 | R@5 | R@10 | mR "
-        "| t2i ms/q | i2t ms/q |",
-        "|" + "---|" * 12,
-    ]
-    for r in rows:
-        vals = (r["t2i_r1"], r["t2i_r5"], r["t2i_r10"], r["i2t_r1"], r["i2t_r5"], r["i2t_r10"], r["mR"])
-        lines.append(
-            f"| {r['recall_method']} | {r['mode']} | {r['correction']} | "
-            + " | ".join(f"{v:.2f}" for v in vals)
-            + f" | {r['t2i_ms_per_query']:.2f} | {r['i2t_ms_per_query']:.2f} |"
-        )
+    lead = ("recall", "rerank", "correction")
+    lines = recall_table(lead, rows, lambda r: (r["recall_method"], r["mode"], r["correction"]))
     print("\n".join(lines))
     if args.out is not None:
         meta = {

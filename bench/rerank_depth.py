@@ -12,13 +12,13 @@ asks how deep the rerank must go to close that gap, on the table's own gallery a
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from bench.two_stage_table import add_gallery_args, build, distractors, embed, query_sample, run_meta
+from bench.report import run_meta, write_json
+from bench.two_stage_table import add_gallery_args, build, distractors, embed, query_sample
 from model.datasets import load_dataset
 from model.encoders import ClipEncoder, EncoderConfig
 from model.ftf import FTFParams
@@ -58,8 +58,7 @@ def main() -> None:
             f"t2i {row['t2i_ms_per_query']:.2f} ms i2t {row['i2t_ms_per_query']:.2f} ms",
             flush=True,
         )
-    if args.out is not None:
-        args.out.write_text(json.dumps({"meta": run_meta(encoder, args), "rows": rows}, indent=1))
+    write_json(args.out, {"meta": run_meta(encoder, args), "rows": rows})
 
 
 if __name__ == "__main__":

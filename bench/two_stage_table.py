@@ -14,16 +14,14 @@ Run (see BENCHMARKS.md for the exact commands behind the recorded figures)::
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from bench.report import recall_table, run_meta, write_json
 from bench.statistics import bootstrap_mr
 from index.gallery import Gallery, gallery_from_features
 from model.datasets import CaptionDataset, load_dataset
@@ -150,16 +148,8 @@ def interval_markdown(found: list[dict[str, Any]]) -> str:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    head = "| gallery | mode | K | t2i R@1 | R@5 | R@10 | i2t R@1 | R@5 | R@10 | mR | t2i ms/q | i2t ms/q |"
-    lines = [head, "|" + "---|" * 12]
-    for r in rows:
-        vals = (r["t2i_r1"], r["t2i_r5"], r["t2i_r10"], r["i2t_r1"], r["i2t_r5"], r["i2t_r10"], r["mR"])
-        lines.append(
-            f"| {r['gallery']} | {r['mode']} | {r['K'] or '-'} | "
-            + " | ".join(f"{v:.2f}" for v in vals)
-            + f" | {r['t2i_ms_per_query']:.2f} | {r['i2t_ms_per_query']:.2f} |"
-        )
-    return "\n".join(lines)
+    lead = ("gallery", "mode", "K")
+    return "\n".join(recall_table(lead, rows, lambda r: (r["gallery"], r["mode"], r["K"] or "-")))
 
 
 def add_gallery_args(parser: argparse.ArgumentParser, distractors_required: bool, device: str) -> None:
@@ -175,17 +165,6 @@ def add_gallery_args(parser: argparse.ArgumentParser, distractors_required: bool
     parser.add_argument("--arch", default="rsir-vit-tiny")
     parser.add_argument("--checkpoint", type=Path)
     parser.add_argument("--device", default=device)
-
-
-def run_meta(encoder: ClipEncoder, args: argparse.Namespace) -> dict[str, Any]:
-    """What a result file records of the run that made it."""
-    return {
-        "date": date.today().isoformat(),
-        "machine": platform.node(),
-        "torch_threads": torch.get_num_threads(),
-        "encoder": encoder.describe(),
-        "args": {k: str(v) for k, v in vars(args).items()},
-    }
 
 
 def main() -> None:
@@ -234,12 +213,8 @@ def main() -> None:
 
     table = markdown(rows) + "\n\n95% bootstrap intervals (queries resampled):\n\n" + interval_markdown(found)
     print(table)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        meta = run_meta(encoder, args)
-        args.out.write_text(
-            json.dumps({"meta": meta, "rows": rows, "intervals": found, "markdown": table}, indent=1)
-        )
+    doc = {"meta": run_meta(encoder, args), "rows": rows, "intervals": found, "markdown": table}
+    write_json(args.out, doc)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ pass. This bench measures them with the independent truth checker (:mod:`synthrs
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -42,8 +41,8 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from bench.report import run_meta, write_json
 from bench.statistics import expected_report
-from bench.two_stage_table import run_meta
 from index.gallery import Gallery
 from lab.kernel_rerank import KernelConfig, KernelReranker
 from model import ftf
@@ -254,9 +253,7 @@ def main() -> None:
         "rows": rows,
         "twin_probe": probe,
     }
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1))
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ deployable stand-in: it drops negatives whose own captions are close to the quer
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -39,8 +38,8 @@ import numpy as np
 import torch
 
 from bench.caption_ties import load_gallery, save_gallery
+from bench.report import run_meta, write_json
 from bench.statistics import expected_report
-from bench.two_stage_table import run_meta
 from index.gallery import Gallery
 from lab.caption_truth import engine_scores
 from lab.cross_rerank import CrossConfig, CrossReranker, group_loss
@@ -319,9 +318,7 @@ def main() -> None:
         "timing": timing,
         "rows": rows,
     }
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1))
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":
