@@ -35,7 +35,7 @@ def test_open_index_answers_as_the_engine_does(built: tuple[Path, Path, ClipEnco
     loaded = load_index(root, encoder.describe())
     engine = SearchEngine.from_index(loaded, encoder, EngineConfig(device="cpu"))
     query = "a few white planes parked near a terminal"
-    want = engine.search_text_batch([query], [QueryOptions(k=5, rerank="ftf")])[0].hits
+    want = engine.search([query], QueryOptions(k=5, rerank="ftf"))[0].hits
     got = idx.search_text(query, k=5)
     assert [(h.id, round(h.score, 6)) for h in got] == [(h.id, round(h.score, 6)) for h in want]
     assert [h.id for h in idx.search_text(query, k=5, rerank="none")] != []
