@@ -16,6 +16,7 @@ from model.errors import InvalidInputError
 from model.features import ImageFeatures, TextFeatures
 from search.engine import EngineConfig, QueryOptions, SearchEngine
 from search.options import CANDIDATE_RERANKS, RERANKS, uses_recall_depth
+from search.plan import check
 from search.rerank import RERANKERS
 from tests.search.fakes import fake_engine, random_image_features, random_text_features
 
@@ -55,8 +56,12 @@ def test_a_plan_runs_without_a_second_check(world: World, monkeypatch: pytest.Mo
         texts.select(torch.tensor([0, 1])), [QueryOptions(k=3, recall_k=9), QueryOptions(k=2, rerank="none")]
     )
     calls: list[Any] = []
-    original = engine_module.check
-    monkeypatch.setattr(engine_module, "check", lambda *a: calls.append(a) or original(*a))
+
+    def spy(*args: Any) -> Any:
+        calls.append(args)
+        return check(*args)
+
+    monkeypatch.setattr(engine_module, "check", spy)
     got = engine.search(texts.select(torch.tensor([0, 1])), plans)
     assert calls == []
     assert [r.hits for r in got] == [r.hits for r in want]
@@ -77,9 +82,9 @@ def test_a_plan_is_not_run_by_another_engine_or_for_another_modality(world: Worl
 def test_queries_of_one_modality_in_a_list(world: World) -> None:
     engine, texts, _ = world
     with pytest.raises(InvalidInputError, match="a list"):
-        engine.search("ships", QueryOptions())  # type: ignore[arg-type]
+        engine.search("ships", QueryOptions())
     with pytest.raises(InvalidInputError, match="all sentences or all PIL images"):
-        engine.search(["ships", 3], QueryOptions())  # type: ignore[list-item]
+        engine.search(["ships", 3], QueryOptions())  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="2 queries but 3 option sets"):
         engine.search(texts.select(torch.tensor([0, 1])), [QueryOptions()] * 3)
     assert engine.search([], QueryOptions()) == []
