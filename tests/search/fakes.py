@@ -4,6 +4,7 @@ any set of images. One copy, so every test file draws and builds them the same w
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -11,9 +12,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
+from PIL import Image
 
 from index.columns import MetadataColumns
-from index.gallery import Gallery
+from index.gallery import Gallery, gallery_from_features
+from model.encoders import ClipEncoder
 from model.features import ImageFeatures, TextFeatures
 from search.engine import EngineConfig, SearchEngine
 from search.filters import Filters
@@ -61,3 +64,39 @@ def fake_engine(gallery: Gallery, config: EngineConfig, **kwargs: Any) -> Search
     """An engine without an encoder (queries are features) over ``gallery``, with
     :func:`sensor_per_image` metadata so tests can filter on any set of images."""
     return SearchEngine(gallery, None, config, metadata=sensor_per_image(len(gallery)), **kwargs)
+
+
+def random_gallery(
+    gen: torch.Generator,
+    n_images: int,
+    n_captions: int,
+    grid: tuple[int, int],
+    dim: int,
+    n_words: int,
+    owner: Callable[[int], int] | None = None,
+) -> Gallery:
+    """Images ``img{i}`` and captions ``caption {c}`` of seeded random features (images drawn first),
+    caption ``c`` describing image ``owner(c)`` (default ``c % n_images``); float32 tokens."""
+    own = owner or (lambda c: c % n_images)
+    return gallery_from_features(
+        [f"img{i}" for i in range(n_images)],
+        random_image_features(gen, n_images, grid, dim),
+        random_text_features(gen, n_captions, n_words, dim),
+        texts=[f"caption {c}" for c in range(n_captions)],
+        caption_image=[own(c) for c in range(n_captions)],
+        token_dtype=np.float32,
+    )
+
+
+def encoded_engine(encoder: ClipEncoder, images: Sequence[Image.Image], sentence: str) -> SearchEngine:
+    """An engine with ``encoder`` over ``tile{i}.png`` images, image ``i`` captioned by ``sentence``
+    numbered ``i`` (the path that encodes raw queries)."""
+    texts = [f"{n} {sentence}" for n in range(len(images))]
+    gallery = gallery_from_features(
+        [f"tile{i}.png" for i in range(len(images))],
+        encoder.encode_images(images),
+        encoder.encode_texts(texts),
+        texts=texts,
+        caption_image=list(range(len(images))),
+    )
+    return SearchEngine(gallery, encoder, EngineConfig(device="cpu"))

@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from index.gallery import gallery_from_features
 from model.encoders import ClipEncoder
 from model.errors import InvalidInputError
 from model.features import ImageFeatures, TextFeatures
 from model.ftf import FTFParams, fuse, image_to_text, text_to_image
 from search.engine import EngineConfig, QueryOptions, SearchEngine
 from tests.conftest import random_images
-from tests.search.fakes import random_image_features, random_text_features
+from tests.search.fakes import encoded_engine, random_gallery, random_image_features, random_text_features
 
 N_IMAGES, N_CAPTIONS, GRID, DIM, N_WORDS = 40, 90, (3, 4), 16, 6
 
@@ -29,15 +28,7 @@ def _images(gen: torch.Generator, n: int) -> ImageFeatures:
 @pytest.fixture(scope="module")
 def world() -> tuple[SearchEngine, TextFeatures, ImageFeatures]:
     gen = torch.Generator().manual_seed(11)
-    images, captions = _images(gen, N_IMAGES), _texts(gen, N_CAPTIONS)
-    gallery = gallery_from_features(
-        [f"img{i}" for i in range(N_IMAGES)],
-        images,
-        captions,
-        texts=[f"caption {c}" for c in range(N_CAPTIONS)],
-        caption_image=[c % N_IMAGES for c in range(N_CAPTIONS)],
-        token_dtype=np.float32,
-    )
+    gallery = random_gallery(gen, N_IMAGES, N_CAPTIONS, GRID, DIM, N_WORDS)
     config = EngineConfig(ftf=FTFParams(tau=0.1, lam=0.4), query_batch=4, exhaustive_chunk=7, device="cpu")
     return SearchEngine(gallery, None, config), _texts(gen, 9), _images(gen, 5)
 
@@ -148,15 +139,7 @@ def test_knobs_are_validated(world: tuple[SearchEngine, TextFeatures, ImageFeatu
 
 def test_end_to_end_with_encoder(tiny_encoder: ClipEncoder) -> None:
     images = random_images(12, seed=3)
-    texts = [f"{n} white planes parked near the terminal" for n in range(12)]
-    gallery = gallery_from_features(
-        [f"tile{i}.png" for i in range(12)],
-        tiny_encoder.encode_images(images),
-        tiny_encoder.encode_texts(texts),
-        texts=texts,
-        caption_image=list(range(12)),
-    )
-    engine = SearchEngine(gallery, tiny_encoder, EngineConfig(device="cpu"))
+    engine = encoded_engine(tiny_encoder, images, "white planes parked near the terminal")
     result = engine.search(["three planes near a terminal"], QueryOptions(k=5, recall_k=8))[0]
     assert len(result.hits) == 5 and {"encode", "recall", "rerank"} <= set(result.timings_ms)
     assert [h.score for h in result.hits] == sorted((h.score for h in result.hits), reverse=True)

@@ -11,14 +11,13 @@ import pytest
 import torch
 
 import search.engine as engine_module
-from index.gallery import gallery_from_features
 from model.errors import InvalidInputError
 from model.features import ImageFeatures, TextFeatures
 from search.engine import EngineConfig, QueryOptions, SearchEngine
 from search.options import CANDIDATE_RERANKS, RERANKS, uses_recall_depth
 from search.plan import check
 from search.rerank import RERANKERS
-from tests.search.fakes import fake_engine, random_image_features, random_text_features
+from tests.search.fakes import fake_engine, random_gallery, random_image_features, random_text_features
 
 N_IMAGES, N_CAPTIONS, GRID, DIM = 12, 30, (2, 3), 8
 
@@ -28,14 +27,7 @@ World = tuple[SearchEngine, TextFeatures, ImageFeatures]
 @pytest.fixture(scope="module")
 def world() -> World:
     gen = torch.Generator().manual_seed(5)
-    gallery = gallery_from_features(
-        [f"img{i}" for i in range(N_IMAGES)],
-        random_image_features(gen, N_IMAGES, GRID, DIM),
-        random_text_features(gen, N_CAPTIONS, 4, DIM),
-        texts=[f"caption {c}" for c in range(N_CAPTIONS)],
-        caption_image=[(7 * c) % N_IMAGES for c in range(N_CAPTIONS)],
-        token_dtype=np.float32,
-    )
+    gallery = random_gallery(gen, N_IMAGES, N_CAPTIONS, GRID, DIM, 4, owner=lambda c: (7 * c) % N_IMAGES)
     engine = fake_engine(gallery, EngineConfig(device="cpu"), deleted=np.asarray([4], np.int64))
     return engine, random_text_features(gen, 3, 4, DIM), random_image_features(gen, 2, GRID, DIM)
 

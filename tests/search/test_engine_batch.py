@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 
 import search.side as side_module
 from index.dense import DenseRecall, exact_subset
-from index.gallery import Gallery, gallery_from_features
+from index.gallery import Gallery
 from model.encoders import ClipEncoder
 from model.errors import InvalidInputError
 from model.features import ImageFeatures, TextFeatures
@@ -22,7 +22,15 @@ from search.engine import EngineConfig, QueryOptions, SearchEngine, SearchResult
 from search.filters import Filters
 from search.options import Rerank
 from tests.conftest import random_images
-from tests.search.fakes import fake_engine, mask_of, only, random_image_features, random_text_features
+from tests.search.fakes import (
+    encoded_engine,
+    fake_engine,
+    mask_of,
+    only,
+    random_gallery,
+    random_image_features,
+    random_text_features,
+)
 
 N_IMAGES, N_CAPTIONS, GRID, DIM, N_WORDS = 40, 90, (3, 4), 16, 6
 TAU, LAM = 0.1, 0.4
@@ -39,14 +47,7 @@ def _images(gen: torch.Generator, n: int) -> ImageFeatures:
 
 
 def _gallery(gen: torch.Generator, n_images: int, n_captions: int) -> Gallery:
-    return gallery_from_features(
-        [f"img{i}" for i in range(n_images)],
-        _images(gen, n_images),
-        _texts(gen, n_captions),
-        texts=[f"caption {c}" for c in range(n_captions)],
-        caption_image=[c % n_images for c in range(n_captions)],
-        token_dtype=np.float32,
-    )
+    return random_gallery(gen, n_images, n_captions, GRID, DIM, N_WORDS)
 
 
 def _config(**kwargs: Any) -> EngineConfig:
@@ -437,21 +438,12 @@ def test_image_batch_with_mixed_targets_equals_each_alone(world: World) -> None:
 
 # -- explain -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def encoded_engine(tiny_encoder: ClipEncoder) -> SearchEngine:
-    images = random_images(10, seed=5)
-    texts = [f"{n} boats moored beside a long pier" for n in range(10)]
-    gallery = gallery_from_features(
-        [f"tile{i}.png" for i in range(10)],
-        tiny_encoder.encode_images(images),
-        tiny_encoder.encode_texts(texts),
-        texts=texts,
-        caption_image=list(range(10)),
-    )
-    return SearchEngine(gallery, tiny_encoder, EngineConfig(device="cpu"))
+def boats(tiny_encoder: ClipEncoder) -> SearchEngine:
+    return encoded_engine(tiny_encoder, random_images(10, seed=5), "boats moored beside a long pier")
 
 
-def test_explain_equals_search_attention(encoded_engine: SearchEngine) -> None:
-    engine = encoded_engine
+def test_explain_equals_search_attention(boats: SearchEngine) -> None:
+    engine = boats
     query = "two boats near a pier"
     result = engine.search([query], QueryOptions(k=4, recall_k=8, explain=True))[0]
     assert result.attention is not None and len(result.hits) == 4
@@ -471,13 +463,13 @@ def test_explain_equals_search_attention(encoded_engine: SearchEngine) -> None:
     np.testing.assert_allclose(batch[0].attention, result.attention, atol=1e-5)
 
 
-def test_explain_validates_its_arguments(encoded_engine: SearchEngine) -> None:
+def test_explain_validates_its_arguments(boats: SearchEngine) -> None:
     with pytest.raises(InvalidInputError, match="outside the gallery"):
-        encoded_engine.explain("boats", len(encoded_engine.gallery))
+        boats.explain("boats", len(boats.gallery))
     with pytest.raises(InvalidInputError, match="outside the gallery"):
-        encoded_engine.explain("boats", -1)
+        boats.explain("boats", -1)
     with pytest.raises(InvalidInputError, match="empty"):
-        encoded_engine.explain("  ", 0)
+        boats.explain("  ", 0)
 
 
 def test_explain_needs_an_encoder(world: World) -> None:

@@ -12,14 +12,14 @@ import torch
 from numpy.typing import NDArray
 
 from index.extras import SideExtras, build_extras
-from index.gallery import Gallery, gallery_from_features
+from index.gallery import Gallery
 from model.errors import InvalidInputError
 from model.features import ImageFeatures, TextFeatures
 from model.ftf import FTFParams, text_to_image
 from model.hashing import HashHead, HashHeads, hamming_reference
 from search.engine import EngineConfig, QueryOptions, SearchEngine, SearchResult
 from search.evaluate import MethodOptions, evaluate
-from tests.search.fakes import fake_engine, only, random_image_features, random_text_features
+from tests.search.fakes import fake_engine, only, random_gallery, random_image_features, random_text_features
 
 N_IMAGES, N_CAPTIONS, GRID, DIM, N_WORDS = 40, 90, (3, 4), 16, 6
 TAU, LAM = 0.1, 0.4
@@ -51,14 +51,7 @@ def _heads() -> HashHeads:
 class World:
     def __init__(self) -> None:
         gen = torch.Generator().manual_seed(41)
-        self.gallery: Gallery = gallery_from_features(
-            [f"img{i}" for i in range(N_IMAGES)],
-            _images(gen, N_IMAGES),
-            _texts(gen, N_CAPTIONS),
-            texts=[f"caption {c}" for c in range(N_CAPTIONS)],
-            caption_image=[c % N_IMAGES for c in range(N_CAPTIONS)],
-            token_dtype=np.float32,
-        )
+        self.gallery: Gallery = random_gallery(gen, N_IMAGES, N_CAPTIONS, GRID, DIM, N_WORDS)
         self.heads = _heads()
         self.extras = build_extras(self.gallery, self.heads, seed=0, sgpd=True)
         self.engine = fake_engine(self.gallery, _config(), extras=self.extras, hash_heads=self.heads)
