@@ -107,7 +107,7 @@ def check(o: QueryOptions, modality: Modality, b: Bounds) -> Plan:
     if rerank == EXHAUSTIVE and not b.config.allow_exhaustive:
         raise InvalidInputError(
             "rerank 'exhaustive' scores the whole gallery and is for measurement (rsir eval); "
-            "this server offers none, ftf and local"
+            f"this server offers {', '.join(r for r in RERANKS if r != EXHAUSTIVE)}"
         )
     if o.target == "captions" and not image_query:
         raise InvalidInputError("text queries search images (target 'images')")
