@@ -17,6 +17,11 @@ class EngineConfig:
     default_recall_k: int = 100
     max_recall_k: int = 1000
     max_k: int = 1000
+    # An explain answer carries n_words x grid floats per hit: a server bounds its k lower (None: max_k).
+    max_explain_k: int | None = None
+    # recall_k below k still returns k hits (recall fetches max(recall_k, k)); a server refuses it, as
+    # the rerank would then reorder fewer candidates than the answer holds.
+    allow_recall_k_below_k: bool = True
     query_batch: int = 16
     exhaustive_chunk: int = 512
     # Filtered queries whose subset is at most this many items are scored exactly (one product over

@@ -117,11 +117,16 @@ def check(o: QueryOptions, modality: Modality, b: Bounds) -> Plan:
         )
     if o.target == "captions" and b.captions is None:
         raise InvalidInputError("this index has no captions to search")
-    if not 1 <= o.k <= b.config.max_k:
-        raise InvalidInputError(f"k must be in [1, {b.config.max_k}], got {o.k}")
-    recall_k = b.config.default_recall_k if o.recall_k is None else o.recall_k
-    if not 1 <= recall_k <= b.config.max_recall_k:
-        raise InvalidInputError(f"recall_k must be in [1, {b.config.max_recall_k}], got {recall_k}")
+    c = b.config
+    if not 1 <= o.k <= c.max_k:
+        raise InvalidInputError(f"k must be in [1, {c.max_k}], got {o.k}")
+    if o.explain and c.max_explain_k is not None and o.k > c.max_explain_k:
+        raise InvalidInputError(f"k must be in [1, {c.max_explain_k}] with explain, got {o.k}")
+    recall_k = c.default_recall_k if o.recall_k is None else o.recall_k
+    if not 1 <= recall_k <= c.max_recall_k:
+        raise InvalidInputError(f"recall_k must be in [1, {c.max_recall_k}], got {recall_k}")
+    if o.recall_k is not None and o.recall_k < o.k and not c.allow_recall_k_below_k:
+        raise InvalidInputError(f"recall_k must be in [k ({o.k}), {c.max_recall_k}], got {o.recall_k}")
     if o.recall not in RECALLS:
         raise InvalidInputError(f"recall must be one of {', '.join(RECALLS)}; got {o.recall!r}")
     if o.sar not in SARS:

@@ -4,6 +4,7 @@ matching the vocabulary, and the read accessors callers show next to a hit."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -99,3 +100,21 @@ def test_read_accessors(world: World) -> None:
     hit = engine.search(images, QueryOptions(k=1, target="captions"))[0].hits[0]
     assert engine.caption_image(hit.index) == (7 * hit.index) % N_IMAGES
     assert not engine.ppsr_available("dense", "images")
+
+
+def test_a_servers_bounds_are_the_engines(world: World) -> None:
+    engine, texts, _ = world
+    config = replace(engine.config, max_k=8, max_explain_k=3, allow_recall_k_below_k=False)
+    server = fake_engine(engine.gallery, config)
+    one = texts.select(torch.tensor([0]))
+    assert len(server.search(one, QueryOptions(k=8, recall_k=8))[0].hits) == 8
+    assert len(server.search(one, QueryOptions(k=3, recall_k=3, explain=True))[0].hits) == 3
+    for options, message in (
+        (QueryOptions(k=9), r"k must be in \[1, 8\], got 9"),
+        (QueryOptions(k=4, explain=True), r"k must be in \[1, 3\] with explain, got 4"),
+        (QueryOptions(k=5, recall_k=4), r"recall_k must be in \[k \(5\), 1000\], got 4"),
+    ):
+        with pytest.raises(InvalidInputError, match=message):
+            server.validate(options)
+    # The defaults keep an engine's measurement uses open: a shallow recall_k still answers k hits.
+    assert len(engine.search(one, QueryOptions(k=5, recall_k=2, explain=True))[0].hits) == 5
