@@ -108,7 +108,7 @@ class SearchEngine:
         self._recaller = Recaller(config, hash_heads)
         self._scorer = Scorer(config, self.device, self.dtype)
         self._bounds = Bounds(
-            config, self.images, self.captions, hash_heads, self.metadata, self.live_images, id(self)
+            config, self.images, self.captions, hash_heads, self.metadata, self.live_images, object()
         )
 
     @classmethod
@@ -234,7 +234,7 @@ class SearchEngine:
         for o in options:
             if isinstance(o, QueryOptions):
                 plans.append(self.validate(o, modality))
-            elif o.checked_by != id(self) or o.modality != modality:
+            elif o.checked_by is not self._bounds.checked_by or o.modality != modality:
                 raise InvalidInputError(f"a plan is run by the engine that made it, for {o.modality} queries")
             else:
                 plans.append(o)

@@ -48,7 +48,7 @@ class Plan:
     rerank: Rerank
     depth: int
     allowed: NDArray[np.bool_] | None
-    checked_by: int
+    checked_by: object
 
     @property
     def k(self) -> int:
@@ -93,7 +93,7 @@ class Bounds:
     hash_heads: HashHeads | None
     metadata: MetadataColumns
     live_images: NDArray[np.bool_]
-    checked_by: int
+    checked_by: object
 
 
 def check(o: QueryOptions, modality: Modality, b: Bounds) -> Plan:
