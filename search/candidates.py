@@ -59,7 +59,7 @@ class Recaller:
         groups: dict[tuple[str, bool, bool], list[int]] = {}
         for q, p in enumerate(plans):
             if p.allowed is None:
-                groups.setdefault((p.recall, p.image_query, p.ppsr), []).append(q)
+                groups.setdefault((p.options.recall, p.image_query, p.options.ppsr), []).append(q)
         found: dict[int, Ranked] = {}
         for (method, image_query, use_ppsr), rows in groups.items():
 
@@ -77,7 +77,9 @@ class Recaller:
                 ) -> Found:
                     return self._search_subset(p, queries[sub], s, k, side)
 
-                found[q] = self._ranked(search_subset, [q], [depths[q]], p.recall, p.ppsr, side)[0]
+                found[q] = self._ranked(
+                    search_subset, [q], [depths[q]], p.options.recall, p.options.ppsr, side
+                )[0]
         for q in range(len(plans)):
             c, s, i = found[q]
             n = min(depths[q], i.size)
@@ -138,8 +140,8 @@ class Recaller:
         if want == 0:
             none = np.full((vectors.shape[0], k), -np.inf, np.float32)
             return none, none, np.full((vectors.shape[0], k), -1, np.int64)
-        if subset.size > self.config.exact_filter_max or p.recall != "dense":
-            own, cos, ids = self.backend(p.recall, p.image_query, vectors, k, side, include=subset)
+        if subset.size > self.config.exact_filter_max or p.options.recall != "dense":
+            own, cos, ids = self.backend(p.options.recall, p.image_query, vectors, k, side, include=subset)
             if int((ids[0] >= 0).sum()) >= want:
                 return own, cos, ids
         return side.exact(vectors, subset, k)

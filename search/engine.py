@@ -246,7 +246,7 @@ class SearchEngine:
         """Run queries in batches of one side and rerank each, and give the results back in order."""
         groups: dict[tuple[str, str], list[int]] = {}
         for i, p in enumerate(plans):
-            groups.setdefault((p.target, p.rerank), []).append(i)
+            groups.setdefault((p.options.target, p.rerank), []).append(i)
         out: list[SearchResult | None] = [None] * len(plans)
         for rows in groups.values():
             for start in range(0, len(rows), self.config.query_batch):
@@ -269,7 +269,7 @@ class SearchEngine:
                 feats.patches[index].to(self.device, self.dtype),
                 feats.grid,
             )
-        side = self.images if plans[0].target == "images" else _present(self.captions, "captions")
+        side = self.images if plans[0].options.target == "images" else _present(self.captions, "captions")
         if isinstance(query, ImageFeatures) and side is self.images:
             return self._image_to_image(query, plans)
         if plans[0].rerank == EXHAUSTIVE:
@@ -290,7 +290,7 @@ class SearchEngine:
         recall_ms = _ms_since(t0) / n_queries
         rerank = plans[0].rerank
         t1 = time.perf_counter()
-        want_attention = any(p.explain for p in plans) and isinstance(query, TextFeatures)
+        want_attention = any(p.options.explain for p in plans) and isinstance(query, TextFeatures)
         coarse = torch.from_numpy(found.coarse).to(self.device).clamp_min(-4.0)
         reranker = RERANKERS.get(rerank)
         fine: torch.Tensor | None = None
@@ -307,11 +307,11 @@ class SearchEngine:
         for q, p in enumerate(plans):
             order = final_order(fused_np[q], found.cosine[q], ids_np[q], p, side, self.config.sar_weight)
             order = order[np.isfinite(fused_np[q, order])]
-            if p.distinct:
+            if p.options.distinct:
                 order = order[_first_per_text(side.names, ids_np[q, order])]
-            order = order[: p.k]
+            order = order[: p.options.k]
             maps = None
-            if p.explain and attention is not None and isinstance(query, TextFeatures):
+            if p.options.explain and attention is not None and isinstance(query, TextFeatures):
                 maps = self._attention_maps(attention[q, torch.from_numpy(order)], query.mask[q])
             timings = {"recall": recall_ms} | ({"rerank": _ms_since(t1) / n_queries} if reranker else {})
             ranking = Ranking(ids_np[q, order], fused_np[q, order], found.coarse[q, order])
@@ -326,7 +326,11 @@ class SearchEngine:
         ms = _ms_since(t0) / found.ids.shape[0]
         return [
             self._result(
-                Ranking(found.ids[q, : p.k], found.coarse[q, : p.k], found.coarse[q, : p.k]),
+                Ranking(
+                    found.ids[q, : p.options.k],
+                    found.coarse[q, : p.options.k],
+                    found.coarse[q, : p.options.k],
+                ),
                 self.images,
                 {"recall": ms},
             )

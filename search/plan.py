@@ -27,10 +27,7 @@ from search.options import (
     TARGETS,
     Modality,
     QueryOptions,
-    Recall,
     Rerank,
-    Sar,
-    Target,
     default_rerank,
     uses_recall_depth,
 )
@@ -49,34 +46,6 @@ class Plan:
     depth: int
     allowed: NDArray[np.bool_] | None
     checked_by: object
-
-    @property
-    def k(self) -> int:
-        return self.options.k
-
-    @property
-    def target(self) -> Target:
-        return self.options.target
-
-    @property
-    def recall(self) -> Recall:
-        return self.options.recall
-
-    @property
-    def ppsr(self) -> bool:
-        return self.options.ppsr
-
-    @property
-    def sar(self) -> Sar:
-        return self.options.sar
-
-    @property
-    def explain(self) -> bool:
-        return self.options.explain
-
-    @property
-    def distinct(self) -> bool:
-        return self.options.distinct
 
     @property
     def image_query(self) -> bool:

@@ -109,7 +109,7 @@ def final_order(
     """
     # Without a rerank, recall's own order (hash: Hamming first; PPSR: its correction).
     base = np.arange(scores.size, dtype=np.int64) if plan.rerank == "none" else by_score(scores, ids)
-    if plan.sar == "off":
+    if plan.options.sar == "off":
         return base
     profiles = side.extras.sar_profiles
     if profiles is None:
@@ -121,7 +121,7 @@ def final_order(
         cand = np.asarray(profiles[i[valid]], np.float32)[None]
         like = np.asarray(c[valid], profiles.dtype).astype(np.float32)
         rho[valid] = sar.reverse_ranks(cand, like[None])[0]
-    if plan.sar == "hard":  # ties by score, then by position in the base order (score, then id)
+    if plan.options.sar == "hard":  # ties by score, then by position in the base order (score, then id)
         return base[np.asarray(sar.sar_order(s[None], rho[None])[0], np.int64)]
     soft = sar.sar_soft(s[None], rho[None], sar_weight)[0]
     return base[by_score(soft, i)]
@@ -146,7 +146,7 @@ def exhaustive(
     lower index, so ``ftf`` with ``recall_k`` = the side's size returns the same list exactly."""
     total = len(side)
     query_np = query.vectors.float().cpu().numpy()
-    k = max(p.k for p in plans)
+    k = max(p.options.k for p in plans)
     allowed = np.zeros((len(plans), total), np.bool_)
     for q, ids in enumerate(live):
         allowed[q, ids] = True
@@ -171,7 +171,7 @@ def exhaustive(
     order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
     out = []
     for q, p in enumerate(plans):
-        top_q = order[q, : p.k]
+        top_q = order[q, : p.options.k]
         finite = torch.isfinite(scores[q, top_q])  # -inf: deleted or filtered out
         ids_q = ids_all[q, top_q][finite].numpy()
         coarse_q = side.cosines(query_np[q : q + 1], ids_q[None])[0]
