@@ -14,6 +14,7 @@ from index_builder.config import BuildConfig
 from model.encoders import DEFAULT_ARCH, ClipEncoder, EncoderConfig, default_checkpoint
 from model.errors import InvalidInputError
 from search.engine import EngineConfig, QueryOptions, SearchEngine
+from search.filters import Filters
 from synthrs.dataset import SynthConfig, write_dataset
 
 
@@ -24,7 +25,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, ClipEnc
         EncoderConfig(arch=DEFAULT_ARCH, checkpoint=default_checkpoint(DEFAULT_ARCH), device="cpu")
     )
     write_dataset(SynthConfig(n=16, seed=11), base / "synth", progress=False)
-    build(base / "synth", base / "index", encoder, BuildConfig(workers=0, progress=False))
+    config = BuildConfig(workers=0, progress=False)
+    build(base / "synth", base / "index", encoder, config, metadata=base / "synth" / "metadata.jsonl")
     return base / "synth", base / "index", encoder
 
 
@@ -55,3 +57,15 @@ def test_options_are_checked_by_the_engine(built: tuple[Path, Path, ClipEncoder]
     idx = rsir.open_index(built[1], device="cpu")
     with pytest.raises(InvalidInputError, match="k must be in"):
         idx.search_text("ships", k=0)
+
+
+def test_filters_are_resolved_against_the_index_metadata(built: tuple[Path, Path, ClipEncoder]) -> None:
+    idx = rsir.open_index(built[1], device="cpu")
+    query = "a few white planes parked near a terminal"
+    every = idx.search_text(query, k=16)
+    sensors = [idx.engine.metadata_row(h.index)["sensor"] for h in every]
+    assert len(set(sensors)) > 1  # precondition: the archive mixes sensors
+    only = idx.search_text(query, k=16, filters=Filters(sensors=(sensors[0],)))
+    assert [h.id for h in only] == [
+        h.id for h in every if idx.engine.metadata_row(h.index)["sensor"] == sensors[0]
+    ]
