@@ -60,7 +60,7 @@ def cases() -> list[Case]:
         common = {"k": K, "rerank": rerank, "recall": recall, "ppsr": ppsr, "sar": sar}
         out.append(Case(f"text->images {tag}", False, QueryOptions(**common)))  # type: ignore[arg-type]
         for target in ("images", "captions"):
-            opts = QueryOptions(**common, target=target, image_query=True)  # type: ignore[arg-type]
+            opts = QueryOptions(**common, target=target)  # type: ignore[arg-type]
             out.append(Case(f"image->{target} {tag}", True, opts))
     return out
 
@@ -80,20 +80,14 @@ def snapshot(archive: Path, root: Path, encoder: ClipEncoder) -> dict[str, Any]:
     text_feats, image_feats = encoder.encode_texts(texts), encoder.encode_images(images)
     out: dict[str, Any] = {}
     for case in cases():
-        options = [case.options] * N_QUERIES
         try:
-            if case.image_query:
-                results = engine.search_image_features_batch(image_feats, options)
-            else:
-                results = engine.search_text_features_batch(text_feats, options)
+            results = engine.search(image_feats if case.image_query else text_feats, case.options)
         except InvalidInputError as exc:
             out[case.name] = {"error": str(exc)}
             continue
         out[case.name] = _rows(results)
-    defaults = QueryOptions(k=K)
-    out["encoded text->images"] = _rows(engine.search_text_batch(texts, [defaults] * N_QUERIES))
-    image_defaults = QueryOptions(k=K, target="captions")
-    out["encoded image->captions"] = _rows(engine.search_image_batch(images, [image_defaults] * N_QUERIES))
+    out["encoded text->images"] = _rows(engine.search(texts, QueryOptions(k=K)))
+    out["encoded image->captions"] = _rows(engine.search(images, QueryOptions(k=K, target="captions")))
     return out
 
 

@@ -242,7 +242,7 @@ def t2i_hits(engine: SearchEngine, cq: np.ndarray) -> dict[str, np.ndarray]:
     for mode, k in [("none", None), ("ftf", 10), ("ftf", 50), ("ftf", 100), ("exhaustive", None)]:
         t0 = time.perf_counter()
         opts = QueryOptions(k=max(KS), recall_k=k, rerank=mode)  # type: ignore[arg-type]
-        results = engine.search_text_features_batch(g.caption_features(cq), [opts] * len(cq))
+        results = engine.search(g.caption_features(cq), [opts] * len(cq))
         first = np.full(len(cq), np.iinfo(np.int64).max, np.int64)
         for q, r in enumerate(results):
             pos = [p for p, h in enumerate(r.hits) if h.index == owner[q]]
@@ -323,8 +323,8 @@ def engine_runs(
         engine = SearchEngine(g, encoder, config)
         # Exhaustive search through the engine costs minutes per order; the score-matrix path covers it.
         for mode, k in [("none", None), ("ftf", 100)]:
-            opts = QueryOptions(k=max(KS), recall_k=k, rerank=mode, target="captions", image_query=True)  # type: ignore[arg-type]
-            results = engine.search_image_features_batch(g.image_features(iq), [opts] * len(iq))
+            opts = QueryOptions(k=max(KS), recall_k=k, rerank=mode, target="captions")  # type: ignore[arg-type]
+            results = engine.search(g.image_features(iq), [opts] * len(iq))
             first = np.full((2, len(iq)), np.iinfo(np.int64).max, np.int64)
             for q, r in enumerate(results):
                 ids = [h.index for h in r.hits]

@@ -184,8 +184,8 @@ def topk(index_path: Path, n_queries: int, target: str | None) -> dict[str, Any]
     def run(device: str, dtype: str) -> tuple[list[Any], list[Any], float]:
         engine = SearchEngine.from_index(loaded, None, _engine_config(device, dtype))
         t0 = time.perf_counter()
-        t = engine.search_text_features_batch(texts, text_opts)
-        i = engine.search_image_features_batch(images, image_opts)
+        t = engine.search(texts, text_opts)
+        i = engine.search(images, image_opts)
         return t, i, (time.perf_counter() - t0) * 1000 / (2 * n_queries)
 
     cpu_t, cpu_i, cpu_ms = run("cpu", "float32")

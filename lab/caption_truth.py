@@ -64,9 +64,9 @@ def engine_scores(
     assert gallery.captions is not None
     n_img, n_cap = len(gallery), len(gallery.captions.texts)
     opts = QueryOptions(k=depth, recall_k=depth, rerank=mode)  # type: ignore[arg-type]
-    t2i = engine.search_text_features_batch(gallery.caption_features(np.arange(n_cap)), [opts] * n_cap)
-    img_opts = replace(opts, target="captions", image_query=True)
-    i2t = engine.search_image_features_batch(gallery.image_features(np.arange(n_img)), [img_opts] * n_img)
+    t2i = engine.search(gallery.caption_features(np.arange(n_cap)), [opts] * n_cap)
+    img_opts = replace(opts, target="captions")
+    i2t = engine.search(gallery.image_features(np.arange(n_img)), [img_opts] * n_img)
     out = []
     for results, shape in ((t2i, (n_cap, n_img)), (i2t, (n_img, n_cap))):
         m = np.full(shape, -np.inf)

@@ -9,8 +9,8 @@ call, behind two functions' worth of names.
 
 The model defaults to the one the index was built with (its manifest names the architecture; the
 shipped weights when it is the shipped model); give ``checkpoint=`` for your own weights. Options are
-the engine's (:class:`search.engine.QueryOptions`: ``recall_k``, ``rerank``, ``recall``, ``ppsr``,
-``sar``, ``distinct``...), checked by the engine.
+the engine's (:class:`search.options.QueryOptions`: ``recall_k``, ``rerank``, ``recall``, ``ppsr``,
+``sar``, ``distinct``, ``filters``...), checked by the engine.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from model.encoders import ClipEncoder, EncoderConfig, default_checkpoint
 from model.images import decode_image
 from model.precision import Precision
 from search.engine import EngineConfig, Hit, QueryOptions, SearchEngine
-from search.options import Target, image_rerank
+from search.options import Target
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class Index:
 
     def search_text(self, query: str, k: int = 10, **options: Any) -> list[Hit]:
         """Images for a sentence, best first (``rerank="ftf"`` over the top ``recall_k`` by default)."""
-        return self.engine.search_text_batch([query], [QueryOptions(k=k, **options)])[0].hits
+        return self.engine.search([query], QueryOptions(k=k, **options))[0].hits
 
     def search_image(
         self, image: Image.Image | str | Path, k: int = 10, target: Target = "images", **options: Any
@@ -54,9 +54,7 @@ class Index:
         reranked by the FTF block). ``image``: a PIL image or a file path."""
         if not isinstance(image, Image.Image):
             image = decode_image(Path(image))
-        rerank = image_rerank(options.pop("rerank", None), target)
-        opts = QueryOptions(k=k, target=target, rerank=rerank, **options)
-        return self.engine.search_image_batch([image], [opts])[0].hits
+        return self.engine.search([image], QueryOptions(k=k, target=target, **options))[0].hits
 
 
 def open_index(

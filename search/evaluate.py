@@ -23,7 +23,7 @@ from model.features import ImageFeatures, TextFeatures
 from model.images import decode_image
 from model.metrics import KS, Captionless, QueryHits, RecallReport, query_hits
 from search.engine import QueryOptions, SearchEngine
-from search.options import Recall, Rerank, Sar
+from search.options import Recall, Rerank, Sar, uses_recall_depth
 
 # Query encoding is timed on a sample of captions: it does not depend on the mode or the gallery.
 ENCODE_SAMPLE = 256
@@ -153,12 +153,12 @@ def evaluate(
 
     m = method or MethodOptions()
     text_opts = QueryOptions(k, recall_k, mode, recall=m.recall, ppsr=m.ppsr, sar=m.sar)
-    image_opts = replace(text_opts, target="captions", image_query=True)
+    image_opts = replace(text_opts, target="captions")
     t0 = time.perf_counter()
-    t2i = engine.search_text_features_batch(gallery.caption_features(cq), [text_opts] * n_captions)
+    t2i = engine.search(gallery.caption_features(cq), text_opts)
     t2i_ms = (time.perf_counter() - t0) * 1000 / n_captions
     t0 = time.perf_counter()
-    i2t = engine.search_image_features_batch(gallery.image_features(iq), [image_opts] * n_images)
+    i2t = engine.search(gallery.image_features(iq), image_opts)
     i2t_ms = (time.perf_counter() - t0) * 1000 / n_images
 
     encode_ms = None
@@ -179,7 +179,7 @@ def evaluate(
         n_images=n_images,
         n_captions=n_captions,
         mode=mode,
-        recall_k=None if mode not in ("ftf", "local") else (recall_k or engine.config.default_recall_k),
+        recall_k=(recall_k or engine.config.default_recall_k) if uses_recall_depth(mode) else None,
         method=asdict(m),
         hits=hits,
         t2i_ms_per_query=t2i_ms,

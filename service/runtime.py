@@ -15,7 +15,7 @@ from fastapi import Request
 from PIL import Image
 
 from model.encoders import ClipEncoder
-from search.engine import QueryOptions, SearchEngine, SearchResult
+from search.engine import Plan, SearchEngine, SearchResult
 from service.access import Access, InFlight, RateLimiter
 from service.batcher import MicroBatcher
 from service.breaker import CircuitBreaker
@@ -25,20 +25,20 @@ from service.serving_index import IndexHolder
 from service.settings import Settings
 from service.signing import UrlSigner
 
-TextJob = tuple[SearchEngine, str, QueryOptions]
-ImageJob = tuple[SearchEngine, Image.Image, QueryOptions]
+TextJob = tuple[SearchEngine, str, Plan]
+ImageJob = tuple[SearchEngine, Image.Image, Plan]
 
 
 def run_text_jobs(jobs: Sequence[TextJob]) -> list[SearchResult]:
     """One batch of text queries; jobs of different index versions (a switch mid-batch) go separately."""
-    return _per_engine(jobs, lambda engine, items, opts: engine.search_text_batch(items, opts))
+    return _per_engine(jobs, lambda engine, items, plans: engine.search(items, plans))
 
 
 def run_image_jobs(jobs: Sequence[ImageJob]) -> list[SearchResult]:
-    return _per_engine(jobs, lambda engine, items, opts: engine.search_image_batch(items, opts))
+    return _per_engine(jobs, lambda engine, items, plans: engine.search(items, plans))
 
 
-def _per_engine(jobs: Sequence[tuple[SearchEngine, Any, QueryOptions]], run: Any) -> list[SearchResult]:
+def _per_engine(jobs: Sequence[tuple[SearchEngine, Any, Plan]], run: Any) -> list[SearchResult]:
     out: list[SearchResult | None] = [None] * len(jobs)
     groups: dict[int, list[int]] = {}
     for i, (engine, _, _) in enumerate(jobs):

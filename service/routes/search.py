@@ -15,14 +15,13 @@ from urllib.parse import quote
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from numpy.typing import NDArray
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from model.errors import InvalidInputError
 from model.images import decode_image
 from search.engine import QueryOptions, SearchResult
-from search.filters import Filters, filter_mask
+from search.filters import Filters
 from search.options import RECALLS, RERANKS, SARS, TARGETS
 from service.cache import cache_key, normalise_query
 from service.errors import ApiError, validation_message
@@ -83,14 +82,14 @@ async def search_text(body: TextSearchRequest, request: Request) -> Response:
         recall_k,
         body.rerank or s.default_rerank,
         body.explain,
-        _allowed(index, body.filters),
+        _filters(body.filters),
         recall=body.recall or s.default_recall,
         ppsr=_ppsr(index, s.default_ppsr, "images", body.recall or s.default_recall)
         if body.ppsr is None
         else body.ppsr,
         sar=body.sar or s.default_sar,
     )
-    index.engine.check_options(options)  # a 422 now, not from inside a batch
+    plan = index.engine.validate(options, "text")  # a 422 now, not from inside a batch
     methods = _methods(options)
     normal = {
         "query": normalise_query(query),
@@ -105,7 +104,7 @@ async def search_text(body: TextSearchRequest, request: Request) -> Response:
         cached = await _cached(rt, key, request, started)
         if cached is not None:
             return cached
-        result, waited = await _submit(rt, rt.text_batcher.submit((index.engine, query, options)))
+        result, waited = await _submit(rt, rt.text_batcher.submit((index.engine, query, plan)))
     words = rt.encoder.word_pieces(query) if body.explain else []
     payload: dict[str, Any] = {
         "results": _image_hits(index, result, k, query, words),
@@ -171,9 +170,8 @@ async def search_image(request: Request) -> Response:
         recall_k,
         options_model.rerank or (s.default_rerank if cross else "none"),
         False,
-        _allowed(index, options_model.filters),
+        _filters(options_model.filters),
         target,
-        image_query=True,
         recall=options_model.recall or s.default_recall,
         ppsr=(cross and _ppsr(index, s.default_ppsr, target, options_model.recall or s.default_recall))
         if options_model.ppsr is None
@@ -181,7 +179,7 @@ async def search_image(request: Request) -> Response:
         sar=options_model.sar or (s.default_sar if cross else "off"),
         distinct=options_model.distinct,
     )
-    index.engine.check_options(options)
+    plan = index.engine.validate(options, "image")
     methods = _methods(options)
     normal = {
         "image_sha256": hashlib.sha256(data).hexdigest(),
@@ -198,7 +196,7 @@ async def search_image(request: Request) -> Response:
         cached = await _cached(rt, key, request, started)
         if cached is not None:
             return cached
-        result, waited = await _submit(rt, rt.image_batcher.submit((index.engine, image, options)))
+        result, waited = await _submit(rt, rt.image_batcher.submit((index.engine, image, plan)))
     hits = _image_hits(index, result, k, None, []) if target == "images" else _caption_hits(index, result)
     payload = {"results": hits, "target": target, "index_version": index.version}
     return await _respond(rt, key, payload, result, waited, request, started)
@@ -285,17 +283,16 @@ def _methods(o: QueryOptions) -> dict[str, object]:
     return {"rerank": o.rerank, "recall": o.recall, "ppsr": o.ppsr, "sar": o.sar}
 
 
-def _allowed(index: ServingIndex, filters: SearchFilters | None) -> NDArray[np.bool_] | None:
+def _filters(filters: SearchFilters | None) -> Filters | None:
     if filters is None:
         return None
-    f = Filters(
+    return Filters(
         bbox=filters.bbox,
         time_from=int(filters.time_from.timestamp()) if filters.time_from else None,
         time_to=int(filters.time_to.timestamp()) if filters.time_to else None,
         sensors=tuple(filters.sensor) if filters.sensor else None,
         tags=tuple(filters.tags) if filters.tags else None,
     )
-    return None if f.is_empty else filter_mask(index.loaded.metadata, f)
 
 
 async def _submit(rt: Runtime, pending: Any) -> tuple[SearchResult, float]:

@@ -14,7 +14,7 @@ from index.tokens import Codec, dequantize_int8, quantize_int8
 from index.versions import IndexFormatError, Manifest, load_gallery, save_gallery
 from model.errors import InvalidInputError
 from model.features import ImageFeatures, TextFeatures
-from search.engine import EngineConfig, SearchEngine
+from search.engine import EngineConfig, QueryOptions, SearchEngine
 
 ENCODER = {"arch": "a", "checkpoint_sha256": "abc", "dim": 16, "grid": [2, 3]}
 
@@ -71,8 +71,8 @@ def test_round_trip_searches_like_the_in_memory_gallery(tmp_path: Path, codec: C
     assert isinstance(np.load(tmp_path / "v1" / "image_vectors.npy", mmap_mode="r"), np.ndarray)
     cfg = EngineConfig(device="cpu")
     queries = g.caption_features(np.arange(10))
-    a = SearchEngine(g, None, cfg).search_text_features(queries, k=5, recall_k=20)
-    b = SearchEngine(loaded, None, cfg).search_text_features(queries, k=5, recall_k=20)
+    a = SearchEngine(g, None, cfg).search(queries, QueryOptions(k=5, recall_k=20))
+    b = SearchEngine(loaded, None, cfg).search(queries, QueryOptions(k=5, recall_k=20))
     for ra, rb in zip(a, b, strict=True):
         if codec == "fp16":
             assert [h.index for h in ra.hits] == [h.index for h in rb.hits]

@@ -25,7 +25,7 @@ from index_builder.config import BuildConfig
 from index_builder.metadata import read_metadata_table
 from model.encoders import ClipEncoder
 from model.errors import InvalidInputError
-from search.engine import EngineConfig, SearchEngine
+from search.engine import EngineConfig, QueryOptions, SearchEngine
 from tests.index_builder.conftest import add_bad_files, write_folder, write_tar_shards
 
 SMALL = BuildConfig(shard_size=4, batch_size=3, workers=0, progress=False)
@@ -63,7 +63,7 @@ def test_folder_build_matches_the_encoder_and_reports_bad_files(
     )
     # The engine over the directory ranks like an engine built in memory from the direct features.
     engine = SearchEngine.from_index(version, tiny_encoder, EngineConfig(device="cpu"))
-    hits = engine.search_image_features(direct, k=1)
+    hits = engine.search(direct, QueryOptions(k=1))
     assert [r.hits[0].id for r in hits] == ids
 
 
@@ -86,7 +86,7 @@ def test_tar_shards_build_with_captions_and_metadata(tmp_path: Path, tiny_encode
     assert table["tile0001"]["sensor"] == "S2" and table["tile0001"]["lon_min"] == 3.5
     assert table["tile0000"]["sensor"] == "synth"  # from the shard's own .json side file
     engine = SearchEngine.from_index(version, tiny_encoder, EngineConfig(device="cpu"))
-    found = engine.search_text(store.texts[5], k=len(version.gallery), rerank="ftf")
+    found = engine.search([store.texts[5]], QueryOptions(k=len(version.gallery), rerank="ftf"))[0]
     assert {h.id for h in found.hits} == set(version.gallery.ids)
 
 
@@ -173,18 +173,18 @@ def test_add_and_delete_publish_new_versions_and_keep_old_ones(
 
     engine = SearchEngine.from_index(v2, tiny_encoder, EngineConfig(device="cpu"))
     queries = v2.gallery.image_features(np.arange(11))
-    assert [r.hits[0].id for r in engine.search_image_features(queries, k=1)] == v2.gallery.ids
+    assert [r.hits[0].id for r in engine.search(queries, QueryOptions(k=1))] == v2.gallery.ids
 
     gone = [v2.gallery.ids[0], v2.gallery.ids[8]]
     delete(root, gone)
     v3 = load_index(root)
     assert v3.folder.name == "v0003" and sorted(v3.deleted.tolist()) == [0, 8]
     engine3 = SearchEngine.from_index(v3, tiny_encoder, EngineConfig(device="cpu"))
-    for result in engine3.search_image_features(queries, k=11):
+    for result in engine3.search(queries, QueryOptions(k=11)):
         assert {h.id for h in result.hits} == set(v2.gallery.ids) - set(gone)
     texts = tiny_encoder.encode_texts(["a scene", "many planes"])
     for mode in ("none", "ftf", "exhaustive"):
-        for result in engine3.search_text_features(texts, k=11, rerank=mode):
+        for result in engine3.search(texts, QueryOptions(k=11, rerank=mode)):
             assert len(result.hits) == 9 and not {h.id for h in result.hits} & set(gone)
     # The old version still serves the deleted images until CURRENT is switched back to it.
     switch_current(root, "v0002")

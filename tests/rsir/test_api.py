@@ -13,6 +13,7 @@ from index_builder.demo import build_demo_index, shipped_encoder
 from model.encoders import ClipEncoder
 from model.errors import InvalidInputError
 from search.engine import EngineConfig, QueryOptions, SearchEngine
+from search.filters import Filters
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def test_open_index_answers_as_the_engine_does(built: tuple[Path, Path, ClipEnco
     loaded = load_index(root, encoder.describe())
     engine = SearchEngine.from_index(loaded, encoder, EngineConfig(device="cpu"))
     query = "a few white planes parked near a terminal"
-    want = engine.search_text_batch([query], [QueryOptions(k=5, rerank="ftf")])[0].hits
+    want = engine.search([query], QueryOptions(k=5, rerank="ftf"))[0].hits
     got = idx.search_text(query, k=5)
     assert [(h.id, round(h.score, 6)) for h in got] == [(h.id, round(h.score, 6)) for h in want]
     assert [h.id for h in idx.search_text(query, k=5, rerank="none")] != []
@@ -49,3 +50,15 @@ def test_options_are_checked_by_the_engine(built: tuple[Path, Path, ClipEncoder]
     idx = rsir.open_index(built[1], device="cpu")
     with pytest.raises(InvalidInputError, match="k must be in"):
         idx.search_text("ships", k=0)
+
+
+def test_filters_are_resolved_against_the_index_metadata(built: tuple[Path, Path, ClipEncoder]) -> None:
+    idx = rsir.open_index(built[1], device="cpu")
+    query = "a few white planes parked near a terminal"
+    every = idx.search_text(query, k=16)
+    sensors = [idx.engine.metadata_row(h.index)["sensor"] for h in every]
+    assert len(set(sensors)) > 1  # precondition: the archive mixes sensors
+    only = idx.search_text(query, k=16, filters=Filters(sensors=(sensors[0],)))
+    assert [h.id for h in only] == [
+        h.id for h in every if idx.engine.metadata_row(h.index)["sensor"] == sensors[0]
+    ]

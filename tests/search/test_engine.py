@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from index.gallery import gallery_from_features
 from model.encoders import ClipEncoder
 from model.errors import InvalidInputError
 from model.features import ImageFeatures, TextFeatures
 from model.ftf import FTFParams, fuse, image_to_text, text_to_image
-from search.engine import EngineConfig, SearchEngine
+from search.engine import EngineConfig, QueryOptions, SearchEngine
 from tests.conftest import random_images
-from tests.search.fakes import random_image_features, random_text_features
+from tests.search.fakes import encoded_engine, random_gallery, random_image_features, random_text_features
 
 N_IMAGES, N_CAPTIONS, GRID, DIM, N_WORDS = 40, 90, (3, 4), 16, 6
 
@@ -29,15 +28,7 @@ def _images(gen: torch.Generator, n: int) -> ImageFeatures:
 @pytest.fixture(scope="module")
 def world() -> tuple[SearchEngine, TextFeatures, ImageFeatures]:
     gen = torch.Generator().manual_seed(11)
-    images, captions = _images(gen, N_IMAGES), _texts(gen, N_CAPTIONS)
-    gallery = gallery_from_features(
-        [f"img{i}" for i in range(N_IMAGES)],
-        images,
-        captions,
-        texts=[f"caption {c}" for c in range(N_CAPTIONS)],
-        caption_image=[c % N_IMAGES for c in range(N_CAPTIONS)],
-        token_dtype=np.float32,
-    )
+    gallery = random_gallery(gen, N_IMAGES, N_CAPTIONS, GRID, DIM, N_WORDS)
     config = EngineConfig(ftf=FTFParams(tau=0.1, lam=0.4), query_batch=4, exhaustive_chunk=7, device="cpu")
     return SearchEngine(gallery, None, config), _texts(gen, 9), _images(gen, 5)
 
@@ -60,7 +51,7 @@ def test_coarse_only_is_exact_inner_product_order(
     world: tuple[SearchEngine, TextFeatures, ImageFeatures],
 ) -> None:
     engine, queries, _ = world
-    results = engine.search_text_features(queries, k=10, rerank="none")
+    results = engine.search(queries, QueryOptions(k=10, rerank="none"))
     coarse = queries.vectors.numpy() @ engine.gallery.vectors.T
     for i, r in enumerate(results):
         assert [h.index for h in r.hits] == list(np.argsort(-coarse[i])[:10])
@@ -75,7 +66,7 @@ def test_two_stage_matches_reference(
 ) -> None:
     engine, queries, _ = world
     k = min(8, recall_k)
-    results = engine.search_text_features(queries, k=k, recall_k=recall_k, rerank="ftf")
+    results = engine.search(queries, QueryOptions(k=k, recall_k=recall_k, rerank="ftf"))
     for r, expected in zip(results, _reference_t2i(engine, queries, recall_k), strict=True):
         assert [h.index for h in r.hits] == expected[:k]
         for h in r.hits:
@@ -87,16 +78,16 @@ def test_exhaustive_equals_two_stage_over_whole_gallery(
     world: tuple[SearchEngine, TextFeatures, ImageFeatures],
 ) -> None:
     engine, queries, images = world
-    full = engine.search_text_features(queries, k=10, recall_k=N_IMAGES, rerank="ftf")
-    exhaustive = engine.search_text_features(queries, k=10, rerank="exhaustive")
+    full = engine.search(queries, QueryOptions(k=10, recall_k=N_IMAGES, rerank="ftf"))
+    exhaustive = engine.search(queries, QueryOptions(k=10, rerank="exhaustive"))
     for a, b in zip(full, exhaustive, strict=True):
         assert [h.index for h in a.hits] == [h.index for h in b.hits]
         np.testing.assert_allclose([h.score for h in a.hits], [h.score for h in b.hits], atol=1e-5)
         np.testing.assert_allclose([h.coarse for h in a.hits], [h.coarse for h in b.hits], atol=1e-5)
-    to_captions = engine.search_image_features(
-        images, k=10, recall_k=N_CAPTIONS, rerank="ftf", target="captions"
+    to_captions = engine.search(
+        images, QueryOptions(k=10, recall_k=N_CAPTIONS, rerank="ftf", target="captions")
     )
-    exhaustive_c = engine.search_image_features(images, k=10, rerank="exhaustive", target="captions")
+    exhaustive_c = engine.search(images, QueryOptions(k=10, rerank="exhaustive", target="captions"))
     for a, b in zip(to_captions, exhaustive_c, strict=True):
         assert [h.index for h in a.hits] == [h.index for h in b.hits]
 
@@ -105,7 +96,7 @@ def test_image_to_captions_matches_reference(world: tuple[SearchEngine, TextFeat
     engine, _, images = world
     store = engine.gallery.captions
     assert store is not None
-    results = engine.search_image_features(images, k=5, recall_k=20, target="captions")
+    results = engine.search(images, QueryOptions(k=5, recall_k=20, target="captions"))
     coarse = images.vectors.numpy() @ store.vectors.T
     for i, r in enumerate(results):
         cand = np.argsort(-coarse[i], kind="stable")[:20]
@@ -124,7 +115,7 @@ def test_explain_returns_attention_over_the_grid(
     world: tuple[SearchEngine, TextFeatures, ImageFeatures],
 ) -> None:
     engine, queries, _ = world
-    results = engine.search_text_features(queries, k=3, recall_k=10, explain=True)
+    results = engine.search(queries, QueryOptions(k=3, recall_k=10, explain=True))
     for i, r in enumerate(results):
         assert r.attention is not None
         n_valid = int(queries.mask[i].sum())
@@ -135,35 +126,27 @@ def test_explain_returns_attention_over_the_grid(
 def test_knobs_are_validated(world: tuple[SearchEngine, TextFeatures, ImageFeatures]) -> None:
     engine, queries, images = world
     with pytest.raises(InvalidInputError, match="k must be in"):
-        engine.search_text_features(queries, k=0)
+        engine.search(queries, QueryOptions(k=0))
     with pytest.raises(InvalidInputError, match="recall_k must be in"):
-        engine.search_text_features(queries, recall_k=5000)
+        engine.search(queries, QueryOptions(recall_k=5000))
     with pytest.raises(InvalidInputError, match="rerank must be one of"):
-        engine.search_text_features(queries, rerank="magic")  # type: ignore[arg-type]
+        engine.search(queries, QueryOptions(rerank="magic"))  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="coarse only"):
-        engine.search_image_features(images, rerank="ftf", target="images")
+        engine.search(images, QueryOptions(rerank="ftf", target="images"))
     with pytest.raises(InvalidInputError, match="no encoder"):
-        engine.search_text("ships")
+        engine.search(["ships"], QueryOptions())[0]
 
 
 def test_end_to_end_with_encoder(tiny_encoder: ClipEncoder) -> None:
     images = random_images(12, seed=3)
-    texts = [f"{n} white planes parked near the terminal" for n in range(12)]
-    gallery = gallery_from_features(
-        [f"tile{i}.png" for i in range(12)],
-        tiny_encoder.encode_images(images),
-        tiny_encoder.encode_texts(texts),
-        texts=texts,
-        caption_image=list(range(12)),
-    )
-    engine = SearchEngine(gallery, tiny_encoder, EngineConfig(device="cpu"))
-    result = engine.search_text("three planes near a terminal", k=5, recall_k=8)
+    engine = encoded_engine(tiny_encoder, images, "white planes parked near the terminal")
+    result = engine.search(["three planes near a terminal"], QueryOptions(k=5, recall_k=8))[0]
     assert len(result.hits) == 5 and {"encode", "recall", "rerank"} <= set(result.timings_ms)
     assert [h.score for h in result.hits] == sorted((h.score for h in result.hits), reverse=True)
-    by_example = engine.search_image(images[7], k=3)
+    by_example = engine.search([images[7]], QueryOptions(k=3))[0]
     assert by_example.hits[0].id == "tile7.png"  # an indexed image finds itself first
     assert by_example.hits[0].score == pytest.approx(1.0, abs=1e-2)  # global vectors are kept in fp32
-    to_text = engine.search_image(images[7], k=12, target="captions")
+    to_text = engine.search([images[7]], QueryOptions(k=12, target="captions"))[0]
     assert sorted(h.index for h in to_text.hits) == list(range(12))
     with pytest.raises(InvalidInputError, match="query 0 is empty"):
-        engine.search_text("   ")
+        engine.search(["   "], QueryOptions())[0]

@@ -11,17 +11,26 @@ import pytest
 import torch
 from numpy.typing import NDArray
 
-import search.engine as engine_module
+import search.side as side_module
 from index.dense import DenseRecall, exact_subset
-from index.gallery import Gallery, gallery_from_features
+from index.gallery import Gallery
 from model.encoders import ClipEncoder
 from model.errors import InvalidInputError
 from model.features import ImageFeatures, TextFeatures
 from model.ftf import FTFParams, image_to_text, text_to_image
 from search.engine import EngineConfig, QueryOptions, SearchEngine, SearchResult
+from search.filters import Filters
 from search.options import Rerank
 from tests.conftest import random_images
-from tests.search.fakes import random_image_features, random_text_features
+from tests.search.fakes import (
+    encoded_engine,
+    fake_engine,
+    mask_of,
+    only,
+    random_gallery,
+    random_image_features,
+    random_text_features,
+)
 
 N_IMAGES, N_CAPTIONS, GRID, DIM, N_WORDS = 40, 90, (3, 4), 16, 6
 TAU, LAM = 0.1, 0.4
@@ -38,14 +47,7 @@ def _images(gen: torch.Generator, n: int) -> ImageFeatures:
 
 
 def _gallery(gen: torch.Generator, n_images: int, n_captions: int) -> Gallery:
-    return gallery_from_features(
-        [f"img{i}" for i in range(n_images)],
-        _images(gen, n_images),
-        _texts(gen, n_captions),
-        texts=[f"caption {c}" for c in range(n_captions)],
-        caption_image=[c % n_images for c in range(n_captions)],
-        token_dtype=np.float32,
-    )
+    return random_gallery(gen, n_images, n_captions, GRID, DIM, N_WORDS)
 
 
 def _config(**kwargs: Any) -> EngineConfig:
@@ -58,7 +60,7 @@ def _config(**kwargs: Any) -> EngineConfig:
 def world() -> World:
     gen = torch.Generator().manual_seed(23)
     gallery = _gallery(gen, N_IMAGES, N_CAPTIONS)
-    return SearchEngine(gallery, None, _config()), _texts(gen, 9), _images(gen, 5)
+    return fake_engine(gallery, _config()), _texts(gen, 9), _images(gen, 5)
 
 
 def _mask(n: int, seed: int, p: float = 0.5) -> NDArray[np.bool_]:
@@ -113,15 +115,15 @@ def _ref_i2t(
     return [int(c) for c in cand[order]], fused[order]
 
 
-def _live_subset(engine: SearchEngine, allowed: NDArray[np.bool_] | None) -> NDArray[np.int64]:
-    ok = np.ones(len(engine.gallery), np.bool_) if allowed is None else allowed.copy()
+def _live_subset(engine: SearchEngine, filters: Filters | None) -> NDArray[np.int64]:
+    ok = mask_of(filters, len(engine.gallery))
     ok[engine.deleted] = False
     return np.flatnonzero(ok).astype(np.int64)
 
 
 def _reference(engine: SearchEngine, q: TextFeatures, i: int, o: QueryOptions) -> tuple[list[int], Any]:
     """The expected (ids, scores) of text query ``i`` under options ``o``."""
-    subset = _live_subset(engine, o.allowed)
+    subset = _live_subset(engine, o.filters)
     if o.rerank == "none":
         ids, scores = _coarse_top(engine.gallery.vectors, q.vectors[i].numpy(), subset, o.k)
         return [int(x) for x in ids], scores
@@ -155,10 +157,10 @@ MIXED = [
     QueryOptions(k=3, recall_k=12, rerank="ftf", explain=True),
     QueryOptions(k=7, rerank="exhaustive"),
     QueryOptions(k=4, recall_k=4, rerank="ftf"),
-    QueryOptions(k=10, recall_k=25, rerank="ftf", allowed=_mask(N_IMAGES, 1)),
-    QueryOptions(k=2, rerank="none", allowed=_mask(N_IMAGES, 2)),
-    QueryOptions(k=6, recall_k=8, rerank="ftf", explain=True, allowed=_mask(N_IMAGES, 3)),
-    QueryOptions(k=5, rerank="exhaustive", allowed=_mask(N_IMAGES, 4, p=0.3)),
+    QueryOptions(k=10, recall_k=25, rerank="ftf", filters=only(_mask(N_IMAGES, 1))),
+    QueryOptions(k=2, rerank="none", filters=only(_mask(N_IMAGES, 2))),
+    QueryOptions(k=6, recall_k=8, rerank="ftf", explain=True, filters=only(_mask(N_IMAGES, 3))),
+    QueryOptions(k=5, rerank="exhaustive", filters=only(_mask(N_IMAGES, 4, p=0.3))),
     QueryOptions(k=1, recall_k=1, rerank="ftf"),
 ]
 
@@ -166,10 +168,10 @@ MIXED = [
 def test_mixed_options_batch_equals_each_query_alone(world: World) -> None:
     engine, queries, _ = world
     assert len(queries) == len(MIXED)
-    batch = engine.search_text_features_batch(queries, MIXED)
+    batch = engine.search(queries, MIXED)
     assert len(batch) == len(MIXED)
     for i, (o, result) in enumerate(zip(MIXED, batch, strict=True)):
-        alone = engine.search_text_features_batch(queries.select(torch.tensor([i])), [o])[0]
+        alone = engine.search(queries.select(torch.tensor([i])), [o])[0]
         _assert_same(result, alone)
         assert len(result.hits) == o.k
         assert (result.attention is not None) == o.explain
@@ -180,9 +182,9 @@ def test_mixed_options_batch_equals_each_query_alone(world: World) -> None:
 def test_batch_option_count_must_match(world: World) -> None:
     engine, queries, images = world
     with pytest.raises(InvalidInputError, match="option sets"):
-        engine.search_text_features_batch(queries, MIXED[:3])
+        engine.search(queries, MIXED[:3])
     with pytest.raises(InvalidInputError, match="option sets"):
-        engine.search_image_features_batch(images, [QueryOptions(rerank="none")])
+        engine.search(images, [QueryOptions(rerank="none")])
 
 
 # -- filtered text -> image search ---------------------------------------------------------------------
@@ -191,9 +193,7 @@ def test_batch_option_count_must_match(world: World) -> None:
 def test_filtered_none_is_brute_force_over_subset(world: World, seed: int, p: float) -> None:
     engine, queries, _ = world
     allowed = _mask(N_IMAGES, seed, p)
-    results = engine.search_text_features_batch(
-        queries, [QueryOptions(k=8, rerank="none", allowed=allowed)] * 9
-    )
+    results = engine.search(queries, [QueryOptions(k=8, rerank="none", filters=only(allowed))] * 9)
     subset = np.flatnonzero(allowed)
     for i, r in enumerate(results):
         ids, scores = _coarse_top(engine.gallery.vectors, queries.vectors[i].numpy(), subset, 8)
@@ -207,8 +207,8 @@ def test_filtered_ftf_matches_reference(world: World, recall_k: int, k: int) -> 
     engine, queries, _ = world
     allowed = _mask(N_IMAGES, 7, 0.5)
     subset = np.flatnonzero(allowed).astype(np.int64)
-    options = QueryOptions(k=k, recall_k=recall_k, rerank="ftf", allowed=allowed)
-    results = engine.search_text_features_batch(queries, [options] * len(queries))
+    options = QueryOptions(k=k, recall_k=recall_k, rerank="ftf", filters=only(allowed))
+    results = engine.search(queries, [options] * len(queries))
     for i, r in enumerate(results):
         ids, scores = _ref_t2i(engine.gallery, queries, i, subset, max(recall_k, k), k)
         _assert_matches(r, ids, scores)
@@ -221,8 +221,8 @@ def test_filtered_exhaustive_is_brute_force_fused_over_subset(world: World) -> N
     engine, queries, _ = world
     allowed = _mask(N_IMAGES, 8, 0.4)
     subset = np.flatnonzero(allowed).astype(np.int64)
-    results = engine.search_text_features_batch(
-        queries, [QueryOptions(k=6, rerank="exhaustive", allowed=allowed)] * len(queries)
+    results = engine.search(
+        queries, [QueryOptions(k=6, rerank="exhaustive", filters=only(allowed))] * len(queries)
     )
     for i, r in enumerate(results):
         ids, scores = _ref_t2i(engine.gallery, queries, i, subset, subset.size, 6)
@@ -236,8 +236,8 @@ def test_filter_smaller_than_k_returns_every_match(world: World) -> None:
     allowed = np.zeros(N_IMAGES, np.bool_)
     allowed[[3, 17, 29]] = True
     for rerank in ("none", "ftf", "exhaustive"):
-        options = QueryOptions(k=10, recall_k=20, rerank=rerank, allowed=allowed)
-        for i, r in enumerate(engine.search_text_features_batch(queries, [options] * len(queries))):
+        options = QueryOptions(k=10, recall_k=20, rerank=rerank, filters=only(allowed))
+        for i, r in enumerate(engine.search(queries, [options] * len(queries))):
             assert sorted(h.index for h in r.hits) == [3, 17, 29]
             _assert_matches(r, *_reference(engine, queries, i, options))
 
@@ -247,28 +247,33 @@ def test_filter_matching_nothing_gives_no_hits(world: World) -> None:
     queries = queries.select(slice(0, 3))
     nothing = np.zeros(N_IMAGES, np.bool_)
     for rerank in ("none", "ftf", "exhaustive"):
-        options = QueryOptions(k=5, recall_k=5, rerank=rerank, explain=rerank == "ftf", allowed=nothing)
-        for r in engine.search_text_features_batch(queries, [options] * len(queries)):
+        options = QueryOptions(k=5, recall_k=5, rerank=rerank, explain=rerank == "ftf", filters=only(nothing))
+        for r in engine.search(queries, [options] * len(queries)):
             assert r.hits == []
     for o in (
-        QueryOptions(k=5, rerank="none", allowed=nothing),
-        QueryOptions(k=5, rerank="ftf", target="captions", allowed=nothing),
-        QueryOptions(k=5, rerank="exhaustive", target="captions", allowed=nothing),
+        QueryOptions(k=5, rerank="none", filters=only(nothing)),
+        QueryOptions(k=5, rerank="ftf", target="captions", filters=only(nothing)),
+        QueryOptions(k=5, rerank="exhaustive", target="captions", filters=only(nothing)),
     ):
-        for r in engine.search_image_features_batch(images, [o] * len(images)):
+        for r in engine.search(images, [o] * len(images)):
             assert r.hits == []
 
 
-@pytest.mark.parametrize("shape", [(N_IMAGES - 1,), (N_IMAGES + 1,), (N_CAPTIONS,), (2, N_IMAGES)])
-def test_mask_of_wrong_shape_is_rejected(world: World, shape: tuple[int, ...]) -> None:
+def test_filters_are_resolved_against_the_engines_metadata(world: World) -> None:
     engine, queries, images = world
-    bad = np.ones(shape, np.bool_)
-    with pytest.raises(InvalidInputError, match="filter mask"):
-        engine.search_text_features_batch(queries, [QueryOptions(allowed=bad)] * len(queries))
-    with pytest.raises(InvalidInputError, match="filter mask"):
-        engine.search_image_features_batch(images, [QueryOptions(rerank="none", allowed=bad)] * len(images))
-    with pytest.raises(InvalidInputError, match="filter mask"):
-        engine.check_options(QueryOptions(allowed=bad))
+    # Without metadata nothing is known about any image, so a condition on it lets none through.
+    bare = SearchEngine(engine.gallery, None, engine.config)
+    sensor = Filters(sensors=("s3",))
+    assert all(r.hits == [] for r in bare.search(queries, QueryOptions(k=5, filters=sensor)))
+    assert [h.index for h in engine.search(queries, QueryOptions(k=5, filters=sensor))[0].hits] == [3]
+    to_captions = engine.search(images, QueryOptions(k=50, recall_k=50, target="captions", filters=sensor))
+    owners = engine.gallery.captions.image_index  # type: ignore[union-attr]
+    assert all({int(owners[h.index]) for h in r.hits} == {3} for r in to_captions)
+    # An empty filter (no condition) is no filter.
+    plain = engine.search(queries, QueryOptions(k=5))
+    assert [r.hits for r in engine.search(queries, QueryOptions(k=5, filters=Filters()))] == [
+        r.hits for r in plain
+    ]
 
 
 # -- filters with an approximate (IVF) recall index ---------------------------------------------------
@@ -310,20 +315,20 @@ def test_selective_filter_over_ivf_falls_back_to_exact(
     _, found = recall.search(queries.vectors.numpy(), k, include=subset)
     assert ((found >= 0).sum(axis=1) < min(k, m)).any()
 
-    options = [QueryOptions(k=k, recall_k=12, rerank=rerank, allowed=allowed)] * len(queries)
-    via_faiss = SearchEngine(gallery, None, _config(exact_filter_max=0), image_recall=recall)
-    exact = SearchEngine(gallery, None, _config(exact_filter_max=10_000), image_recall=recall)
+    options = [QueryOptions(k=k, recall_k=12, rerank=rerank, filters=only(allowed))] * len(queries)
+    via_faiss = fake_engine(gallery, _config(exact_filter_max=0), image_recall=recall)
+    exact = fake_engine(gallery, _config(exact_filter_max=10_000), image_recall=recall)
     search_spy, exact_spy = _Spy(recall.search), _Spy(exact_subset)
     monkeypatch.setattr(recall, "search", search_spy)
-    monkeypatch.setattr(engine_module, "exact_subset", exact_spy)
+    monkeypatch.setattr(side_module, "exact_subset", exact_spy)
 
-    approx_results = via_faiss.search_text_features_batch(queries, options)
+    approx_results = via_faiss.search(queries, options)
     assert len(search_spy.calls) == len(queries)
     assert all(c.get("include") is not None for c in search_spy.calls)
     assert exact_spy.calls  # the fallback ran for the queries FAISS came back short on
 
     search_spy.calls.clear()
-    exact_results = exact.search_text_features_batch(queries, options)
+    exact_results = exact.search(queries, options)
     assert search_spy.calls == []  # a subset below exact_filter_max never touches the index
 
     for i, (a, b) in enumerate(zip(approx_results, exact_results, strict=True)):
@@ -339,9 +344,9 @@ def test_broad_filter_over_ivf_uses_the_index_results(
     gallery, recall, queries = ivf_world
     allowed = _mask(IVF_IMAGES, 10, p=0.9)
     subset = np.flatnonzero(allowed).astype(np.int64)
-    engine = SearchEngine(gallery, None, _config(exact_filter_max=0), image_recall=recall)
-    results = engine.search_text_features_batch(
-        queries, [QueryOptions(k=10, rerank="none", allowed=allowed)] * len(queries)
+    engine = fake_engine(gallery, _config(exact_filter_max=0), image_recall=recall)
+    results = engine.search(
+        queries, [QueryOptions(k=10, rerank="none", filters=only(allowed))] * len(queries)
     )
     scores, ids = recall.search(queries.vectors.numpy(), 10, include=subset)
     assert (ids >= 0).all()
@@ -355,7 +360,7 @@ def test_deleted_images_are_never_returned_under_filters(world: World) -> None:
     base, queries, images = world
     queries = queries.select(slice(0, 4))
     deleted = np.asarray([0, 2, 5, 11, 12, 13, 20, 33, 39], np.int64)
-    engine = SearchEngine(base.gallery, None, base.config, deleted=deleted)
+    engine = fake_engine(base.gallery, base.config, deleted=deleted)
     store = engine.gallery.captions
     assert store is not None
     allowed = _mask(N_IMAGES, 12, 0.5)
@@ -364,20 +369,20 @@ def test_deleted_images_are_never_returned_under_filters(world: World) -> None:
     only_deleted[deleted] = True
     for mask in (allowed, only_deleted, None):
         for rerank in ("none", "ftf", "exhaustive"):
-            o = QueryOptions(k=12, recall_k=15, rerank=rerank, allowed=mask)
-            for i, r in enumerate(engine.search_text_features_batch(queries, [o] * len(queries))):
+            o = QueryOptions(k=12, recall_k=15, rerank=rerank, filters=only(mask))
+            for i, r in enumerate(engine.search(queries, [o] * len(queries))):
                 assert not {h.index for h in r.hits} & set(deleted.tolist())
                 _assert_matches(r, *_reference(engine, queries, i, o))
                 if mask is only_deleted:
                     assert r.hits == []
-        to_images = QueryOptions(k=12, rerank="none", allowed=mask)
-        for r in engine.search_image_features_batch(images, [to_images] * len(images)):
+        to_images = QueryOptions(k=12, rerank="none", filters=only(mask))
+        for r in engine.search(images, [to_images] * len(images)):
             assert not {h.index for h in r.hits} & set(deleted.tolist())
         for caption_mode in ("ftf", "exhaustive"):
             to_captions = QueryOptions(
-                k=12, recall_k=30, rerank=caption_mode, target="captions", allowed=mask
+                k=12, recall_k=30, rerank=caption_mode, target="captions", filters=only(mask)
             )
-            for r in engine.search_image_features_batch(images, [to_captions] * len(images)):
+            for r in engine.search(images, [to_captions] * len(images)):
                 assert not {int(store.image_index[h.index]) for h in r.hits} & set(deleted.tolist())
 
 
@@ -386,9 +391,7 @@ def test_image_to_images_with_filter_is_brute_force(world: World) -> None:
     engine, _, images = world
     allowed = _mask(N_IMAGES, 13, 0.3)
     subset = np.flatnonzero(allowed).astype(np.int64)
-    results = engine.search_image_features_batch(
-        images, [QueryOptions(k=6, rerank="none", allowed=allowed)] * len(images)
-    )
+    results = engine.search(images, [QueryOptions(k=6, rerank="none", filters=only(allowed))] * len(images))
     for i, r in enumerate(results):
         ids, scores = _coarse_top(engine.gallery.vectors, images.vectors[i].numpy(), subset, 6)
         _assert_matches(r, [int(x) for x in ids], scores)
@@ -403,8 +406,8 @@ def test_image_to_captions_with_filter_returns_only_allowed_images_captions(
     assert store is not None
     allowed = _mask(N_IMAGES, 14, 0.25)
     subset = np.flatnonzero(allowed[store.image_index]).astype(np.int64)
-    options = QueryOptions(k=8, recall_k=15, rerank=rerank, target="captions", allowed=allowed)
-    results = engine.search_image_features_batch(images, [options] * len(images))
+    options = QueryOptions(k=8, recall_k=15, rerank=rerank, target="captions", filters=only(allowed))
+    results = engine.search(images, [options] * len(images))
     for i, r in enumerate(results):
         assert len(r.hits) == 8
         assert all(allowed[store.image_index[h.index]] for h in r.hits)
@@ -422,36 +425,27 @@ def test_image_batch_with_mixed_targets_equals_each_alone(world: World) -> None:
     options = [
         QueryOptions(k=4, rerank="none"),
         QueryOptions(k=5, recall_k=10, rerank="ftf", target="captions"),
-        QueryOptions(k=3, rerank="exhaustive", target="captions", allowed=_mask(N_IMAGES, 15)),
-        QueryOptions(k=6, rerank="none", allowed=_mask(N_IMAGES, 16)),
-        QueryOptions(k=2, rerank="none", target="captions", allowed=_mask(N_IMAGES, 17)),
+        QueryOptions(k=3, rerank="exhaustive", target="captions", filters=only(_mask(N_IMAGES, 15))),
+        QueryOptions(k=6, rerank="none", filters=only(_mask(N_IMAGES, 16))),
+        QueryOptions(k=2, rerank="none", target="captions", filters=only(_mask(N_IMAGES, 17))),
     ]
-    batch = engine.search_image_features_batch(images, options)
+    batch = engine.search(images, options)
     for i, (o, r) in enumerate(zip(options, batch, strict=True)):
         one = ImageFeatures(images.vectors[i : i + 1], images.patches[i : i + 1], images.grid)
-        _assert_same(r, engine.search_image_features_batch(one, [o])[0])
+        _assert_same(r, engine.search(one, [o])[0])
         assert len(r.hits) == o.k
 
 
 # -- explain -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def encoded_engine(tiny_encoder: ClipEncoder) -> SearchEngine:
-    images = random_images(10, seed=5)
-    texts = [f"{n} boats moored beside a long pier" for n in range(10)]
-    gallery = gallery_from_features(
-        [f"tile{i}.png" for i in range(10)],
-        tiny_encoder.encode_images(images),
-        tiny_encoder.encode_texts(texts),
-        texts=texts,
-        caption_image=list(range(10)),
-    )
-    return SearchEngine(gallery, tiny_encoder, EngineConfig(device="cpu"))
+def boats(tiny_encoder: ClipEncoder) -> SearchEngine:
+    return encoded_engine(tiny_encoder, random_images(10, seed=5), "boats moored beside a long pier")
 
 
-def test_explain_equals_search_attention(encoded_engine: SearchEngine) -> None:
-    engine = encoded_engine
+def test_explain_equals_search_attention(boats: SearchEngine) -> None:
+    engine = boats
     query = "two boats near a pier"
-    result = engine.search_text(query, k=4, recall_k=8, explain=True)
+    result = engine.search([query], QueryOptions(k=4, recall_k=8, explain=True))[0]
     assert result.attention is not None and len(result.hits) == 4
     gh, gw = engine.gallery.grid
     for j, hit in enumerate(result.hits):
@@ -462,20 +456,20 @@ def test_explain_equals_search_attention(encoded_engine: SearchEngine) -> None:
         np.testing.assert_allclose(maps.sum(axis=(1, 2)), 1.0, atol=1e-5)
         assert (maps >= 0).all()
     # The batch API with explain on one query only gives the same maps for that query.
-    batch = engine.search_text_batch(
+    batch = engine.search(
         [query, "a field"], [QueryOptions(k=4, recall_k=8, explain=True), QueryOptions(k=2)]
     )
     assert batch[1].attention is None and batch[0].attention is not None
     np.testing.assert_allclose(batch[0].attention, result.attention, atol=1e-5)
 
 
-def test_explain_validates_its_arguments(encoded_engine: SearchEngine) -> None:
+def test_explain_validates_its_arguments(boats: SearchEngine) -> None:
     with pytest.raises(InvalidInputError, match="outside the gallery"):
-        encoded_engine.explain("boats", len(encoded_engine.gallery))
+        boats.explain("boats", len(boats.gallery))
     with pytest.raises(InvalidInputError, match="outside the gallery"):
-        encoded_engine.explain("boats", -1)
+        boats.explain("boats", -1)
     with pytest.raises(InvalidInputError, match="empty"):
-        encoded_engine.explain("  ", 0)
+        boats.explain("  ", 0)
 
 
 def test_explain_needs_an_encoder(world: World) -> None:
@@ -489,8 +483,8 @@ def test_nprobe_setting_reaches_the_ivf_search(ivf_world: tuple[Gallery, DenseRe
     options = [QueryOptions(k=20, rerank="none")] * len(queries)
 
     def top(nprobe: int | None) -> list[list[int]]:
-        engine = SearchEngine(gallery, None, _config(nprobe=nprobe), image_recall=recall)
-        return [[h.index for h in r.hits] for r in engine.search_text_features_batch(queries, options)]
+        engine = fake_engine(gallery, _config(nprobe=nprobe), image_recall=recall)
+        return [[h.index for h in r.hits] for r in engine.search(queries, options)]
 
     # Independent expectation: the exact inner-product top 20 by numpy.
     scores = queries.vectors.numpy() @ np.asarray(gallery.vectors, np.float32).T

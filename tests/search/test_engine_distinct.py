@@ -75,8 +75,8 @@ def test_distinct_keeps_each_text_once_at_its_best_rank(rerank: str) -> None:
     options = [
         QueryOptions(k=6, recall_k=40, rerank=rerank, target="captions", distinct=True)  # type: ignore[arg-type]
     ] * len(queries)
-    results = engine.search_image_features_batch(queries, options)
-    plain = engine.search_image_features_batch(
+    results = engine.search(queries, options)
+    plain = engine.search(
         queries,
         [QueryOptions(k=6, recall_k=40, rerank=rerank, target="captions")] * len(queries),  # type: ignore[arg-type]
     )
@@ -91,7 +91,7 @@ def test_distinct_keeps_each_text_once_at_its_best_rank(rerank: str) -> None:
 
 def test_distinct_returns_fewer_when_the_candidates_hold_fewer_texts() -> None:
     engine, queries = _world()
-    result = engine.search_image_features_batch(
+    result = engine.search(
         _first(queries), [QueryOptions(k=20, recall_k=N_CAPTIONS, target="captions", distinct=True)]
     )[0]
     assert sorted(h.id for h in result.hits) == sorted(f"caption {t}" for t in range(N_TEXTS))
@@ -107,4 +107,4 @@ def test_distinct_returns_fewer_when_the_candidates_hold_fewer_texts() -> None:
 def test_distinct_is_refused_where_it_does_not_apply(options: QueryOptions, message: str) -> None:
     engine, queries = _world()
     with pytest.raises(InvalidInputError, match=message):
-        engine.search_image_features_batch(_first(queries), [options])
+        engine.search(_first(queries), [options])

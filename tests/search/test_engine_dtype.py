@@ -70,9 +70,9 @@ def _search(
 ) -> list[SearchResult]:
     k = TOP if rerank == "exhaustive" else RECALL_K  # k = recall depth: every recalled candidate comes back
     if direction == "t2i":
-        return engine.search_text_features(texts, k=k, recall_k=RECALL_K, rerank=rerank)
+        return engine.search(texts, QueryOptions(k=k, recall_k=RECALL_K, rerank=rerank))
     options = QueryOptions(k=k, recall_k=RECALL_K, rerank=rerank, target="captions")
-    return engine.search_image_features_batch(images, [options] * len(images))
+    return engine.search(images, [options] * len(images))
 
 
 @pytest.mark.parametrize("rerank", ["ftf", "local", "exhaustive"])

@@ -4,7 +4,6 @@ each against a naive reference computed here with loops and direct formulas on s
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, cast
 
 import numpy as np
@@ -13,14 +12,14 @@ import torch
 from numpy.typing import NDArray
 
 from index.extras import SideExtras, build_extras
-from index.gallery import Gallery, gallery_from_features
+from index.gallery import Gallery
 from model.errors import InvalidInputError
 from model.features import ImageFeatures, TextFeatures
 from model.ftf import FTFParams, text_to_image
 from model.hashing import HashHead, HashHeads, hamming_reference
 from search.engine import EngineConfig, QueryOptions, SearchEngine, SearchResult
 from search.evaluate import MethodOptions, evaluate
-from tests.search.fakes import random_image_features, random_text_features
+from tests.search.fakes import fake_engine, only, random_gallery, random_image_features, random_text_features
 
 N_IMAGES, N_CAPTIONS, GRID, DIM, N_WORDS = 40, 90, (3, 4), 16, 6
 TAU, LAM = 0.1, 0.4
@@ -52,17 +51,10 @@ def _heads() -> HashHeads:
 class World:
     def __init__(self) -> None:
         gen = torch.Generator().manual_seed(41)
-        self.gallery: Gallery = gallery_from_features(
-            [f"img{i}" for i in range(N_IMAGES)],
-            _images(gen, N_IMAGES),
-            _texts(gen, N_CAPTIONS),
-            texts=[f"caption {c}" for c in range(N_CAPTIONS)],
-            caption_image=[c % N_IMAGES for c in range(N_CAPTIONS)],
-            token_dtype=np.float32,
-        )
+        self.gallery: Gallery = random_gallery(gen, N_IMAGES, N_CAPTIONS, GRID, DIM, N_WORDS)
         self.heads = _heads()
         self.extras = build_extras(self.gallery, self.heads, seed=0, sgpd=True)
-        self.engine = SearchEngine(self.gallery, None, _config(), extras=self.extras, hash_heads=self.heads)
+        self.engine = fake_engine(self.gallery, _config(), extras=self.extras, hash_heads=self.heads)
         self.texts = _texts(gen, 8)
         self.images = _images(gen, 5)
 
@@ -140,7 +132,7 @@ def _assert_hits(result: SearchResult, ids: list[int], scores: list[float], atol
 def test_hash_recall_orders_by_hamming_then_cosine(world: World, k: int) -> None:
     codes = world.heads.encode_images(world.gallery.vectors)
     everyone = np.arange(N_IMAGES, dtype=np.int64)
-    results = world.engine.search_text_features_batch(
+    results = world.engine.search(
         world.texts, [QueryOptions(k=k, rerank="none", recall="hash")] * len(world.texts)
     )
     ties = 0
@@ -161,7 +153,7 @@ def test_hash_recall_then_ftf_fuses_over_the_hash_candidates(world: World) -> No
     everyone = np.arange(N_IMAGES, dtype=np.int64)
     recall_k, k = 12, 5
     o = QueryOptions(k=k, recall_k=recall_k, rerank="ftf", recall="hash")
-    results = world.engine.search_text_features_batch(world.texts, [o] * len(world.texts))
+    results = world.engine.search(world.texts, [o] * len(world.texts))
     for i, r in enumerate(results):
         q = world.texts.vectors[i].numpy()
         qcode = world.heads.encode_texts(q[None])[0]
@@ -180,7 +172,7 @@ def test_hash_recall_then_ftf_fuses_over_the_hash_candidates(world: World) -> No
 def test_sgpd_recall_equals_sgpd_search(world: World, k: int) -> None:
     sgpd = world.extras["images"].sgpd
     assert sgpd is not None
-    results = world.engine.search_text_features_batch(
+    results = world.engine.search(
         world.texts, [QueryOptions(k=k, rerank="none", recall="sgpd")] * len(world.texts)
     )
     scores, ids = sgpd.search(world.texts.vectors.numpy(), k)
@@ -214,7 +206,7 @@ def _ppsr_reference(
 def test_ppsr_corrects_dense_recall(world: World, k: int) -> None:
     r_g = world.extras["images"].ppsr_rg
     assert r_g is not None
-    results = world.engine.search_text_features_batch(
+    results = world.engine.search(
         world.texts, [QueryOptions(k=k, rerank="none", ppsr=True)] * len(world.texts)
     )
     changed = False
@@ -232,7 +224,7 @@ def test_ppsr_with_a_small_k(world: World) -> None:
     r_g = world.extras["images"].ppsr_rg
     assert r_g is not None
     k = 2
-    results = world.engine.search_text_features_batch(
+    results = world.engine.search(
         world.texts, [QueryOptions(k=k, rerank="none", ppsr=True)] * len(world.texts)
     )
     for i, r in enumerate(results):
@@ -271,7 +263,7 @@ def test_sar_reorders_dense_candidates(world: World, mode: str) -> None:
     assert profiles is not None
     recall_k, k = 15, 6
     o = QueryOptions(k=k, recall_k=recall_k, rerank="none", sar=cast(Any, mode))
-    results = world.engine.search_text_features_batch(world.texts, [o] * len(world.texts))
+    results = world.engine.search(world.texts, [o] * len(world.texts))
     weight = world.engine.config.sar_weight if mode == "soft" else None
     changed = False
     for i, r in enumerate(results):
@@ -288,7 +280,7 @@ def test_sar_reorders_dense_candidates(world: World, mode: str) -> None:
 def test_local_rerank_fuses_the_local_score(world: World, recall_k: int, k: int) -> None:
     w = world.engine.config.local_weight
     o = QueryOptions(k=k, recall_k=recall_k, rerank="local")
-    results = world.engine.search_text_features_batch(world.texts, [o] * len(world.texts))
+    results = world.engine.search(world.texts, [o] * len(world.texts))
     for i, r in enumerate(results):
         q = world.texts.vectors[i].numpy()
         cand, cos = _cosine_order(world.gallery.vectors, q, np.arange(N_IMAGES, dtype=np.int64))
@@ -318,7 +310,7 @@ def test_image_to_captions_methods(world: World, method: str) -> None:
         "ppsr": QueryOptions(k=k, rerank="none", target="captions", ppsr=True),
         "sar": QueryOptions(k=k, recall_k=recall_k, rerank="none", target="captions", sar="hard"),
     }[method]
-    results = world.engine.search_image_features_batch(world.images, [o] * len(world.images))
+    results = world.engine.search(world.images, [o] * len(world.images))
     codes = world.heads.encode_texts(store.vectors)
     for i, r in enumerate(results):
         q = world.images.vectors[i].numpy()
@@ -344,7 +336,7 @@ def test_image_to_images_hash_recall(world: World) -> None:
     codes = world.heads.encode_images(world.gallery.vectors)
     everyone = np.arange(N_IMAGES, dtype=np.int64)
     o = QueryOptions(k=5, rerank="none", recall="hash")
-    for i, r in enumerate(world.engine.search_image_features_batch(world.images, [o] * len(world.images))):
+    for i, r in enumerate(world.engine.search(world.images, [o] * len(world.images))):
         q = world.images.vectors[i].numpy()
         ids, cos = _hash_order(
             world.heads.encode_images(q[None])[0], codes, world.gallery.vectors, q, everyone
@@ -352,7 +344,7 @@ def test_image_to_images_hash_recall(world: World) -> None:
         _assert_hits(r, ids[:5], cos[:5])
 
 
-# -- 7. check_options ----------------------------------------------------------------------------------
+# -- 7. validate ----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("options", "name"),
     [
@@ -361,19 +353,19 @@ def test_image_to_images_hash_recall(world: World) -> None:
         (QueryOptions(rerank="none", ppsr=True), "ppsr"),
         (QueryOptions(rerank="none", sar="hard"), "sar"),
         (QueryOptions(rerank="ftf", sar="soft"), "sar"),
-        (QueryOptions(rerank="none", target="captions", image_query=True, recall="hash"), "hash"),
-        (QueryOptions(rerank="none", target="captions", image_query=True, ppsr=True), "ppsr"),
+        (QueryOptions(rerank="none", target="captions", recall="hash"), "hash"),
+        (QueryOptions(rerank="none", target="captions", ppsr=True), "ppsr"),
     ],
 )
 def test_methods_without_their_data_are_rejected(world: World, options: QueryOptions, name: str) -> None:
-    bare = SearchEngine(world.gallery, None, _config())
+    bare = fake_engine(world.gallery, _config())
     with pytest.raises(InvalidInputError, match=rf"^{name} is not available"):
-        bare.check_options(options)
+        bare.validate(options, "image" if options.target == "captions" else "text")
     with pytest.raises(InvalidInputError, match=rf"^{name} is not available"):
-        if options.image_query:
-            bare.search_image_features_batch(_one(world.images), [options])
+        if options.target == "captions":
+            bare.search(_one(world.images), [options])
         else:
-            bare.search_text_features_batch(world.texts.select(torch.tensor([0])), [options])
+            bare.search(world.texts.select(torch.tensor([0])), [options])
 
 
 def _one(images: ImageFeatures) -> ImageFeatures:
@@ -381,29 +373,28 @@ def _one(images: ImageFeatures) -> ImageFeatures:
 
 
 def test_hash_needs_the_heads_as_well_as_the_codes(world: World) -> None:
-    no_heads = SearchEngine(world.gallery, None, _config(), extras=world.extras)
+    no_heads = fake_engine(world.gallery, _config(), extras=world.extras)
     with pytest.raises(InvalidInputError, match=r"^hash is not available"):
-        no_heads.check_options(QueryOptions(rerank="none", recall="hash"))
+        no_heads.validate(QueryOptions(rerank="none", recall="hash"))
     # Only the captions side lacks data: text -> images still works, image -> captions does not.
-    partial = SearchEngine(
+    partial = fake_engine(
         world.gallery,
-        None,
         _config(),
         extras={"images": world.extras["images"], "captions": SideExtras()},
         hash_heads=world.heads,
     )
-    partial.check_options(QueryOptions(rerank="none", recall="sgpd", ppsr=True, sar="hard"))
+    partial.validate(QueryOptions(rerank="none", recall="sgpd", ppsr=True, sar="hard"))
     with pytest.raises(InvalidInputError, match=r"^sgpd is not available"):
-        partial.check_options(QueryOptions(rerank="none", target="captions", image_query=True, recall="sgpd"))
+        partial.validate(QueryOptions(rerank="none", target="captions", recall="sgpd"), "image")
 
 
 @pytest.mark.parametrize(("ppsr", "sar"), [(True, "off"), (False, "hard"), (False, "soft")])
 def test_image_to_image_takes_no_ppsr_or_sar(world: World, ppsr: bool, sar: str) -> None:
     o = QueryOptions(rerank="none", ppsr=ppsr, sar=cast(Any, sar))
     with pytest.raises(InvalidInputError, match="image-to-image"):
-        world.engine.check_options(replace(o, image_query=True))
+        world.engine.validate(o, "image")
     with pytest.raises(InvalidInputError, match="image-to-image"):
-        world.engine.search_image_features_batch(_one(world.images), [o])
+        world.engine.search(_one(world.images), [o])
 
 
 @pytest.mark.parametrize(
@@ -417,18 +408,16 @@ def test_image_to_image_takes_no_ppsr_or_sar(world: World, ppsr: bool, sar: str)
 )
 def test_exhaustive_takes_no_method(world: World, options: QueryOptions) -> None:
     with pytest.raises(InvalidInputError, match="exhaustive"):
-        world.engine.check_options(options)
+        world.engine.validate(options)
 
 
 def test_unknown_method_values_are_rejected(world: World) -> None:
     with pytest.raises(InvalidInputError, match="recall must be one of dense, hash, sgpd; got 'magic'"):
-        world.engine.check_options(QueryOptions(recall=cast(Any, "magic")))
+        world.engine.validate(QueryOptions(recall=cast(Any, "magic")))
     with pytest.raises(InvalidInputError, match="sar must be one of off, hard, soft; got 'maybe'"):
-        world.engine.check_options(QueryOptions(sar=cast(Any, "maybe")))
+        world.engine.validate(QueryOptions(sar=cast(Any, "maybe")))
     with pytest.raises(InvalidInputError, match="recall must be one of"):
-        world.engine.search_text_features_batch(
-            world.texts.select(torch.tensor([0])), [QueryOptions(recall=cast(Any, "magic"))]
-        )
+        world.engine.search(world.texts.select(torch.tensor([0])), [QueryOptions(recall=cast(Any, "magic"))])
 
 
 # -- 8. filters and deleted images ---------------------------------------------------------------------
@@ -437,9 +426,7 @@ DELETED = np.asarray([1, 4, 9, 16, 25, 36], np.int64)
 
 @pytest.fixture(scope="module")
 def deleted_engine(world: World) -> SearchEngine:
-    return SearchEngine(
-        world.gallery, None, _config(), deleted=DELETED, extras=world.extras, hash_heads=world.heads
-    )
+    return fake_engine(world.gallery, _config(), deleted=DELETED, extras=world.extras, hash_heads=world.heads)
 
 
 def _mask(seed: int, p: float) -> NDArray[np.bool_]:
@@ -458,8 +445,8 @@ def test_hash_recall_under_filters_and_deletions(
     subset = np.flatnonzero(ok).astype(np.int64)
     codes = world.heads.encode_images(world.gallery.vectors)
     k = 8
-    o = QueryOptions(k=k, rerank="none", recall="hash", allowed=allowed)
-    for i, r in enumerate(deleted_engine.search_text_features_batch(world.texts, [o] * len(world.texts))):
+    o = QueryOptions(k=k, rerank="none", recall="hash", filters=only(allowed))
+    for i, r in enumerate(deleted_engine.search(world.texts, [o] * len(world.texts))):
         q = world.texts.vectors[i].numpy()
         ids, cos = _hash_order(world.heads.encode_texts(q[None])[0], codes, world.gallery.vectors, q, subset)
         _assert_hits(r, ids[:k], cos[:k])
@@ -477,8 +464,8 @@ def test_sgpd_recall_under_filters_and_deletions(
     sgpd = world.extras["images"].sgpd
     assert sgpd is not None
     k = 8
-    o = QueryOptions(k=k, rerank="none", recall="sgpd", allowed=allowed)
-    for i, r in enumerate(deleted_engine.search_text_features_batch(world.texts, [o] * len(world.texts))):
+    o = QueryOptions(k=k, rerank="none", recall="sgpd", filters=only(allowed))
+    for i, r in enumerate(deleted_engine.search(world.texts, [o] * len(world.texts))):
         q = world.texts.vectors[i].numpy()
         assert r.hits and all(ok[h.index] for h in r.hits)
         # SGPD over the live (and allowed) items; a filtered query SGPD came back short on is scored
@@ -500,11 +487,13 @@ def test_ppsr_and_sar_under_a_filter(world: World, deleted_engine: SearchEngine)
     ok = allowed.copy()
     ok[DELETED] = False
     for o in (
-        QueryOptions(k=6, rerank="none", ppsr=True, allowed=allowed),
-        QueryOptions(k=6, recall_k=12, rerank="local", sar="soft", recall="sgpd", allowed=allowed),
-        QueryOptions(k=6, recall_k=12, rerank="ftf", sar="hard", ppsr=True, recall="hash", allowed=allowed),
+        QueryOptions(k=6, rerank="none", ppsr=True, filters=only(allowed)),
+        QueryOptions(k=6, recall_k=12, rerank="local", sar="soft", recall="sgpd", filters=only(allowed)),
+        QueryOptions(
+            k=6, recall_k=12, rerank="ftf", sar="hard", ppsr=True, recall="hash", filters=only(allowed)
+        ),
     ):
-        for r in deleted_engine.search_text_features_batch(world.texts, [o] * len(world.texts)):
+        for r in deleted_engine.search(world.texts, [o] * len(world.texts)):
             assert len(r.hits) == 6 and all(ok[h.index] for h in r.hits)
 
 

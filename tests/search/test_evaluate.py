@@ -118,7 +118,9 @@ def test_real_images_end_to_end(tiny_encoder: ClipEncoder) -> None:
     result = evaluate(engine, "ftf", recall_k=20)
     values = result.as_dict()
     assert all(math.isfinite(values[key]) for key in ("mR", "t2i_r1", "i2t_r10", "ms_per_query"))
-    hits = engine.search_text("many buildings and green trees are around a playground", k=5).hits
+    hits = engine.search(["many buildings and green trees are around a playground"], QueryOptions(k=5))[
+        0
+    ].hits
     assert len(hits) == 5 and all(h.id.startswith(("rsicd_", "ucm_")) for h in hits)
 
 
@@ -168,8 +170,8 @@ def test_mean_over_caption_orders_is_the_tie_aware_expectation() -> None:
 
     spread = evaluate_caption_orders(g, engine, "none", 300)
     # The engine's copies of a string tie exactly...
-    opts = QueryOptions(k=10, rerank="none", target="captions", image_query=True)
-    for r in engine(g).search_image_features_batch(g.image_features(np.arange(len(g))), [opts] * len(g)):
+    opts = QueryOptions(k=10, rerank="none", target="captions")
+    for r in engine(g).search(g.image_features(np.arange(len(g))), [opts] * len(g)):
         by_text: dict[str, set[float]] = {}
         for hit in r.hits:
             by_text.setdefault(g.captions.texts[hit.index], set()).add(hit.score)

@@ -24,6 +24,7 @@ from model import ppsr
 from model.features import ImageFeatures, TextFeatures
 from model.hashing import hamming_reference
 from search.engine import QueryOptions, SearchEngine, SearchResult
+from tests.search.fakes import fake_engine, only
 from tests.search.test_engine_methods import N_CAPTIONS, N_IMAGES, World
 
 PPSR_K = 10
@@ -68,14 +69,14 @@ def hubby(world: World) -> SearchEngine:
     r_g = rng.uniform(-0.4, 0.8, N_IMAGES).astype(np.float32)
     extras = dict(world.extras)
     extras["images"] = replace(world.extras["images"], ppsr_rg=r_g)
-    return SearchEngine(world.gallery, None, world.engine.config, extras=extras, hash_heads=world.heads)
+    return fake_engine(world.gallery, world.engine.config, extras=extras, hash_heads=world.heads)
 
 
 @pytest.mark.parametrize("k", [3, 10])
 def test_ppsr_is_full_csls_over_the_whole_gallery(world: World, hubby: SearchEngine, k: int) -> None:
-    r_g = hubby.extras["images"].ppsr_rg
+    r_g = hubby.images.extras.ppsr_rg
     assert r_g is not None
-    results = hubby.search_text_features_batch(world.texts, [QueryOptions(k=k, rerank="none", ppsr=True)] * 8)
+    results = hubby.search(world.texts, [QueryOptions(k=k, rerank="none", ppsr=True)] * 8)
     beyond = 0
     for q, r in enumerate(results):
         v = world.texts.vectors[q].numpy()
@@ -93,11 +94,11 @@ def test_ppsr_is_full_csls_over_the_whole_gallery(world: World, hubby: SearchEng
 
 
 def test_ppsr_exact_under_a_filter(world: World, hubby: SearchEngine) -> None:
-    r_g = hubby.extras["images"].ppsr_rg
+    r_g = hubby.images.extras.ppsr_rg
     assert r_g is not None
     allowed = np.random.default_rng(3).random(N_IMAGES) < 0.7
-    o = QueryOptions(k=6, rerank="none", ppsr=True, allowed=allowed)
-    for q, r in enumerate(hubby.search_text_features_batch(world.texts, [o] * 8)):
+    o = QueryOptions(k=6, rerank="none", ppsr=True, filters=only(allowed))
+    for q, r in enumerate(hubby.search(world.texts, [o] * 8)):
         v = world.texts.vectors[q].numpy()
         subset = [g for g in range(N_IMAGES) if allowed[g]]
         cos = [_cos64(world.gallery.vectors[g], v) for g in subset]
@@ -127,7 +128,7 @@ def test_hash_ppsr_corrects_minus_the_hamming_distance(world: World, k: int) -> 
     codes = world.heads.encode_texts(world.texts.vectors.numpy())
     image_codes = world.heads.encode_images(np.asarray(world.gallery.vectors, np.float32))
     o = QueryOptions(k=k, rerank="none", recall="hash", ppsr=True)
-    for q, r in enumerate(world.engine.search_text_features_batch(world.texts, [o] * 8)):
+    for q, r in enumerate(world.engine.search(world.texts, [o] * 8)):
         v = world.texts.vectors[q].numpy()
         neg = [-float(d) for d in hamming_reference(codes[q : q + 1], image_codes)[0].tolist()]
         # Integers and means of 10 integers: rounded, so that equal values tie whatever the rounding.
@@ -140,9 +141,8 @@ def test_hash_ppsr_corrects_minus_the_hamming_distance(world: World, k: int) -> 
 
 def test_hash_ppsr_cosine_variant_stays_selectable(world: World) -> None:
     """``hash_ppsr="cosine"``: CSLS over the cosines of the Hamming order's first 2k candidates."""
-    engine = SearchEngine(
+    engine = fake_engine(
         world.gallery,
-        None,
         replace(world.engine.config, hash_ppsr="cosine"),
         extras=world.extras,
         hash_heads=world.heads,
@@ -153,7 +153,7 @@ def test_hash_ppsr_cosine_variant_stays_selectable(world: World) -> None:
     codes = world.heads.encode_texts(world.texts.vectors.numpy())
     image_codes = world.heads.encode_images(np.asarray(world.gallery.vectors, np.float32))
     o = QueryOptions(k=k, rerank="none", recall="hash", ppsr=True)
-    for q, r in enumerate(engine.search_text_features_batch(world.texts, [o] * 8)):
+    for q, r in enumerate(engine.search(world.texts, [o] * 8)):
         v = world.texts.vectors[q].numpy()
         dist = hamming_reference(codes[q : q + 1], image_codes)[0].tolist()
         cos = [_cos64(world.gallery.vectors[g], v) for g in range(N_IMAGES)]
@@ -187,7 +187,7 @@ def test_sar_text_queries_from_the_reference_set_exclude_themselves(world: World
     queries = _caption_queries(world)
     recall_k, k = 12, 6
     o = QueryOptions(k=k, recall_k=recall_k, rerank="none", sar="hard")
-    results = world.engine.search_text_features_batch(queries, [o] * N_CAPTIONS)
+    results = world.engine.search(queries, [o] * N_CAPTIONS)
     reordered = 0
     for j, r in enumerate(results):
         v = world.captions[j]
@@ -210,7 +210,7 @@ def test_sar_image_queries_from_the_reference_set_exclude_themselves(world: Worl
     )
     recall_k, k = 15, 5
     o = QueryOptions(k=k, recall_k=recall_k, rerank="none", sar="hard", target="captions")
-    results = world.engine.search_image_features_batch(images, [o] * N_IMAGES)
+    results = world.engine.search(images, [o] * N_IMAGES)
     for i, r in enumerate(results):
         v = world.gallery.vectors[i]
         cos = [_cos64(world.captions[c], v) for c in range(N_CAPTIONS)]
@@ -238,5 +238,5 @@ def test_index_build_writes_and_loads_the_hash_ppsr_term(world: World, tmp_path:
         stored = extras[side].ppsr_rg_hash
         assert stored is not None
         np.testing.assert_allclose(stored, expected, atol=1e-6)
-    engine = SearchEngine(world.gallery, None, world.engine.config, extras=extras, hash_heads=heads)
+    engine = fake_engine(world.gallery, world.engine.config, extras=extras, hash_heads=heads)
     assert engine.ppsr_available("hash", "images") and engine.ppsr_available("dense", "captions")

@@ -137,7 +137,7 @@ def test_text_to_image_ties_by_index_in_every_mode(world: World, rerank: str) ->
     o = QueryOptions(k=k, recall_k=n, rerank="ftf" if rerank == "exhaustive" else rerank)  # type: ignore[arg-type]
     if rerank == "exhaustive":
         o = QueryOptions(k=k, rerank="exhaustive")
-    results = world.engine.search_text_features_batch(world.texts, [o] * len(world.texts))
+    results = world.engine.search(world.texts, [o] * len(world.texts))
     for q, r in enumerate(results):
         expected = _t2i_reference(world, q, "none" if rerank == "none" else "ftf")
         assert _ids(r) == _stable_top(expected, k)
@@ -151,7 +151,7 @@ def test_image_to_captions_ties_by_index_in_every_mode(world: World, rerank: str
     o = QueryOptions(k=k, recall_k=n, rerank=rerank, target="captions")  # type: ignore[arg-type]
     if rerank == "exhaustive":
         o = QueryOptions(k=k, rerank="exhaustive", target="captions")
-    results = world.engine.search_image_features_batch(world.images, [o] * len(world.images))
+    results = world.engine.search(world.images, [o] * len(world.images))
     for q, r in enumerate(results):
         expected = _i2t_reference(world, q, "none" if rerank == "none" else "ftf")
         assert _ids(r) == _stable_top(expected, k)
@@ -164,21 +164,19 @@ def test_ftf_over_the_whole_gallery_equals_exhaustive_exactly(world: World, dtyp
     n_images, n_captions = len(IMAGE_OF), len(CAPTION_OF)
     engine = SearchEngine(world.gallery, None, replace(world.engine.config, dtype=Precision(dtype)))
     for k in (1, 6, n_images):
-        two = engine.search_text_features_batch(
+        two = engine.search(
             world.texts, [QueryOptions(k=k, recall_k=n_images, rerank="ftf")] * len(world.texts)
         )
-        full = engine.search_text_features_batch(
-            world.texts, [QueryOptions(k=k, rerank="exhaustive")] * len(world.texts)
-        )
+        full = engine.search(world.texts, [QueryOptions(k=k, rerank="exhaustive")] * len(world.texts))
         for a, b in zip(two, full, strict=True):
             assert [(h.index, h.score, h.coarse) for h in a.hits] == [
                 (h.index, h.score, h.coarse) for h in b.hits
             ]
     for k in (1, 7, n_captions):
-        two = engine.search_image_features_batch(
+        two = engine.search(
             world.images, [QueryOptions(k=k, recall_k=n_captions, target="captions")] * len(world.images)
         )
-        full = engine.search_image_features_batch(
+        full = engine.search(
             world.images, [QueryOptions(k=k, rerank="exhaustive", target="captions")] * len(world.images)
         )
         for a, b in zip(two, full, strict=True):

@@ -15,7 +15,7 @@ from index.versions import load_index
 from model.encoders import ClipEncoder
 from model.precision import Precision
 from rsir.cli import app
-from search.engine import SearchEngine
+from search.engine import QueryOptions, SearchEngine
 from service.app import engine_config
 from service.settings import Settings
 from tests.service.conftest import LiveServer, TinyIndex, make_settings
@@ -58,7 +58,7 @@ def test_the_served_engine_reranks_in_the_configured_dtype(
         body = live.client().post("/search/text", json={"query": "harbour", "k": 5}).json()
     finally:
         live.stop()
-    want = expected.search_text("harbour", k=5)
+    want = expected.search(["harbour"], QueryOptions(k=5))[0]
     assert [h["id"] for h in body["results"]] == [h.id for h in want.hits]
     assert len(body["results"]) == 5 and all(np.isfinite(h["fine_score"]) for h in body["results"])
     np.testing.assert_allclose([h["score"] for h in body["results"]], [h.score for h in want.hits], atol=1e-6)

@@ -27,7 +27,7 @@ def test_text_search_with_methods_matches_the_engine(client: httpx.Client, engin
     assert response.status_code == 200, response.text
     hits = response.json()["results"]
     options = QueryOptions(5, 20, "local", recall="sgpd", ppsr=True, sar="hard")
-    expected = engine.search_text_batch([QUERY], [options])[0]
+    expected = engine.search([QUERY], [options])[0]
     assert [h["id"] for h in hits] == [h.id for h in expected.hits]
     assert len(hits) == 5
     for got, want in zip(hits, expected.hits, strict=True):
@@ -56,8 +56,8 @@ def test_server_default_turns_ppsr_on_where_the_index_has_its_data(
     client = serve(default_ppsr=None).client()
     body = {"query": QUERY, "k": 5, "recall_k": 20}
     hits = client.post("/search/text", json=body).json()["results"]
-    with_ppsr = engine.search_text_batch([QUERY], [QueryOptions(5, 20, "ftf", ppsr=True)])[0]
-    without = engine.search_text_batch([QUERY], [QueryOptions(5, 20, "ftf")])[0]
+    with_ppsr = engine.search([QUERY], [QueryOptions(5, 20, "ftf", ppsr=True)])[0]
+    without = engine.search([QUERY], [QueryOptions(5, 20, "ftf")])[0]
     assert [h["coarse_score"] for h in hits] == pytest.approx([h.coarse for h in with_ppsr.hits], abs=1e-5)
     assert [h.coarse for h in with_ppsr.hits] != pytest.approx([h.coarse for h in without.hits], abs=1e-5)
     # An explicit false wins over the default.

@@ -31,7 +31,7 @@ def test_an_indexed_image_finds_itself_first(
         assert hits[0]["id"] == ident
         assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)  # the same pixels, the same vector
         assert all(h["fine_score"] is None for h in hits)  # coarse only
-        expected = engine.search_image(decode_image(data), k=5)
+        expected = engine.search([decode_image(data)], QueryOptions(k=5))[0]
         assert [h["id"] for h in hits] == [h.id for h in expected.hits]
         np.testing.assert_allclose([h["score"] for h in hits], [h.score for h in expected.hits], atol=1e-5)
 
@@ -71,7 +71,7 @@ def test_captions_target_returns_the_engines_caption_ranking(
     body = response.json()
     assert body["target"] == "captions"
     hits = body["results"]
-    expected = engine.search_image(decode_image(data), k=6, target="captions")
+    expected = engine.search([decode_image(data)], QueryOptions(k=6, target="captions"))[0]
     assert [h["caption"] for h in hits] == [h.id for h in expected.hits]
     np.testing.assert_allclose([h["score"] for h in hits], [h.score for h in expected.hits], atol=1e-5)
     for hit in hits:
@@ -102,7 +102,7 @@ def test_distinct_captions_pass_through_to_the_engine(
         assert response.status_code == 200, response.text
         hits = response.json()["results"]
         options = QueryOptions(k=7, rerank=rerank, target="captions", distinct=True)
-        expected = engine.search_image_batch([image], [options])[0]
+        expected = engine.search([image], [options])[0]
         assert [h["caption"] for h in hits] == [h.id for h in expected.hits]
         assert len({h["caption"] for h in hits}) == len(hits) == 7
     error = assert_error(_multipart(client, data, target="images", distinct="true"), 422, "invalid_request")

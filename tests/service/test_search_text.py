@@ -18,7 +18,8 @@ from PIL import Image
 
 from index.versions import load_index
 from model.encoders import ClipEncoder
-from search.engine import SearchEngine
+from search.engine import QueryOptions, SearchEngine
+from search.filters import Filters
 from tests.service.conftest import ServerFactory, TinyIndex, assert_error, metric
 
 QUERIES = ("harbour beside boats", "a forest near the river in tile 3", "planes parked on a runway")
@@ -65,7 +66,7 @@ def test_text_search_returns_the_engines_ranking(
         response = client.post("/search/text", json={"query": query, "k": 7, "rerank": rerank})
         assert response.status_code == 200, response.text
         body = response.json()
-        expected = engine.search_text(query, k=7, rerank=rerank)  # type: ignore[arg-type]
+        expected = engine.search([query], QueryOptions(k=7, rerank=rerank))[0]  # type: ignore[arg-type]
         assert len(expected.hits) == 7
         _check_hits(body["results"], expected, rerank, tiny_index)
         assert body["target"] == "images" and body["index_version"] == "v0001"
@@ -184,6 +185,17 @@ def _passes(row: dict[str, Any] | None, f: dict[str, Any]) -> bool:
     return "tags" not in f or set(f["tags"]) <= set(row.get("tags", []))
 
 
+def _engine_filters(f: dict[str, Any]) -> Filters:
+    """The engine's form of a request's filters (what the route builds from the JSON)."""
+    return Filters(
+        bbox=tuple(f["bbox"]) if "bbox" in f else None,
+        time_from=_unix(f["time_from"]) if "time_from" in f else None,
+        time_to=_unix(f["time_to"]) if "time_to" in f else None,
+        sensors=tuple(f["sensor"]) if "sensor" in f else None,
+        tags=tuple(f["tags"]) if "tags" in f else None,
+    )
+
+
 FILTERS = [
     {"bbox": [-5.0, 40.0, 5.0, 42.2]},
     {"time_from": "2020-06-01T00:00:00Z", "time_to": "2021-06-01T00:00:00+00:00"},
@@ -225,7 +237,7 @@ def test_filtered_reranked_search_equals_the_engine_on_the_subset(
     assert response.status_code == 200, response.text
     hits = response.json()["results"]
     assert all(mask[tiny_index.ids.index(h["id"])] for h in hits)
-    expected = engine.search_text(query, k=5, allowed=mask)
+    expected = engine.search([query], QueryOptions(k=5, filters=_engine_filters(filters)))[0]
     assert [h["id"] for h in hits] == [h.id for h in expected.hits]
     np.testing.assert_allclose([h["score"] for h in hits], [h.score for h in expected.hits], atol=1e-5)
 
@@ -330,19 +342,16 @@ def test_concurrent_requests_with_different_options_each_get_their_own_answer(
     assert sizes == len(bodies) and batches < len(bodies)  # some requests were batched together
     for body, response in zip(bodies, responses, strict=True):
         assert response.status_code == 200, response.text
-        allowed = None
-        if "filters" in body:
-            allowed = np.asarray(
-                [_passes(tiny_index.metadata.get(i), body["filters"]) for i in tiny_index.ids]
-            )
-        expected = engine.search_text(
-            body["query"],
-            k=body["k"],
-            recall_k=body.get("recall_k"),
-            rerank=body.get("rerank", "ftf"),
-            explain=body.get("explain", False),
-            allowed=allowed,
-        )
+        expected = engine.search(
+            [body["query"]],
+            QueryOptions(
+                k=body["k"],
+                recall_k=body.get("recall_k"),
+                rerank=body.get("rerank", "ftf"),
+                explain=body.get("explain", False),
+                filters=_engine_filters(body["filters"]) if "filters" in body else None,
+            ),
+        )[0]
         hits = response.json()["results"]
         assert [h["id"] for h in hits] == [h.id for h in expected.hits], body
         np.testing.assert_allclose([h["score"] for h in hits], [h.score for h in expected.hits], atol=1e-5)
