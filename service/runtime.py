@@ -15,37 +15,38 @@ from fastapi import Request
 from PIL import Image
 
 from model.encoders import ClipEncoder
-from search.engine import QueryOptions, SearchEngine, SearchResult
+from search.engine import QueryOptions, SearchResult
 from service.access import Access, InFlight, RateLimiter
 from service.batcher import MicroBatcher
 from service.breaker import CircuitBreaker
 from service.cache import LRUCache, RedisCache, ResultCache
 from service.metrics import Metrics
-from service.serving_index import IndexHolder
+from service.serving_index import IndexHolder, ServingIndex
 from service.settings import Settings
 from service.signing import UrlSigner
 
-TextJob = tuple[SearchEngine, str, QueryOptions]
-ImageJob = tuple[SearchEngine, Image.Image, QueryOptions]
+# Each job carries the index version its request took, so a switch mid-batch changes no answer.
+TextJob = tuple[ServingIndex, str, QueryOptions]
+ImageJob = tuple[ServingIndex, Image.Image, QueryOptions]
 
 
 def run_text_jobs(jobs: Sequence[TextJob]) -> list[SearchResult]:
     """One batch of text queries; jobs of different index versions (a switch mid-batch) go separately."""
-    return _per_engine(jobs, lambda engine, items, opts: engine.search_text_batch(items, opts))
+    return _per_index(jobs, lambda index, items, opts: index.search_texts(items, opts))
 
 
 def run_image_jobs(jobs: Sequence[ImageJob]) -> list[SearchResult]:
-    return _per_engine(jobs, lambda engine, items, opts: engine.search_image_batch(items, opts))
+    return _per_index(jobs, lambda index, items, opts: index.search_images(items, opts))
 
 
-def _per_engine(jobs: Sequence[tuple[SearchEngine, Any, QueryOptions]], run: Any) -> list[SearchResult]:
+def _per_index(jobs: Sequence[tuple[ServingIndex, Any, QueryOptions]], run: Any) -> list[SearchResult]:
     out: list[SearchResult | None] = [None] * len(jobs)
     groups: dict[int, list[int]] = {}
-    for i, (engine, _, _) in enumerate(jobs):
-        groups.setdefault(id(engine), []).append(i)
+    for i, (index, _, _) in enumerate(jobs):
+        groups.setdefault(id(index), []).append(i)
     for rows in groups.values():
-        engine = jobs[rows[0]][0]
-        results = run(engine, [jobs[r][1] for r in rows], [jobs[r][2] for r in rows])
+        index = jobs[rows[0]][0]
+        results = run(index, [jobs[r][1] for r in rows], [jobs[r][2] for r in rows])
         for r, result in zip(rows, results, strict=True):
             out[r] = result
     return [r for r in out if r is not None]

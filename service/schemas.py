@@ -130,16 +130,25 @@ class CaptionHit(BaseModel):
     thumbnail_url: str
 
 
-class SearchResponse(BaseModel):
+class SearchResults(BaseModel):
+    """What every caller of the same search gets: the part of a response the result cache holds."""
+
     results: list[ImageHit] | list[CaptionHit]
     target: Target
     index_version: str
+    explain_note: str | None = Field(
+        None,
+        description="why results carry no explanation although explain was asked for (absent otherwise)",
+        exclude_if=lambda note: note is None,
+    )
+
+
+class SearchResponse(SearchResults):
+    """A search's answer: the shared results and this request's own fields."""
+
     cache: Literal["hit", "miss", "off"]
     timings_ms: dict[str, float]
     request_id: str
-    explain_note: str | None = Field(
-        None, description="why results carry no explanation although explain was asked for"
-    )
 
 
 class ErrorBody(BaseModel):

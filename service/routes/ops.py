@@ -8,7 +8,6 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-import rsir
 from service.routes.admission import ops_access
 from service.runtime import runtime
 
@@ -34,8 +33,8 @@ async def readyz(request: Request) -> JSONResponse:
         "model": rt.encoder.describe()["arch"],
         "index": {
             "version": index.version,
-            "images": len(index.loaded.gallery),
-            "live_images": int(index.engine.live_images.sum()),
+            "images": index.images,
+            "live_images": index.live_images,
             "last_switch_error": rt.holder.last_error,
         },
         "cache": {"kind": rt.cache.kind, "ok": await rt.cache.ping()},
@@ -55,17 +54,9 @@ async def version(request: Request) -> dict[str, Any]:
     """The model (architecture and checkpoint hash) and the index version being served. Names and
     hashes only: where the checkpoint and the index live on the server is not the caller's business."""
     rt = runtime(request)
-    index = rt.holder.current
-    manifest = index.loaded.manifest
     model = {k: v for k, v in rt.encoder.describe().items() if k != "checkpoint"}
     return {
-        "rsir": rsir.__version__,
+        "rsir": request.app.version,
         "model": model,
-        "index": {
-            "version": index.version,
-            "images": manifest.n_images,
-            "captions": manifest.n_captions,
-            "created_unix": manifest.created_unix,
-            "token_codec": manifest.token_codec,
-        },
+        "index": rt.holder.current.describe(),
     }

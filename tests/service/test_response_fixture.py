@@ -85,7 +85,7 @@ def _requests(tiny_index: TinyIndex) -> list[tuple[str, dict[str, Any]]]:
 def _normalise(body: Any) -> Any:
     """The parts of a body that do not change from one run to the next."""
     if isinstance(body, dict):
-        out = {}
+        out: dict[str, Any] = {}
         for key, value in body.items():
             if key == "request_id":
                 out[key] = "<id>"
