@@ -190,3 +190,14 @@ def test_index_use_refuses_a_broken_version_and_keeps_current(tiny_index: TinyIn
     assert (root / "CURRENT").read_text().strip() == "v0005"
     unknown = _rsir("index", "use", "v0099", "--index", str(root))
     assert unknown.returncode == 2 and "v0005" in unknown.stderr
+
+
+def test_serve_on_an_index_of_another_model_exits_2_naming_both(tiny_index: TinyIndex):
+    # The session's index was built with the tests' tiny model; ``rsir serve`` loads the default one.
+    built = json.loads((resolve_version(tiny_index.root) / "manifest.json").read_text())["encoder"]["arch"]
+    run = _rsir("serve", "--index", str(tiny_index.root), "--port", "1")
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), run.stderr
+    assert f"arch={built!r}" in lines[0] and "arch='rsir-vit-tiny'" in lines[0], lines[0]
