@@ -7,7 +7,7 @@ the one ``Settings`` object, so the limits live in one place.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -133,7 +133,11 @@ class CaptionHit(BaseModel):
 class SearchResults(BaseModel):
     """What every caller of the same search gets: the part of a response the result cache holds."""
 
-    results: list[ImageHit] | list[CaptionHit]
+    # Tried in order, each list given up at its first misfit: the cached body of every hit is
+    # validated, and a caption list must not first be validated in full as image hits.
+    results: (
+        Annotated[list[ImageHit], Field(fail_fast=True)] | Annotated[list[CaptionHit], Field(fail_fast=True)]
+    ) = Field(union_mode="left_to_right")
     target: Target
     index_version: str
     explain_note: str | None = Field(

@@ -3,11 +3,13 @@ engine, shape the response. The search itself is the engine's; nothing here scor
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import json
 import time
+from functools import partial
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -45,6 +47,7 @@ from service.signing import sign_results
 from service.text import query_problem
 
 log = structlog.get_logger(__name__)
+_LARGE_BODY = 64 * 1024  # cached bodies parsed off the event loop from this size (explain answers)
 router = APIRouter(tags=["search"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 403, 408, 413, 415, 422, 429)
@@ -312,8 +315,10 @@ async def _search(
     rt.metrics.stage_seconds.labels("queue").observe(stats.queue_ms / 1000)
     for stage, ms in result.timings_ms.items():
         rt.metrics.stage_seconds.labels(stage).observe(ms / 1000)
-    shared = _results(rt, index, result, options, text)
-    await rt.cache.set(key, shared.model_dump_json().encode())
+    shape = partial(_results, rt, index, result, options, text)
+    # An explain answer holds thousands of floats to check and serialise (ms each): off the event loop.
+    shared, body = await asyncio.to_thread(shape) if options.explain else shape()
+    await rt.cache.set(key, body)
     timings = {"queue": round(stats.queue_ms, 3), **{k: round(v, 3) for k, v in result.timings_ms.items()}}
     timings["total"] = _ms(started)
     return _response(rt, request, shared, "miss" if rt.cache.enabled else "off", timings)
@@ -326,7 +331,10 @@ async def _cached(rt: Runtime, key: str, request: Request, started: float) -> Se
     if raw is None:
         return None
     try:
-        shared = SearchResults.model_validate_json(raw)
+        if len(raw) > _LARGE_BODY:
+            shared = await asyncio.to_thread(SearchResults.model_validate_json, raw)
+        else:
+            shared = SearchResults.model_validate_json(raw)
     except ValidationError as exc:
         # Not a body this release writes (an older one sharing the Redis, a damaged entry): answered
         # afresh, and the fresh answer replaces it.
@@ -366,7 +374,8 @@ def image_url(image_id: str) -> str:
 
 def _results(
     rt: Runtime, index: ServingIndex, result: SearchResult, o: QueryOptions, text: str | None
-) -> SearchResults:
+) -> tuple[SearchResults, bytes]:
+    """The engine's answer as the response model, and the bytes the result cache keeps of it."""
     hits: list[ImageHit] | list[CaptionHit]
     if o.target == "captions":
         hits = _caption_hits(index, result)
@@ -379,7 +388,8 @@ def _results(
             f"no explanation with rerank {o.rerank!r}: the maps are the FTF block's attention of "
             "each query word over the image's patches; ask for rerank 'ftf'"
         )
-    return SearchResults(results=hits, target=o.target, index_version=index.version, explain_note=note)
+    shared = SearchResults(results=hits, target=o.target, index_version=index.version, explain_note=note)
+    return shared, shared.model_dump_json().encode()
 
 
 def _image_hits(
