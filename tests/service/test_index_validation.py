@@ -158,6 +158,7 @@ def _rsir(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "case",
     ["recall.faiss truncated", "manifest.json truncated", "images.json one id short", "patches truncated"],
@@ -193,6 +194,7 @@ def test_index_use_refuses_a_broken_version_and_keeps_current(tiny_index: TinyIn
     assert unknown.returncode == 2 and "v0005" in unknown.stderr
 
 
+@pytest.mark.slow
 def test_serve_on_an_index_of_another_model_exits_2_naming_both(tiny_index: TinyIndex):
     # The session's index was built with the tests' tiny model; ``rsir serve`` loads the default one.
     built = json.loads((resolve_version(tiny_index.root) / "manifest.json").read_text())["encoder"]["arch"]
@@ -226,6 +228,7 @@ main()
 """
 
 
+@pytest.mark.slow
 def test_serve_reads_each_faiss_file_once(tiny_index: TinyIndex):
     # Before: validate_version read them before the server started, and load_index again at start-up.
     env = {k: v for k, v in os.environ.items() if not k.startswith("RSIR_")}
