@@ -146,7 +146,8 @@ async def _read_image_request(request: Request) -> tuple[ImageSearchOptions, byt
             # without a name, too many files or fields): its reason, in the API's error body.
             if exc.status_code != 400:
                 raise  # over the size or time limit: the middleware's own answer
-            declared = request.headers.get("content-type", "").partition("boundary=")[2].strip() or None
+            given = request.headers.get("content-type", "").partition("boundary=")[2]
+            declared = given.split(";")[0].strip().strip('"')[:70] or None  # RFC 2046: 70 characters at most
             raise ApiError(
                 400,
                 "invalid_multipart",
