@@ -163,3 +163,19 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+class ServedIndex(BaseModel):
+    """The index version being served (names and counts, never paths)."""
+
+    version: str
+    images: int
+    captions: int
+    created_unix: int | float = Field(description="when the version was built (Unix seconds)")
+    token_codec: str
+
+
+class VersionResponse(BaseModel):
+    rsir: str = Field(description="the server's rsir version")
+    model: dict[str, Any] = Field(description="the encoder: architecture, checkpoint hash, dims (no paths)")
+    index: ServedIndex

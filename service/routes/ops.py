@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.routes.admission import ops_access
 from service.runtime import runtime
+from service.schemas import ServedIndex, VersionResponse
 
 router = APIRouter(tags=["operations"])
 
@@ -49,14 +50,12 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(runtime(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/version", dependencies=[Depends(ops_access)])
-async def version(request: Request) -> dict[str, Any]:
+@router.get("/version", response_model=VersionResponse, dependencies=[Depends(ops_access)])
+async def version(request: Request) -> VersionResponse:
     """The model (architecture and checkpoint hash) and the index version being served. Names and
     hashes only: where the checkpoint and the index live on the server is not the caller's business."""
     rt = runtime(request)
     model = {k: v for k, v in rt.encoder.describe().items() if k != "checkpoint"}
-    return {
-        "rsir": request.app.version,
-        "model": model,
-        "index": rt.holder.current.describe(),
-    }
+    return VersionResponse(
+        rsir=request.app.version, model=model, index=ServedIndex(**rt.holder.current.describe())
+    )

@@ -32,6 +32,8 @@ def test_healthz_readyz_and_version(client: httpx.Client, tiny_index: TinyIndex,
     assert version["index"]["version"] == current
     assert version["index"]["images"] == len(tiny_index.ids)
     assert version["index"]["captions"] == sum(len(c) for c in tiny_index.captions.values())
+    assert list(version) == ["rsir", "model", "index"]
+    assert list(version["index"]) == ["version", "images", "captions", "created_unix", "token_codec"]
 
 
 def test_metrics_expose_the_service_families(client: httpx.Client):
@@ -103,6 +105,9 @@ def test_openapi_lists_the_routes(server: LiveServer, client: httpx.Client):
         "timings_ms",
         "request_id",
     }
+    version = paths["/version"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert version == {"$ref": "#/components/schemas/VersionResponse"}, version
+    assert set(schemas["VersionResponse"]["properties"]) == {"rsir", "model", "index"}
     hits = response["properties"]["results"]["anyOf"]
     assert [h["items"]["$ref"].rsplit("/", 1)[-1] for h in hits] == ["ImageHit", "CaptionHit"]
 
