@@ -250,16 +250,21 @@ def keys(index: Path, repo: Path, clients: int, seconds: float, rounds: int = 4)
 
 
 def sign(repeats: int = 20_000) -> dict[str, Any]:
+    from service.schemas import ImageHit
     from service.signing import UrlSigner, sign_results
 
     signer = UrlSigner(b"\0" * 32, 900)
     hits = [
-        {
-            "id": f"images/synth_{i:06d}.png",
-            "image_url": f"/images/images/synth_{i:06d}.png",
-            "thumbnail_url": f"/images/images/synth_{i:06d}.png/thumbnail",
-            "explain": None,
-        }
+        ImageHit(
+            rank=i + 1,
+            id=f"images/synth_{i:06d}.png",
+            score=0.5,
+            coarse_score=0.5,
+            fine_score=None,
+            metadata={},
+            image_url=f"/images/images/synth_{i:06d}.png",
+            thumbnail_url=f"/images/images/synth_{i:06d}.png/thumbnail",
+        )
         for i in range(10)
     ]
     runs = []

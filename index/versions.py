@@ -366,7 +366,7 @@ def load_gallery(folder: Path, expect_encoder: dict[str, Any] | None = None) -> 
     """Open an index version; ``expect_encoder`` (``ClipEncoder.describe()``) must match the manifest's."""
     manifest = Manifest.read(folder)
     if expect_encoder is not None:
-        _check_encoder(folder, manifest.encoder, expect_encoder)
+        check_encoder(folder, manifest.encoder, expect_encoder)
     ids = json.loads((folder / IMAGES).read_text(encoding="utf-8"))
     captions = None
     if (folder / CAPTIONS).is_file():
@@ -390,7 +390,9 @@ def load_gallery(folder: Path, expect_encoder: dict[str, Any] | None = None) -> 
     return gallery, manifest
 
 
-def _check_encoder(folder: Path, built: dict[str, Any], running: dict[str, Any]) -> None:
+def check_encoder(folder: Path, built: dict[str, Any], running: dict[str, Any]) -> None:
+    """:class:`IndexFormatError` naming both when the running encoder (``ClipEncoder.describe()``) is
+    not the one the version at ``folder`` was built with (``built``: its manifest's ``encoder``)."""
     for key in ("arch", "checkpoint_sha256", "dim", "grid"):
         if built.get(key) != running.get(key):
             raise IndexFormatError(

@@ -517,10 +517,11 @@ def serve_cmd(
     import uvicorn
     from pydantic import ValidationError
 
-    from index.versions import resolve_version, validate_version
-    from service.app import create_app
+    from index.versions import load_index
+    from service.app import create_app, engine_config, load_encoder
     from service.logs import configure_logging
     from service.server import uvicorn_config
+    from service.serving_index import ServingIndex
     from service.settings import Settings
 
     given = {"index": index, "host": host, "port": port, "redis_url": redis_url, "dtype": dtype}
@@ -531,9 +532,12 @@ def serve_cmd(
             name = "RSIR_" + "_".join(str(part) for part in e["loc"]).upper()
             _err.print(f"[bold red]error:[/] {name}={e.get('input')!r}: {e['msg']}", soft_wrap=True)
         raise typer.Exit(2) from None
-    # Checked here, before the server starts: a corrupt file then ends in one line and exit 2, not
-    # in a traceback from the app's start-up.
-    validate_version(resolve_version(settings.index))
+    # Opened here, before the server starts, so that a damaged file, then an index built with another
+    # model, ends in one line and exit 2 (main), not in a traceback from the app's start-up; every
+    # file is checked and read once (the FAISS indexes as they load).
+    loaded = load_index(settings.index)
+    encoder = load_encoder(settings)
+    serving = ServingIndex.serve(loaded, encoder, engine_config(settings))
     configure_logging(settings.log_level, settings.log_json)
     url = f"http://{settings.host}:{settings.port}"
     _err.print(f"rsir: serving {settings.index} on {url}  (API docs: {url}/docs)")
@@ -541,7 +545,7 @@ def serve_cmd(
         f"  try: curl -s {url}/search/text -H 'content-type: application/json' "
         """-d '{"query": "three planes parked near a terminal", "k": 5}'"""
     )
-    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
+    uvicorn.Server(uvicorn_config(create_app(settings, encoder, serving), settings)).run()
 
 
 def _encoder(model: str, checkpoint: Path | None, device: str, batch_size: int) -> ClipEncoder:

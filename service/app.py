@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import structlog
@@ -18,7 +19,6 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from pydantic.json_schema import models_json_schema
 
-import rsir
 from model.encoders import ClipEncoder, EncoderConfig, default_checkpoint
 from model.ftf import FTFParams
 from search.engine import EngineConfig
@@ -54,7 +54,21 @@ def load_encoder(settings: Settings) -> ClipEncoder:
     return ClipEncoder(EncoderConfig(arch=settings.model, checkpoint=checkpoint, device=settings.device))
 
 
-def create_app(settings: Settings, encoder: ClipEncoder | None = None) -> FastAPI:
+def _version() -> str:
+    """rsir's installed version (what ``/version`` and the OpenAPI description report), read from
+    the package metadata: the ``rsir`` package imports this one, so this one does not import it."""
+    try:
+        return version("rsir")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
+def create_app(
+    settings: Settings, encoder: ClipEncoder | None = None, index: ServingIndex | None = None
+) -> FastAPI:
+    """The app; ``encoder`` and ``index`` (opened with that encoder) when the caller has them already
+    (``rsir serve`` opens both before the server starts, tests pass a tiny encoder), else the
+    start-up loads them from the settings."""
     metrics = Metrics()
 
     @asynccontextmanager
@@ -64,10 +78,12 @@ def create_app(settings: Settings, encoder: ClipEncoder | None = None) -> FastAP
         def switched(index: ServingIndex) -> None:
             metrics.index_switches.inc()
             metrics.index_info.clear()
-            metrics.index_info.labels(index.version).set(len(index.loaded.gallery))
+            metrics.index_info.labels(index.version).set(index.images)
 
-        holder = await asyncio.to_thread(IndexHolder, settings.index, enc, engine_config(settings), switched)
-        metrics.index_info.labels(holder.current.version).set(len(holder.current.loaded.gallery))
+        holder = await asyncio.to_thread(
+            IndexHolder, settings.index, enc, engine_config(settings), switched, index
+        )
+        metrics.index_info.labels(holder.current.version).set(holder.current.images)
         rt = build_runtime(settings, enc, holder, metrics)
         if settings.index_poll_s > 0:
             rt.tasks.append(asyncio.get_running_loop().create_task(holder.watch(settings.index_poll_s)))
@@ -75,7 +91,7 @@ def create_app(settings: Settings, encoder: ClipEncoder | None = None) -> FastAP
         log.info(
             "ready",
             index=holder.current.version,
-            images=len(holder.current.loaded.gallery),
+            images=holder.current.images,
             cache=rt.cache.kind,
         )
         try:
@@ -85,7 +101,7 @@ def create_app(settings: Settings, encoder: ClipEncoder | None = None) -> FastAP
 
     app = FastAPI(
         title="rsir",
-        version=rsir.__version__,
+        version=_version(),
         summary="Remote-sensing image-text retrieval: FAISS recall, FTF rerank, explanations.",
         lifespan=lifespan,
         # /docs from local assets (service/docs.py); ReDoc would load from a CDN, so it is not served.

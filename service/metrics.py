@@ -40,7 +40,10 @@ class Metrics:
             registry=r,
         )
         self.cache = Counter(
-            "rsir_cache", "result cache lookups by outcome (hit, miss, error)", ["result"], registry=r
+            "rsir_cache",
+            "result cache lookups by outcome (hit, miss, error, skipped, unreadable)",
+            ["result"],
+            registry=r,
         )
         self.errors = Counter("rsir_errors", "error responses by code", ["code"], registry=r)
         self.rejected = Counter(

@@ -15,37 +15,31 @@ from fastapi import Request
 from PIL import Image
 
 from model.encoders import ClipEncoder
-from search.engine import Plan, SearchEngine, SearchResult
+from search.engine import Plan, SearchResult
 from service.access import Access, InFlight, RateLimiter
 from service.batcher import MicroBatcher
 from service.breaker import CircuitBreaker
 from service.cache import LRUCache, RedisCache, ResultCache
 from service.metrics import Metrics
-from service.serving_index import IndexHolder
+from service.serving_index import IndexHolder, ServingIndex
 from service.settings import Settings
 from service.signing import UrlSigner
 
-TextJob = tuple[SearchEngine, str, Plan]
-ImageJob = tuple[SearchEngine, Image.Image, Plan]
+# Each job carries the index version its request took, so a switch mid-batch changes no answer.
+TextJob = tuple[ServingIndex, str, Plan]
+ImageJob = tuple[ServingIndex, Image.Image, Plan]
 
 
-def run_text_jobs(jobs: Sequence[TextJob]) -> list[SearchResult]:
-    """One batch of text queries; jobs of different index versions (a switch mid-batch) go separately."""
-    return _per_engine(jobs, lambda engine, items, plans: engine.search(items, plans))
-
-
-def run_image_jobs(jobs: Sequence[ImageJob]) -> list[SearchResult]:
-    return _per_engine(jobs, lambda engine, items, plans: engine.search(items, plans))
-
-
-def _per_engine(jobs: Sequence[tuple[SearchEngine, Any, Plan]], run: Any) -> list[SearchResult]:
+def run_jobs(jobs: Sequence[TextJob] | Sequence[ImageJob]) -> list[SearchResult]:
+    """One batch of queries of one modality (each batcher holds one); jobs of different index
+    versions (a switch mid-batch) go separately."""
     out: list[SearchResult | None] = [None] * len(jobs)
     groups: dict[int, list[int]] = {}
-    for i, (engine, _, _) in enumerate(jobs):
-        groups.setdefault(id(engine), []).append(i)
+    for i, (index, _, _) in enumerate(jobs):
+        groups.setdefault(id(index), []).append(i)
     for rows in groups.values():
-        engine = jobs[rows[0]][0]
-        results = run(engine, [jobs[r][1] for r in rows], [jobs[r][2] for r in rows])
+        index = jobs[rows[0]][0]
+        results = index.search([jobs[r][1] for r in rows], [jobs[r][2] for r in rows])
         for r, result in zip(rows, results, strict=True):
             out[r] = result
     return [r for r in out if r is not None]
@@ -133,14 +127,14 @@ def build_runtime(settings: Settings, encoder: ClipEncoder, holder: IndexHolder,
     # would only contend; batching, not threads, is how throughput grows.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rsir-model")
     text_batcher: MicroBatcher[TextJob, SearchResult] = MicroBatcher(
-        run_text_jobs,
+        run_jobs,
         settings.batch_max,
         settings.batch_wait_ms,
         executor,
         lambda n: metrics.batch_size.labels("text").observe(n),
     )
     image_batcher: MicroBatcher[ImageJob, SearchResult] = MicroBatcher(
-        run_image_jobs,
+        run_jobs,
         settings.batch_max,
         settings.batch_wait_ms,
         executor,

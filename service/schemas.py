@@ -7,7 +7,7 @@ the one ``Settings`` object, so the limits live in one place.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -130,16 +130,29 @@ class CaptionHit(BaseModel):
     thumbnail_url: str
 
 
-class SearchResponse(BaseModel):
-    results: list[ImageHit] | list[CaptionHit]
+class SearchResults(BaseModel):
+    """What every caller of the same search gets: the part of a response the result cache holds."""
+
+    # Tried in order, each list given up at its first misfit: the cached body of every hit is
+    # validated, and a caption list must not first be validated in full as image hits.
+    results: (
+        Annotated[list[ImageHit], Field(fail_fast=True)] | Annotated[list[CaptionHit], Field(fail_fast=True)]
+    ) = Field(union_mode="left_to_right")
     target: Target
     index_version: str
+    explain_note: str | None = Field(
+        None,
+        description="why results carry no explanation although explain was asked for (absent otherwise)",
+        exclude_if=lambda note: note is None,
+    )
+
+
+class SearchResponse(SearchResults):
+    """A search's answer: the shared results and this request's own fields."""
+
     cache: Literal["hit", "miss", "off"]
     timings_ms: dict[str, float]
     request_id: str
-    explain_note: str | None = Field(
-        None, description="why results carry no explanation although explain was asked for"
-    )
 
 
 class ErrorBody(BaseModel):
@@ -150,3 +163,19 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+class ServedIndex(BaseModel):
+    """The index version being served (names and counts, never paths)."""
+
+    version: str
+    images: int
+    captions: int
+    created_unix: int | float = Field(description="when the version was built (Unix seconds)")
+    token_codec: str
+
+
+class VersionResponse(BaseModel):
+    rsir: str = Field(description="the server's rsir version")
+    model: dict[str, Any] = Field(description="the encoder: architecture, checkpoint hash, dims (no paths)")
+    index: ServedIndex

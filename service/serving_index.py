@@ -8,44 +8,129 @@ running request; the old version's memory maps close when its last request lets 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import structlog
+from numpy.typing import NDArray
 
 from index.originals import Sources, read_sources
-from index.versions import CorruptIndexError, IndexFormatError, LoadedIndex, load_index, resolve_version
+from index.versions import (
+    CorruptIndexError,
+    IndexFormatError,
+    LoadedIndex,
+    check_encoder,
+    load_index,
+    resolve_version,
+)
 from model.encoders import ClipEncoder
 from model.errors import RsirError
-from search.engine import EngineConfig, SearchEngine
+from model.images import DEFAULT_MAX_PIXELS
+from search.engine import EngineConfig, Plan, QueryOptions, SearchEngine, SearchResult
+from search.options import Modality, Recall, Target
 
 log = structlog.get_logger(__name__)
 
 
-@dataclass
 class ServingIndex:
-    loaded: LoadedIndex
-    engine: SearchEngine
-    sources: Sources
-    position: dict[str, int] = field(init=False)
+    """One index version as the service sees it: its engine's searches and the few facts about it a
+    response needs (counts, metadata rows, captions' images, the patch grid).
 
-    def __post_init__(self) -> None:
-        self.position = {ident: i for i, ident in enumerate(self.loaded.gallery.ids)}
+    The one module of the service that talks to the engine and reads the loaded index's version facts
+    (its manifest and folder name); it asks the engine through its public API only (issue 20), and
+    routes ask here, so a change of the engine's API is answered in this file alone.
+    """
 
+    def __init__(self, loaded: LoadedIndex, engine: SearchEngine, sources: Sources) -> None:
+        self._loaded = loaded
+        self._engine = engine
+        self.sources = sources
+        self._position = {engine.image_id(i): i for i in range(engine.n_images)}
+
+    @classmethod
+    def serve(cls, loaded: LoadedIndex, encoder: ClipEncoder, config: EngineConfig) -> ServingIndex:
+        """An opened version served with ``encoder``, which must be the model it was built with
+        (:class:`IndexFormatError` naming both models otherwise)."""
+        check_encoder(loaded.folder, loaded.manifest.encoder, encoder.describe())
+        return cls(loaded, SearchEngine.from_index(loaded, encoder, config), read_sources(loaded.folder))
+
+    # -- what it is ----------------------------------------------------------------------------------
     @property
     def version(self) -> str:
-        return self.loaded.folder.name
+        return self._loaded.folder.name
 
+    @property
+    def images(self) -> int:
+        """Images in the gallery, deleted ones included."""
+        return self._engine.n_images
+
+    @property
+    def live_images(self) -> int:
+        return self._engine.n_live_images
+
+    @property
+    def scoring_id(self) -> str:
+        return self._engine.scoring_id
+
+    def describe(self) -> dict[str, Any]:
+        """The version as ``/version`` reports it (names and counts, never paths)."""
+        m = self._loaded.manifest
+        return {
+            "version": self.version,
+            "images": m.n_images,
+            "captions": m.n_captions,
+            "created_unix": m.created_unix,
+            "token_codec": m.token_codec,
+        }
+
+    @property
+    def built_max_pixels(self) -> int:
+        """The largest image (in pixels) the builder of this version accepted."""
+        build = self._loaded.manifest.extra.get("build_config", {})
+        return int(build.get("max_pixels", DEFAULT_MAX_PIXELS))
+
+    # -- items ---------------------------------------------------------------------------------------
     def live_position(self, image_id: str) -> int | None:
         """Gallery index of a live (not deleted) image id."""
-        i = self.position.get(image_id)
-        return i if i is not None and bool(self.engine.live_images[i]) else None
+        i = self._position.get(image_id)
+        return i if i is not None and self._engine.is_live(i) else None
+
+    def metadata(self, position: int) -> dict[str, Any]:
+        """JSON-ready metadata of the image at gallery index ``position``."""
+        return self._engine.metadata_row(position)
+
+    def caption_image(self, caption: int) -> str:
+        """The id of the image caption number ``caption`` describes."""
+        return self._engine.image_id(self._engine.caption_image(caption))
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """The patch grid (rows, columns) of the attention maps."""
+        return self._engine.grid
+
+    # -- searching -----------------------------------------------------------------------------------
+    def ppsr_available(self, recall: Recall, side: Target) -> bool:
+        """Whether the version holds PPSR's data for ``recall`` over ``side``."""
+        return self._engine.ppsr_available(recall, side)
+
+    def plan(self, options: QueryOptions, modality: Modality) -> Plan:
+        """One query's options checked by the engine against its one set of bounds (an
+        :class:`InvalidInputError` otherwise) before the query is queued: the plan runs unchecked."""
+        return self._engine.validate(options, modality)
+
+    def search(self, queries: Sequence[Any], plans: Sequence[Plan]) -> list[SearchResult]:
+        """One batch of one modality (sentences or images), each with the plan :meth:`plan` made."""
+        return self._engine.search(queries, plans)
+
+    def explain(self, query: str, position: int) -> NDArray[np.float32]:
+        """Each word piece's attention over the patches of the image at ``position``: ``[words, gh, gw]``."""
+        return self._engine.explain(query, position)
 
 
 def open_serving_index(path: Path, encoder: ClipEncoder, config: EngineConfig) -> ServingIndex:
-    loaded = load_index(path, encoder.describe())
-    return ServingIndex(loaded, SearchEngine.from_index(loaded, encoder, config), read_sources(loaded.folder))
+    return ServingIndex.serve(load_index(path), encoder, config)
 
 
 class IndexHolder:
@@ -55,12 +140,14 @@ class IndexHolder:
         encoder: ClipEncoder,
         config: EngineConfig,
         on_switch: Callable[[ServingIndex], None] | None = None,
+        current: ServingIndex | None = None,
     ) -> None:
         self.root = Path(root)
         self.encoder = encoder
         self.config = config
         self.on_switch = on_switch
-        self.current = open_serving_index(self.root, encoder, config)
+        # ``current``: the version already opened (``rsir serve`` opens it before the server starts).
+        self.current = current if current is not None else open_serving_index(self.root, encoder, config)
         # Public (shown by /readyz): version and file names, never paths.
         self.last_error: str | None = None
         self._failed: tuple[str, tuple[float, int]] | None = None  # (version, its files' state) that failed
@@ -92,7 +179,7 @@ class IndexHolder:
             return False
         previous, self.current = self.current.version, fresh
         self._set_error(None)
-        log.info("index_switched", previous=previous, version=fresh.version, images=len(fresh.loaded.gallery))
+        log.info("index_switched", previous=previous, version=fresh.version, images=fresh.images)
         if self.on_switch is not None:
             self.on_switch(fresh)
         return True

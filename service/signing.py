@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hmac
 import time
-from typing import Any
+from collections.abc import Sequence
 from urllib.parse import quote
+
+from service.schemas import CaptionHit, ImageHit
 
 _SIG_HEX = 32  # 128 bits of HMAC-SHA256: enough against forgery, short in a URL
 
@@ -46,19 +48,30 @@ def with_token(url: str, token: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}t={quote(token)}"
 
 
-def sign_results(results: list[dict[str, Any]], signer: UrlSigner, key_id: str) -> list[dict[str, Any]]:
+def sign_results(
+    results: Sequence[ImageHit] | Sequence[CaptionHit], signer: UrlSigner, key_id: str
+) -> list[ImageHit] | list[CaptionHit]:
     """Copies of the hits with every image URL signed for ``key_id``."""
-    signed = []
-    for hit in results:
-        image_id = hit.get("id") or hit.get("image_id")
-        token = signer.token(str(image_id), key_id)
-        out = dict(hit)
-        for field in ("image_url", "thumbnail_url"):
-            if field in out:
-                out[field] = with_token(out[field], token)
-        if isinstance(out.get("explain"), dict):
-            explain = dict(out["explain"])
-            explain["overlay_urls"] = [with_token(u, token) for u in explain["overlay_urls"]]
-            out["explain"] = explain
-        signed.append(out)
-    return signed
+    if all(isinstance(hit, CaptionHit) for hit in results):
+        return [_signed_caption(hit, signer, key_id) for hit in results if isinstance(hit, CaptionHit)]
+    return [_signed_image(hit, signer, key_id) for hit in results if isinstance(hit, ImageHit)]
+
+
+def _signed_image(hit: ImageHit, signer: UrlSigner, key_id: str) -> ImageHit:
+    token = signer.token(hit.id, key_id)
+    explain = hit.explain
+    if explain is not None:
+        urls = [with_token(u, token) for u in explain.overlay_urls]
+        explain = explain.model_copy(update={"overlay_urls": urls})
+    return hit.model_copy(
+        update={
+            "image_url": with_token(hit.image_url, token),
+            "thumbnail_url": with_token(hit.thumbnail_url, token),
+            "explain": explain,
+        }
+    )
+
+
+def _signed_caption(hit: CaptionHit, signer: UrlSigner, key_id: str) -> CaptionHit:
+    token = signer.token(hit.image_id, key_id)
+    return hit.model_copy(update={"thumbnail_url": with_token(hit.thumbnail_url, token)})

@@ -25,7 +25,7 @@ from PIL import Image
 
 from index.originals import Original, OriginalChangedError, OriginalUnavailableError, read_original
 from model.errors import InvalidInputError
-from model.images import DEFAULT_MAX_PIXELS, decode_image
+from model.images import decode_image
 from service.errors import ApiError
 from service.overlay import overlay, to_jpeg, to_png
 from service.routes.admission import admitted, image_access
@@ -86,7 +86,7 @@ async def explain_overlay(
     if data is None:
         async with admitted(request):
             loop = asyncio.get_running_loop()
-            maps = await loop.run_in_executor(rt.model_executor, index.engine.explain, query, position)
+            maps = await loop.run_in_executor(rt.model_executor, index.explain, query, position)
         if word >= maps.shape[0]:
             raise ApiError(
                 422, "invalid_request", f"word: the query has {maps.shape[0]} word pieces, got {word}"
@@ -181,8 +181,7 @@ class _Original:
 def _pixel_limit(rt: Runtime, index: ServingIndex) -> int:
     """The decoding limit for originals: never below the one the version was built with, so every
     image the builder accepted also gets a thumbnail and an overlay (uploads keep their own limit)."""
-    built = index.loaded.manifest.extra.get("build_config", {}).get("max_pixels", DEFAULT_MAX_PIXELS)
-    return max(int(built), rt.settings.max_image_pixels)
+    return max(index.built_max_pixels, rt.settings.max_image_pixels)
 
 
 def _thumbnail(image: Image.Image, side: int) -> bytes:

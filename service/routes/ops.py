@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-import rsir
 from service.routes.admission import ops_access
 from service.runtime import runtime
+from service.schemas import ServedIndex, VersionResponse
 
 router = APIRouter(tags=["operations"])
 
@@ -34,8 +34,8 @@ async def readyz(request: Request) -> JSONResponse:
         "model": rt.encoder.describe()["arch"],
         "index": {
             "version": index.version,
-            "images": len(index.loaded.gallery),
-            "live_images": int(index.engine.live_images.sum()),
+            "images": index.images,
+            "live_images": index.live_images,
             "last_switch_error": rt.holder.last_error,
         },
         "cache": {"kind": rt.cache.kind, "ok": await rt.cache.ping()},
@@ -50,22 +50,12 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(runtime(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/version", dependencies=[Depends(ops_access)])
-async def version(request: Request) -> dict[str, Any]:
+@router.get("/version", response_model=VersionResponse, dependencies=[Depends(ops_access)])
+async def version(request: Request) -> VersionResponse:
     """The model (architecture and checkpoint hash) and the index version being served. Names and
     hashes only: where the checkpoint and the index live on the server is not the caller's business."""
     rt = runtime(request)
-    index = rt.holder.current
-    manifest = index.loaded.manifest
     model = {k: v for k, v in rt.encoder.describe().items() if k != "checkpoint"}
-    return {
-        "rsir": rsir.__version__,
-        "model": model,
-        "index": {
-            "version": index.version,
-            "images": manifest.n_images,
-            "captions": manifest.n_captions,
-            "created_unix": manifest.created_unix,
-            "token_codec": manifest.token_codec,
-        },
-    }
+    return VersionResponse(
+        rsir=request.app.version, model=model, index=ServedIndex(**rt.holder.current.describe())
+    )

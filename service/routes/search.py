@@ -9,37 +9,45 @@ import binascii
 import hashlib
 import json
 import time
+from functools import partial
 from typing import Any, Literal
 from urllib.parse import quote
 
 import numpy as np
+import structlog
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from model.errors import InvalidInputError
 from model.images import decode_image
-from search.engine import QueryOptions, SearchResult
+from search.engine import Plan, QueryOptions, SearchResult
 from search.filters import Filters
-from search.options import RECALLS, RERANKS, SARS, TARGETS
+from search.options import RECALLS, RERANKS, SARS, TARGETS, Target
+from service.batcher import MicroBatcher
 from service.cache import cache_key, normalise_query
 from service.errors import ApiError, validation_message
 from service.routes.admission import admitted, authenticate
 from service.routes.images import on_image_thread
 from service.runtime import Runtime, runtime
 from service.schemas import (
+    CaptionHit,
     ErrorResponse,
+    Explanation,
+    ImageHit,
     ImageSearchOptions,
     ImageSearchRequest,
     SearchFilters,
     SearchResponse,
+    SearchResults,
     TextSearchRequest,
 )
 from service.serving_index import ServingIndex
 from service.signing import sign_results
 from service.text import query_problem
 
+log = structlog.get_logger(__name__)
+_LARGE_BODY = 64 * 1024  # cached bodies parsed off the event loop from this size (explain answers)
 router = APIRouter(tags=["search"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 403, 408, 413, 415, 422, 429)
@@ -66,57 +74,17 @@ def json_body(request: Request) -> None:
     responses=_ERRORS,
     dependencies=[Depends(json_body), Depends(authenticate)],
 )
-async def search_text(body: TextSearchRequest, request: Request) -> Response:
+async def search_text(body: TextSearchRequest, request: Request) -> SearchResponse:
     """Images matching a text query: coarse recall, then the FTF rerank of the top candidates."""
     rt = runtime(request)
     started = time.perf_counter()
-    query = body.query
-    problem = query_problem(query, rt.settings.max_query_chars)
+    problem = query_problem(body.query, rt.settings.max_query_chars)
     if problem is not None:
         raise ApiError(422, "invalid_request", problem)
-    k, recall_k = _bounds(rt, body.k, body.recall_k, body.explain)
     index = rt.holder.current
-    s = rt.settings
-    options = QueryOptions(
-        k,
-        recall_k,
-        body.rerank or s.default_rerank,
-        body.explain,
-        _filters(body.filters),
-        recall=body.recall or s.default_recall,
-        ppsr=_ppsr(index, s.default_ppsr, "images", body.recall or s.default_recall)
-        if body.ppsr is None
-        else body.ppsr,
-        sar=body.sar or s.default_sar,
-    )
-    plan = index.engine.validate(options, "text")  # a 422 now, not from inside a batch
-    methods = _methods(options)
-    normal = {
-        "query": normalise_query(query),
-        "k": k,
-        "recall_k": recall_k,
-        "explain": body.explain,
-        "filters": body.filters.model_dump(mode="json") if body.filters else None,
-        **methods,
-    }
-    key = cache_key(f"{rt.model_id}|{index.engine.scoring_id}", index.version, "text", normal)
-    async with admitted(request):
-        cached = await _cached(rt, key, request, started)
-        if cached is not None:
-            return cached
-        result, waited = await _submit(rt, rt.text_batcher.submit((index.engine, query, plan)))
-    words = rt.encoder.word_pieces(query) if body.explain else []
-    payload: dict[str, Any] = {
-        "results": _image_hits(index, result, k, query, words),
-        "target": "images",
-        "index_version": index.version,
-    }
-    if body.explain and result.attention is None:
-        payload["explain_note"] = (
-            f"no explanation with rerank {options.rerank!r}: the maps are the FTF block's attention of "
-            "each query word over the image's patches; ask for rerank 'ftf'"
-        )
-    return await _respond(rt, key, payload, result, waited, request, started)
+    plan = _plan(rt, index, body, "images", image_query=False, explain=body.explain, distinct=False)
+    key = _key(rt, index, {"query": normalise_query(body.query)}, plan, body.filters)
+    return await _search(request, started, key, rt.text_batcher, (index, body.query, plan), body.query)
 
 
 @router.post(
@@ -151,7 +119,7 @@ async def search_text(body: TextSearchRequest, request: Request) -> Response:
         }
     },
 )
-async def search_image(request: Request) -> Response:
+async def search_image(request: Request) -> SearchResponse:
     """Query by example: an uploaded image searched over the images (``target=images``, coarse
     order) or over the indexed captions (``target=captions``, reranked by the FTF block).
 
@@ -159,58 +127,41 @@ async def search_image(request: Request) -> Response:
     admitted: a slow upload must not hold a slot of model work while it dribbles in."""
     rt = runtime(request)
     started = time.perf_counter()
-    options_model, data = await _read_image_request(request)
-    k, recall_k = _bounds(rt, options_model.k, options_model.recall_k, False)
+    body, data = await _read_image_request(request)
     index = rt.holder.current
-    target = options_model.target
-    s = rt.settings
-    cross = target == "captions"  # PPSR and SAR correct cross-modal scores only
-    options = QueryOptions(
-        k,
-        recall_k,
-        options_model.rerank or (s.default_rerank if cross else "none"),
-        False,
-        _filters(options_model.filters),
-        target,
-        recall=options_model.recall or s.default_recall,
-        ppsr=(cross and _ppsr(index, s.default_ppsr, target, options_model.recall or s.default_recall))
-        if options_model.ppsr is None
-        else options_model.ppsr,
-        sar=options_model.sar or (s.default_sar if cross else "off"),
-        distinct=options_model.distinct,
-    )
-    plan = index.engine.validate(options, "image")
-    methods = _methods(options)
-    normal = {
-        "image_sha256": hashlib.sha256(data).hexdigest(),
-        "k": k,
-        "recall_k": recall_k,
-        "target": target,
-        "distinct": options.distinct,
-        "filters": options_model.filters.model_dump(mode="json") if options_model.filters else None,
-        **methods,
-    }
-    key = cache_key(f"{rt.model_id}|{index.engine.scoring_id}", index.version, "image", normal)
+    plan = _plan(rt, index, body, body.target, image_query=True, explain=False, distinct=body.distinct)
+    key = _key(rt, index, {"image_sha256": hashlib.sha256(data).hexdigest()}, plan, body.filters)
     image = await _decode_upload(rt, data)
-    async with admitted(request):
-        cached = await _cached(rt, key, request, started)
-        if cached is not None:
-            return cached
-        result, waited = await _submit(rt, rt.image_batcher.submit((index.engine, image, plan)))
-    hits = _image_hits(index, result, k, None, []) if target == "images" else _caption_hits(index, result)
-    payload = {"results": hits, "target": target, "index_version": index.version}
-    return await _respond(rt, key, payload, result, waited, request, started)
+    return await _search(request, started, key, rt.image_batcher, (index, image, plan), None)
 
 
 # -- request handling --------------------------------------------------------------------------------
 async def _read_image_request(request: Request) -> tuple[ImageSearchOptions, bytes]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
-        form = await request.form(max_files=1, max_fields=16)
+        try:
+            form = await request.form(max_files=1, max_fields=16)
+        except StarletteHTTPException as exc:
+            # Starlette's answer to a body its multipart parser cannot read (no boundary, a part
+            # without a name, too many files or fields): its reason, in the API's error body.
+            if exc.status_code != 400:
+                raise  # over the size or time limit: the middleware's own answer
+            given = request.headers.get("content-type", "").partition("boundary=")[2]
+            declared = given.split(";")[0].strip().strip('"')[:70] or None  # RFC 2046: 70 characters at most
+            raise ApiError(
+                400,
+                "invalid_multipart",
+                f"the multipart body cannot be read: {exc.detail} (the content type declares "
+                f"boundary {declared!r})",
+            ) from exc
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
+            # Also what a body cut short inside the file part reads as: the parser keeps no half part.
             raise ApiError(
-                422, "invalid_request", "file: a multipart field named 'file' holding the image is required"
+                422,
+                "invalid_request",
+                "file: a multipart file field named 'file' holding the image is required; none arrived "
+                "complete",
             )
         fields: dict[str, Any] = {k: v for k, v in form.items() if k != "file" and isinstance(v, str)}
         if "filters" in fields:
@@ -271,86 +222,151 @@ def _bounds(rt: Runtime, k: int | None, recall_k: int | None, explain: bool) -> 
     return k, recall_k
 
 
-def _ppsr(index: ServingIndex, default: bool | None, side: str, recall: str) -> bool:
-    """The server's PPSR default; ``None`` means on where the index holds PPSR's data for ``side``
-    and the recall method (hash recall's correction needs its own term, over Hamming scores)."""
-    if default is not None:
-        return default
-    return index.engine.ppsr_available(recall, side)
+def _plan(
+    rt: Runtime,
+    index: ServingIndex,
+    asked: TextSearchRequest | ImageSearchOptions,
+    target: Target,
+    *,
+    image_query: bool,
+    explain: bool,
+    distinct: bool,
+) -> Plan:
+    """The engine's plan for a text or an image query, the server's defaults filling what the
+    request leaves out, checked by the engine (a 422 now, not from inside a batch).
+
+    The FTF block, PPSR and SAR score text-image pairs: an image query over images (no text on
+    either side) defaults to none of them, every other query to the server's defaults."""
+    s = rt.settings
+    k, recall_k = _bounds(rt, asked.k, asked.recall_k, explain)
+    cross = not image_query or target == "captions"
+    recall = asked.recall or s.default_recall
+    if asked.ppsr is not None:
+        ppsr = asked.ppsr
+    elif s.default_ppsr is not None:
+        ppsr = cross and s.default_ppsr
+    else:  # on where the version holds PPSR's data for this side and recall method
+        ppsr = cross and index.ppsr_available(recall, target)
+    options = QueryOptions(
+        k,
+        recall_k,
+        asked.rerank or (s.default_rerank if cross else "none"),
+        explain,
+        _filters(asked.filters),
+        target,
+        recall=recall,
+        ppsr=ppsr,
+        sar=asked.sar or (s.default_sar if cross else "off"),
+        distinct=distinct,
+    )
+    return index.plan(options, "image" if image_query else "text")
 
 
-def _methods(o: QueryOptions) -> dict[str, object]:
-    return {"rerank": o.rerank, "recall": o.recall, "ppsr": o.ppsr, "sar": o.sar}
-
-
-def _filters(filters: SearchFilters | None) -> Filters | None:
-    if filters is None:
+def _filters(asked: SearchFilters | None) -> Filters | None:
+    if asked is None:
         return None
     return Filters(
-        bbox=filters.bbox,
-        time_from=int(filters.time_from.timestamp()) if filters.time_from else None,
-        time_to=int(filters.time_to.timestamp()) if filters.time_to else None,
-        sensors=tuple(filters.sensor) if filters.sensor else None,
-        tags=tuple(filters.tags) if filters.tags else None,
+        bbox=asked.bbox,
+        time_from=int(asked.time_from.timestamp()) if asked.time_from else None,
+        time_to=int(asked.time_to.timestamp()) if asked.time_to else None,
+        sensors=tuple(asked.sensor) if asked.sensor else None,
+        tags=tuple(asked.tags) if asked.tags else None,
     )
 
 
-async def _submit(rt: Runtime, pending: Any) -> tuple[SearchResult, float]:
-    try:
-        result, stats = await pending
-    except InvalidInputError:
-        raise
+def _key(
+    rt: Runtime, index: ServingIndex, query: dict[str, str], plan: Plan, filters: SearchFilters | None
+) -> str:
+    """The result cache's key: the model, the engine's scoring, the version and everything in the
+    request that changes the answer (``query``: the normalised text or the image's hash)."""
+    o = plan.options
+    normal = {
+        **query,
+        "k": o.k,
+        "recall_k": o.recall_k,
+        "explain": o.explain,
+        "target": o.target,
+        "distinct": o.distinct,
+        "filters": filters.model_dump(mode="json") if filters else None,
+        "rerank": o.rerank,
+        "recall": o.recall,
+        "ppsr": o.ppsr,
+        "sar": o.sar,
+    }
+    route = "image" if plan.image_query else "text"
+    return cache_key(f"{rt.model_id}|{index.scoring_id}", index.version, route, normal)
+
+
+# -- answering ---------------------------------------------------------------------------------------
+async def _search(
+    request: Request,
+    started: float,
+    key: str,
+    batcher: MicroBatcher[Any, SearchResult],
+    job: tuple[ServingIndex, Any, Plan],
+    text: str | None,
+) -> SearchResponse:
+    """The cached answer, else the engine's (through the batcher), shaped, cached and sent."""
+    rt = runtime(request)
+    index, _, plan = job
+    async with admitted(request):
+        cached = await _cached(rt, key, request, started)
+        if cached is not None:
+            return cached
+        result, stats = await batcher.submit(job)
     rt.metrics.stage_seconds.labels("queue").observe(stats.queue_ms / 1000)
     for stage, ms in result.timings_ms.items():
         rt.metrics.stage_seconds.labels(stage).observe(ms / 1000)
-    return result, stats.queue_ms
+    shape = partial(_results, rt, index, result, plan.options, text)
+    # An explain answer holds thousands of floats to check and serialise (ms each): off the event loop.
+    shared, body = await asyncio.to_thread(shape) if plan.options.explain else shape()
+    await rt.cache.set(key, body)
+    timings = {"queue": round(stats.queue_ms, 3), **{k: round(v, 3) for k, v in result.timings_ms.items()}}
+    timings["total"] = _ms(started)
+    return _response(rt, request, shared, "miss" if rt.cache.enabled else "off", timings)
 
 
-async def _cached(rt: Runtime, key: str, request: Request, started: float) -> Response | None:
+async def _cached(rt: Runtime, key: str, request: Request, started: float) -> SearchResponse | None:
     t0 = time.perf_counter()
     raw = await rt.cache.get(key)
     rt.metrics.stage_seconds.labels("cache").observe(time.perf_counter() - t0)
     if raw is None:
         return None
-    payload = json.loads(raw)
-    payload.update(
-        cache="hit",
-        timings_ms={"cache": _ms(t0), "total": _ms(started)},
-        request_id=request.state.request_id,
-    )
-    return await _send(rt, request, payload)
+    try:
+        if len(raw) > _LARGE_BODY:
+            shared = await asyncio.to_thread(SearchResults.model_validate_json, raw)
+        else:
+            shared = SearchResults.model_validate_json(raw)
+    except ValidationError as exc:
+        # Not a body this release writes (an older one sharing the Redis, a damaged entry): answered
+        # afresh, and the fresh answer replaces it.
+        rt.metrics.cache.labels("unreadable").inc()
+        log.warning("cache_entry_unreadable", key=key, error=str(exc.errors()[:1]))
+        return None
+    return _response(rt, request, shared, "hit", {"cache": _ms(t0), "total": _ms(started)})
 
 
-async def _respond(
+def _response(
     rt: Runtime,
-    key: str,
-    payload: dict[str, Any],
-    result: SearchResult,
-    waited_ms: float,
     request: Request,
-    started: float,
-) -> Response:
-    await rt.cache.set(key, (await _dumps(payload)).encode())
-    timings = {"queue": round(waited_ms, 3), **{k: round(v, 3) for k, v in result.timings_ms.items()}}
-    timings["total"] = _ms(started)
-    cache_state: Literal["miss", "off"] = "miss" if rt.cache.enabled else "off"
-    body = {**payload, "cache": cache_state, "timings_ms": timings, "request_id": request.state.request_id}
-    return await _send(rt, request, body)
-
-
-async def _send(rt: Runtime, request: Request, body: dict[str, Any]) -> Response:
-    """The JSON response, with image URLs signed for the caller's key when keys guard the archive."""
+    shared: SearchResults,
+    cache: Literal["hit", "miss", "off"],
+    timings: dict[str, float],
+) -> SearchResponse:
+    """The response, with image URLs signed for the caller's key when keys guard the archive."""
+    results = shared.results
     identity = getattr(request.state, "identity", None)
     if rt.access.api_keys and identity is not None and identity.name.startswith("key:"):
-        body["results"] = sign_results(body["results"], rt.signer, identity.name.removeprefix("key:"))
-    return Response(await _dumps(body), media_type="application/json")
-
-
-async def _dumps(body: dict[str, Any]) -> str:
-    # An explain body holds thousands of floats (~10 ms to serialise): keep that off the event loop.
-    if any(isinstance(hit.get("explain"), dict) for hit in body.get("results", ())):
-        return await asyncio.to_thread(json.dumps, body)
-    return json.dumps(body)
+        results = sign_results(results, rt.signer, identity.name.removeprefix("key:"))
+    return SearchResponse(
+        results=results,
+        target=shared.target,
+        index_version=shared.index_version,
+        explain_note=shared.explain_note,
+        cache=cache,
+        timings_ms=timings,
+        request_id=request.state.request_id,
+    )
 
 
 # -- response shaping --------------------------------------------------------------------------------
@@ -358,54 +374,73 @@ def image_url(image_id: str) -> str:
     return f"/images/{quote(image_id)}"
 
 
+def _results(
+    rt: Runtime, index: ServingIndex, result: SearchResult, o: QueryOptions, text: str | None
+) -> tuple[SearchResults, bytes]:
+    """The engine's answer as the response model, and the bytes the result cache keeps of it."""
+    hits: list[ImageHit] | list[CaptionHit]
+    if o.target == "captions":
+        hits = _caption_hits(index, result)
+    else:
+        words = rt.encoder.word_pieces(text) if o.explain and text is not None else []
+        hits = _image_hits(index, result, o.k, text, words)
+    note = None
+    if o.explain and result.attention is None:
+        note = (
+            f"no explanation with rerank {o.rerank!r}: the maps are the FTF block's attention of "
+            "each query word over the image's patches; ask for rerank 'ftf'"
+        )
+    shared = SearchResults(results=hits, target=o.target, index_version=index.version, explain_note=note)
+    return shared, shared.model_dump_json().encode()
+
+
 def _image_hits(
     index: ServingIndex, result: SearchResult, k: int, query: str | None, words: list[str]
-) -> list[dict[str, Any]]:
-    grid = index.loaded.gallery.grid
+) -> list[ImageHit]:
     hits = []
     for rank, hit in enumerate(result.hits[:k], 1):
-        entry: dict[str, Any] = {
-            "rank": rank,
-            "id": hit.id,
-            "score": hit.score,
-            "coarse_score": hit.coarse,
-            "fine_score": hit.fine,
-            "metadata": index.loaded.metadata.row(hit.index),
-            "image_url": image_url(hit.id),
-            "thumbnail_url": f"{image_url(hit.id)}/thumbnail",
-            "explain": None,
-        }
+        explain = None
         if result.attention is not None and query is not None:
             maps = np.round(result.attention[rank - 1], 4)
-            entry["explain"] = {
-                "words": words[: maps.shape[0]],
-                "grid": list(grid),
-                "maps": maps.tolist(),
-                "overlay_urls": [
+            explain = Explanation(
+                words=words[: maps.shape[0]],
+                grid=index.grid,
+                maps=maps.tolist(),
+                overlay_urls=[
                     f"{image_url(hit.id)}/explain.png?query={quote(query)}&word={w}"
                     for w in range(maps.shape[0])
                 ],
-            }
-        hits.append(entry)
+            )
+        hits.append(
+            ImageHit(
+                rank=rank,
+                id=hit.id,
+                score=hit.score,
+                coarse_score=hit.coarse,
+                fine_score=hit.fine,
+                metadata=index.metadata(hit.index),
+                image_url=image_url(hit.id),
+                thumbnail_url=f"{image_url(hit.id)}/thumbnail",
+                explain=explain,
+            )
+        )
     return hits
 
 
-def _caption_hits(index: ServingIndex, result: SearchResult) -> list[dict[str, Any]]:
-    store = index.loaded.gallery.captions
-    assert store is not None  # the engine refuses target=captions without captions
+def _caption_hits(index: ServingIndex, result: SearchResult) -> list[CaptionHit]:
     hits = []
     for rank, hit in enumerate(result.hits, 1):
-        image_id = index.loaded.gallery.ids[int(store.image_index[hit.index])]
+        image_id = index.caption_image(hit.index)
         hits.append(
-            {
-                "rank": rank,
-                "caption": hit.id,
-                "image_id": image_id,
-                "score": hit.score,
-                "coarse_score": hit.coarse,
-                "fine_score": hit.fine,
-                "thumbnail_url": f"{image_url(image_id)}/thumbnail",
-            }
+            CaptionHit(
+                rank=rank,
+                caption=hit.id,
+                image_id=image_id,
+                score=hit.score,
+                coarse_score=hit.coarse,
+                fine_score=hit.fine,
+                thumbnail_url=f"{image_url(image_id)}/thumbnail",
+            )
         )
     return hits
 

@@ -166,3 +166,30 @@ def test_replicas_configured_to_score_differently_do_not_share_cached_results(
         assert _search(client, "ships at a pier").json()["cache"] == "miss", other
         assert _search(client, "ships at a pier").json()["cache"] == "hit", other
     assert len(redis_server.keys("rsir:result:*")) == 3
+
+
+def test_a_cached_body_the_response_model_refuses_is_answered_afresh(
+    serve: ServerFactory, redis_server: RedisProcess
+):
+    # E.g. an entry written by another release sharing the Redis, or damaged: never sent as is.
+    client = serve(redis_url=redis_server.url).client()
+    first = _search(client, "forest by the river")
+    (key,) = redis_server.keys("rsir:result:*")
+    good = redis_server.get(key)
+    assert good is not None
+    stored = json.loads(good)
+    junk = [
+        b"not json",
+        json.dumps({**stored, "results": [{"rank": "first"}]}).encode(),
+        json.dumps({k: v for k, v in stored.items() if k != "target"}).encode(),
+        json.dumps({**stored, "target": "videos"}).encode(),
+    ]
+    unreadable = metric(client, "rsir_cache_total", result="unreadable")
+    for body in junk:
+        redis_server.client.set(key, body)
+        again = _search(client, "forest by the river")
+        assert again.json()["cache"] == "miss", body
+        _same_results(first, again)
+        assert redis_server.get(key) == good  # the fresh answer replaced it, byte for byte
+    assert metric(client, "rsir_cache_total", result="unreadable") == unreadable + len(junk)
+    assert _search(client, "forest by the river").json()["cache"] == "hit"

@@ -25,6 +25,7 @@ from index.versions import (
     resolve_version,
     validate_version,
 )
+from tests.conftest import REPO, TEST_CONFIGS, TINY_ARCH
 from tests.service.conftest import TinyIndex
 
 
@@ -157,6 +158,7 @@ def _rsir(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "case",
     ["recall.faiss truncated", "manifest.json truncated", "images.json one id short", "patches truncated"],
@@ -190,3 +192,54 @@ def test_index_use_refuses_a_broken_version_and_keeps_current(tiny_index: TinyIn
     assert (root / "CURRENT").read_text().strip() == "v0005"
     unknown = _rsir("index", "use", "v0099", "--index", str(root))
     assert unknown.returncode == 2 and "v0005" in unknown.stderr
+
+
+@pytest.mark.slow
+def test_serve_on_an_index_of_another_model_exits_2_naming_both(tiny_index: TinyIndex):
+    # The session's index was built with the tests' tiny model; ``rsir serve`` loads the default one.
+    built = json.loads((resolve_version(tiny_index.root) / "manifest.json").read_text())["encoder"]["arch"]
+    run = _rsir("serve", "--index", str(tiny_index.root), "--port", "1")
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), run.stderr
+    assert f"arch={built!r}" in lines[0] and "arch='rsir-vit-tiny'" in lines[0], lines[0]
+
+
+_SERVE_COUNTING_READS = """
+import json, sys
+from pathlib import Path
+import faiss, open_clip, uvicorn
+from fastapi.testclient import TestClient
+from rsir.cli import main
+open_clip.add_model_config(Path(sys.argv[1]))
+reads = []
+read_index = faiss.read_index
+faiss.read_index = lambda path, *rest: reads.append(Path(path).name) or read_index(path, *rest)
+
+def run(server, *args, **kwargs):  # instead of listening: start the app, search once, stop
+    with TestClient(server.config.app) as client:
+        status = client.post("/search/text", json={"query": "boats", "k": 3}).status_code
+    print(json.dumps({"reads": sorted(reads), "search": status}))
+
+uvicorn.Server.run = run
+sys.argv = ["rsir", "serve", "--index", sys.argv[2], "--port", "1"]
+main()
+"""
+
+
+@pytest.mark.slow
+def test_serve_reads_each_faiss_file_once(tiny_index: TinyIndex):
+    # Before: validate_version read them before the server started, and load_index again at start-up.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RSIR_")}
+    env |= {"PYTHONPATH": str(REPO), "RSIR_MODEL": TINY_ARCH, "RSIR_DEVICE": "cpu", "RSIR_INDEX_POLL_S": "0"}
+    run = subprocess.run(
+        [sys.executable, "-c", _SERVE_COUNTING_READS, str(TEST_CONFIGS), str(tiny_index.root)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report == {"reads": ["caption_recall.faiss", "recall.faiss"], "search": 200}, report

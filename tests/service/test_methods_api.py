@@ -3,10 +3,13 @@ index the builder wrote, against the engine called directly; bad values and miss
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import httpx
 import pytest
 
 from index.versions import load_index
+from model.images import decode_image
 from search.engine import QueryOptions, SearchEngine
 from tests.service.conftest import ServerFactory, TinyIndex, assert_error
 
@@ -63,3 +66,31 @@ def test_server_default_turns_ppsr_on_where_the_index_has_its_data(
     # An explicit false wins over the default.
     plain = client.post("/search/text", json=body | {"ppsr": False}).json()["results"]
     assert [h["coarse_score"] for h in plain] == pytest.approx([h.coarse for h in without.hits], abs=1e-5)
+
+
+def test_server_defaults_fill_text_and_image_queries_alike(
+    serve: ServerFactory, engine: SearchEngine, tiny_index: TinyIndex
+) -> None:
+    # Every query with text on one side takes the server's rerank, SAR and PPSR defaults; an image
+    # query over images (no text on either side) takes none of them.
+    client = serve(default_rerank="local", default_sar="soft", default_ppsr=None).client()
+    data = tiny_index.file(tiny_index.ids[5]).read_bytes()
+    image = decode_image(data)
+    text = client.post("/search/text", json={"query": QUERY, "k": 5, "recall_k": 20})
+    captions = client.post(
+        "/search/image",
+        files={"file": ("q.png", data)},
+        data={"k": "5", "recall_k": "20", "target": "captions"},
+    )
+    images = client.post("/search/image", files={"file": ("q.png", data)}, data={"k": "5", "recall_k": "20"})
+    cross = QueryOptions(5, 20, "local", sar="soft", ppsr=True)
+    expected = [
+        (text, engine.search([QUERY], [cross])[0], "id"),
+        (captions, engine.search([image], [replace(cross, target="captions")])[0], "caption"),
+        (images, engine.search([image], [QueryOptions(5, 20, "none")])[0], "id"),
+    ]
+    for response, want, field in expected:
+        assert response.status_code == 200, response.text
+        hits = response.json()["results"]
+        assert [h[field] for h in hits] == [h.id for h in want.hits]
+        assert [h["score"] for h in hits] == pytest.approx([h.score for h in want.hits], abs=1e-5)

@@ -32,6 +32,8 @@ def test_healthz_readyz_and_version(client: httpx.Client, tiny_index: TinyIndex,
     assert version["index"]["version"] == current
     assert version["index"]["images"] == len(tiny_index.ids)
     assert version["index"]["captions"] == sum(len(c) for c in tiny_index.captions.values())
+    assert list(version) == ["rsir", "model", "index"]
+    assert list(version["index"]) == ["version", "images", "captions", "created_unix", "token_codec"]
 
 
 def test_metrics_expose_the_service_families(client: httpx.Client):
@@ -80,6 +82,34 @@ def test_openapi_lists_the_routes(server: LiveServer, client: httpx.Client):
     assert {"multipart/form-data", "application/json"} <= set(image_body)
     json_body = image_body["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
     assert "image_base64" in spec["components"]["schemas"][json_body]["properties"]
+    # Both searches answer the one response model, which FastAPI checks and describes.
+    schemas = spec["components"]["schemas"]
+    for path in ("/search/text", "/search/image"):
+        ok = paths[path]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert ok == {"$ref": "#/components/schemas/SearchResponse"}, ok
+    response = schemas["SearchResponse"]
+    assert set(response["properties"]) == {
+        "results",
+        "target",
+        "index_version",
+        "explain_note",
+        "cache",
+        "timings_ms",
+        "request_id",
+    }
+    assert set(response["required"]) == {
+        "results",
+        "target",
+        "index_version",
+        "cache",
+        "timings_ms",
+        "request_id",
+    }
+    version = paths["/version"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert version == {"$ref": "#/components/schemas/VersionResponse"}, version
+    assert set(schemas["VersionResponse"]["properties"]) == {"rsir", "model", "index"}
+    hits = response["properties"]["results"]["anyOf"]
+    assert [h["items"]["$ref"].rsplit("/", 1)[-1] for h in hits] == ["ImageHit", "CaptionHit"]
 
     # Every reference in the description points at something it holds (a client generator needs it).
     def refs(node: Any) -> Iterator[str]:
