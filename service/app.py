@@ -38,8 +38,12 @@ def engine_config(settings: Settings) -> EngineConfig:
     return EngineConfig(
         ftf=FTFParams(tau=settings.tau, lam=settings.lam),
         default_recall_k=settings.default_recall_k,
+        # The server's bounds are the engine's: its check (engine.validate, before the batcher) is
+        # the only one a request's options meet.
         max_recall_k=settings.max_recall_k,
-        max_k=max(settings.max_k, settings.max_recall_k),
+        max_k=settings.max_k,
+        max_explain_k=settings.max_explain_k,
+        allow_recall_k_below_k=False,
         query_batch=max(settings.batch_max, 1),
         device=settings.device,
         dtype=settings.dtype,

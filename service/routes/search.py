@@ -207,21 +207,6 @@ def _validate(model: type[ImageSearchOptions], fields: dict[str, Any]) -> ImageS
         raise ApiError(status, code, message) from exc
 
 
-def _bounds(rt: Runtime, k: int | None, recall_k: int | None, explain: bool) -> tuple[int, int]:
-    s = rt.settings
-    k = s.default_k if k is None else k
-    limit = min(s.max_k, s.max_explain_k) if explain else s.max_k
-    if not 1 <= k <= limit:
-        what = " with explain" if explain else ""
-        raise ApiError(422, "invalid_request", f"k: must be between 1 and {limit}{what}, got {k}")
-    recall_k = max(s.default_recall_k, k) if recall_k is None else recall_k
-    if not k <= recall_k <= s.max_recall_k:
-        raise ApiError(
-            422, "invalid_request", f"recall_k: must be between k ({k}) and {s.max_recall_k}, got {recall_k}"
-        )
-    return k, recall_k
-
-
 def _plan(
     rt: Runtime,
     index: ServingIndex,
@@ -232,13 +217,15 @@ def _plan(
     explain: bool,
     distinct: bool,
 ) -> Plan:
-    """The engine's plan for a text or an image query, the server's defaults filling what the
-    request leaves out, checked by the engine (a 422 now, not from inside a batch).
+    """The engine's plan for a text or an image query: the server's defaults fill what the request
+    leaves out, and the engine checks the options against its bounds (the server's, through
+    ``service.app.engine_config``) once, here: a 422 now, not from inside a batch.
 
     The FTF block, PPSR and SAR score text-image pairs: an image query over images (no text on
     either side) defaults to none of them, every other query to the server's defaults."""
     s = rt.settings
-    k, recall_k = _bounds(rt, asked.k, asked.recall_k, explain)
+    k = s.default_k if asked.k is None else asked.k
+    recall_k = max(s.default_recall_k, k) if asked.recall_k is None else asked.recall_k
     cross = not image_query or target == "captions"
     recall = asked.recall or s.default_recall
     if asked.ppsr is not None:
