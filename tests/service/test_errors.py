@@ -87,6 +87,7 @@ def test_a_body_that_is_not_an_object_is_422(client: httpx.Client, body: object)
         ({"query": "boats", "k": 20, "recall_k": 10}, "recall_k"),
         ({"query": "boats", "recall_k": 1001}, "recall_k"),
         ({"query": "boats", "recall_k": 0}, "recall_k"),
+        ({"query": "boats", "k": 51, "explain": True}, "50"),  # the settings' max_explain_k
     ],
 )
 def test_out_of_bounds_values_are_422(client: httpx.Client, body: dict[str, object], word: str):
