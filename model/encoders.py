@@ -136,7 +136,7 @@ class ClipEncoder:
             mean=preprocess_cfg.get("mean"),
             std=preprocess_cfg.get("std"),
         )
-        self._causal_text = towers.is_causal(self.model)
+        self._truncate_text = towers.truncatable(self.model)
 
     @property
     def dim(self) -> int:
@@ -210,7 +210,7 @@ class ClipEncoder:
     def encode_token_ids(self, token_ids: torch.Tensor) -> TextFeatures:
         """``[B,L]`` ids -> features; word tokens are trimmed to the batch's longest text."""
         vectors, words, mask = towers.text_features(
-            self.model, token_ids.to(self.device), self._special_ids, self._causal_text
+            self.model, token_ids.to(self.device), self._special_ids, self._truncate_text
         )
         return TextFeatures(vectors, words, mask)
 
