@@ -18,7 +18,9 @@ GFLOP/s) and a read of a 256 MiB tensor (memory bandwidth), in the same rounds a
 from other processes falls on all three. The block's two products cost ``4 n M d`` FLOPs a pair
 (``W P^T`` and ``a P``; the rest is ``O(n M (n + 1))``), and a text query's candidates bring ``M d``
 token values each from memory: the table gives the block's GFLOP/s, its fraction of the GEMM rate,
-and the roofline ``min(GEMM rate / FLOPs, bandwidth / bytes)`` pairs/s. Rates come from wall time
+and the roofline ``min(GEMM rate / FLOPs, bandwidth / bytes)`` pairs/s; for text queries also the
+two products alone at the block's shapes (what the block would reach if everything else were free).
+Rates come from wall time
 and from CPU time (``time.process_time``); at ``--threads 1`` the CPU-time rate is what the machine
 gives one core, time slices lost to other processes left out (on a shared machine the wall rate of
 an OpenMP team is set by its slowest thread's time slices).
@@ -87,16 +89,36 @@ class _Bound:
         self.gemm: list[tuple[float, float]] = []
         self.read: list[tuple[float, float]] = []
 
-    def round(self) -> None:
+        self.products: list[tuple[float, float]] = []
+
+    def round(self, products: Callable[[], object] | None) -> None:
         self.gemm.append(_timed(lambda: self.a @ self.b, self.device))
         self.read.append(_timed(self.stream.sum, self.device))
+        if products:
+            self.products.append(_timed(products, self.device))
 
     def figures(self) -> dict[str, float]:
         flops, out = 2 * GEMM_N**3, {}
         for i, clock in enumerate(("wall", "cpu")):
             out[f"gemm_gflops_{clock}"] = flops / statistics.median(t[i] for t in self.gemm[1:]) / 1e9
             out[f"read_gbps_{clock}"] = STREAM_BYTES / statistics.median(t[i] for t in self.read[1:]) / 1e9
+            if self.products:
+                out[f"products_s_{clock}"] = statistics.median(t[i] for t in self.products[1:])
         return out
+
+
+def _products(W: torch.Tensor, P: torch.Tensor) -> Callable[[], object]:
+    """The t2i block's two products alone, at its shapes, query by query: ``W P^T`` as one GEMM over
+    the candidates and ``a P`` as a batch of ``[n, M] x [M, d]`` products (``a`` random weights)."""
+    Q, K, M, d = P.shape
+    a = torch.rand(Q, K, W.shape[1], M, generator=torch.Generator().manual_seed(2)).to(P)
+
+    def run() -> None:
+        for q in range(Q):
+            W[q] @ P[q].reshape(K * M, d).T
+            torch.bmm(a[q], P[q])
+
+    return run
 
 
 def _case(
@@ -167,6 +189,7 @@ def measure(args: argparse.Namespace, M: int, device: torch.device) -> list[dict
     timings: dict[torch.dtype, list[tuple[float, float]]] = {dt: [] for dt in dtypes}
     Q, K = args.queries, args.k
     bound = _Bound(device) if args.bound else None
+    products = _products(W32, P32) if args.direction == "t2i" and not args.from_store else None
     with torch.inference_mode():
         store = _Store(W32, P32, args.direction) if args.from_store else None
         for _ in range(args.repeats + 1):  # the first round warms up
@@ -179,7 +202,7 @@ def measure(args: argparse.Namespace, M: int, device: torch.device) -> list[dict
                 )
                 timings[dt].append(_timed(run, device))
             if bound:
-                bound.round()
+                bound.round(products)
         timings = {dt: s[1:] for dt, s in timings.items()}
         seconds = {dt: [t[0] for t in s] for dt, s in timings.items()}
         rows = []
@@ -236,6 +259,8 @@ def _roofline(
         out[f"gflops_{clock}"] = row[key] * flops / 1e9
         out[f"of_gemm_{clock}"] = row[key] * flops / 1e9 / gemm
         out[f"roofline_pairs_per_s_{clock}"] = min(gemm * 1e9 / flops, read * 1e9 / pair_bytes)
+        if f"products_s_{clock}" in bound:
+            out[f"products_pairs_per_s_{clock}"] = args.queries * args.k / bound[f"products_s_{clock}"]
     return out
 
 
@@ -317,9 +342,9 @@ def main() -> None:
         print()
         print(
             "| M | dtype | clock | block GFLOP/s | GEMM GFLOP/s | block / GEMM | read GB/s "
-            "| FLOPs, bytes a pair | roofline pairs/s | pairs/s |"
+            "| FLOPs, bytes a pair | roofline pairs/s | products alone pairs/s | pairs/s |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             for clock, key in (("wall", "pairs_per_s"), ("cpu", "cpu_pairs_per_s")):
                 print(
@@ -327,7 +352,7 @@ def main() -> None:
                     f"| {r[f'gemm_gflops_{clock}']:.1f} | {r[f'of_gemm_{clock}']:.2f} "
                     f"| {r[f'read_gbps_{clock}']:.1f} | {r['flops_per_pair'] / 1e6:.2f} M, "
                     f"{r['bytes_per_pair'] / 1e3:.0f} kB | {r[f'roofline_pairs_per_s_{clock}']:,.0f} "
-                    f"| {r[key]:,.0f} |"
+                    f"| {r.get(f'products_pairs_per_s_{clock}', float('nan')):,.0f} | {r[key]:,.0f} |"
                 )
 
 

@@ -11,7 +11,7 @@ timed in alternation, round after round, so that load from other processes falls
 
 - ``float32``: the encoder as served (``ClipEncoder`` runs float32 on the CPU);
 - ``bf16-autocast``: the float32 model under ``torch.autocast("cpu", torch.bfloat16)``;
-- ``bf16-model``: a bfloat16 copy of the model.
+- ``bf16-model``: the text tower cast to bfloat16 (``EncoderConfig(text_dtype="bfloat16")``).
 
 each on the whole context (``full``) and on the batch's real length (``truncated``). ViT-B/32 has
 random weights (the cost does not depend on them); ``rsir-vit-tiny`` runs its shipped weights.
@@ -96,7 +96,8 @@ def run_child(args: argparse.Namespace) -> list[dict[str, Any]]:
     for arch in args.arch:
         enc = _encoder(arch)
         models = {"float32": enc.model, "bf16-autocast": enc.model}
-        models["bf16-model"] = copy.deepcopy(enc.model).to(torch.bfloat16)
+        models["bf16-model"] = copy.deepcopy(enc.model)  # what EncoderConfig(text_dtype="bfloat16") runs
+        towers.cast_text_tower(models["bf16-model"], torch.bfloat16)
         for batch in args.batch:
             texts = [CAPTIONS[i % len(CAPTIONS)] for i in range(batch)]
             ids, specials = enc.tokenize(texts), enc._special_ids

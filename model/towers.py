@@ -157,6 +157,23 @@ def real_length(model: nn.Module, token_ids: torch.Tensor) -> int:
     return last + 1
 
 
+def cast_text_tower(model: nn.Module, dtype: torch.dtype) -> None:
+    """Cast the text tower's weights (and its causal mask) to ``dtype`` in place, the image tower not:
+    CLIP keeps the text parts on the model itself, CustomTextCLIP in ``model.text``."""
+    tower = _text_tower(model)
+    if tower is not model:
+        tower.to(dtype)
+        return
+    for name in ("token_embedding", "transformer", "ln_final", "positional_embedding", "text_projection"):
+        part = getattr(model, name, None)
+        if isinstance(part, nn.Parameter):
+            part.data = part.data.to(dtype)
+        elif isinstance(part, nn.Module):
+            part.to(dtype)
+    if getattr(model, "attn_mask", None) is not None:
+        model.attn_mask = model.attn_mask.to(dtype)
+
+
 def word_mask(token_ids: torch.Tensor, special_ids: tuple[int, ...]) -> torch.Tensor:
     """``[B,L]`` bool, True at real words: padding (0) and the given start/end ids are excluded."""
     mask = token_ids != 0

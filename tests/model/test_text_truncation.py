@@ -18,6 +18,7 @@ from torch import nn
 
 from model import towers
 from model.encoders import DEFAULT_ARCH, DEFAULT_WEIGHTS, ClipEncoder, EncoderConfig, build_model
+from model.errors import InvalidInputError
 from model.ftf import text_to_image
 from tests.conftest import TINY_ARCH
 
@@ -131,3 +132,21 @@ def test_towers_where_padding_matters_run_the_whole_context(change: str) -> None
     torch.testing.assert_close(served.vectors, full[0], atol=0, rtol=0)
     # the guard is needed: truncating such a tower changes its output
     assert not torch.allclose(cut[0], full[0], atol=1e-3)
+
+
+def test_bfloat16_text_tower_is_a_choice_and_images_are_unchanged(shipped: ClipEncoder) -> None:
+    bf16 = ClipEncoder(
+        EncoderConfig(arch=DEFAULT_ARCH, checkpoint=DEFAULT_WEIGHTS, device="cpu", text_dtype="bfloat16")
+    )
+    assert shipped.text_dtype == torch.float32 and bf16.text_dtype == torch.bfloat16
+    texts = [LONG, SHORT]
+    want, got = shipped.encode_texts(texts), bf16.encode_texts(texts)
+    assert got.vectors.dtype == got.tokens.dtype == torch.float32
+    # bfloat16 keeps 8 bits: unit vectors move by about 1e-3, not by their size
+    torch.testing.assert_close(got.vectors, want.vectors, atol=2e-2, rtol=0)
+    assert float((got.vectors - want.vectors).abs().max()) > 0
+    torch.testing.assert_close(got.tokens, want.tokens, atol=5e-2, rtol=0)
+    pixels = torch.rand(2, 3, 224, 224)
+    assert torch.equal(bf16.encode_pixels(pixels).patches, shipped.encode_pixels(pixels).patches)
+    with pytest.raises(InvalidInputError, match="text_dtype must be one of auto, float32, bfloat16"):
+        EncoderConfig(text_dtype="float64")
