@@ -9,8 +9,8 @@ For one (text, image) pair with word tokens ``W`` (n x d, masked) and patch toke
   ``s_vt = mean_j cos(p_j, what_j)``;
 - ``s_f = (s_tv + s_vt) / 2``; fused with the coarse score by :func:`fuse`.
 
-Everything is computed for ``Q`` queries x ``K`` candidates at once, in chunks of pairs whose tokens
-stay in the cache between the two products (``_CHUNK_BYTES``). Both directions of search use the same
+Everything is computed for ``Q`` queries x ``K`` candidates at once (the attended vectors in chunks
+of pairs, ``_CHUNK_BYTES``). Both directions of search use the same
 function: a text query broadcasts ``W`` over its ``K`` image candidates, an image query broadcasts
 ``P`` over its ``K`` caption candidates.
 
@@ -32,9 +32,11 @@ DEFAULT_TAU = 0.05
 DEFAULT_LAMBDA = 0.5
 # Applied in the accumulation dtype only: in float16 1e-8 rounds to 0, and 0 / 0 is NaN.
 _EPS = 1e-8
-# Pairs are scored in chunks whose tokens and attended vectors take about this many bytes, so that
-# the second product and the norms find them in the cache instead of in memory.
-_CHUNK_BYTES = 8 * 2**20
+# The attended vectors a_i P ([pairs, n, d], the block's largest tensor) are formed and reduced to their
+# norms in chunks of pairs whose patches and vectors take about this many bytes, which bounds the
+# block's peak memory for any batch. Not smaller: each chunk is two more parallel ops, and on a loaded
+# 2-core machine every op waits for both threads (lab/HISTORY.md, "Rerank near its limit").
+_CHUNK_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -85,64 +87,15 @@ def interaction(
     _check_inputs(words, word_mask, patches, tau)
     mask = word_mask.to(torch.bool)
     acc = accumulation_dtype(words.dtype, patches.dtype)
-    Q, K = max(words.shape[0], patches.shape[0]), max(words.shape[1], patches.shape[1])
-    (n, d), M = words.shape[2:], patches.shape[2]
-    # A chunk's working set: its candidates' tokens and the [n, d] attended vectors of its pairs.
-    pair_bytes = ((M if patches.shape[1] > 1 else n) + n) * d * torch.finfo(acc).bits // 8
-    pairs = max(1, _CHUNK_BYTES // pair_bytes)
-    k_step = min(K, pairs)
-    q_step = max(1, pairs // K) if k_step == K else 1
-    if q_step >= Q:
-        return _block(words, mask, patches, tau, acc, return_attention)
-    rows = [
-        [
-            _block(
-                _part(words, q, q_step, k, k_step),
-                _part(mask, q, q_step, k, k_step),
-                _part(patches, q, q_step, k, k_step),
-                tau,
-                acc,
-                return_attention,
-            )
-            for k in range(0, K, k_step)
-        ]
-        for q in range(0, Q, q_step)
-    ]
-
-    def joined(field: str) -> torch.Tensor:
-        return torch.cat([torch.cat([getattr(o, field) for o in row], dim=1) for row in rows])
-
-    return FTFOutput(
-        fine=joined("fine"),
-        s_tv=joined("s_tv"),
-        s_vt=joined("s_vt"),
-        attention=joined("attention") if return_attention else None,
-    )
-
-
-def _part(x: torch.Tensor, q: int, q_step: int, k: int, k_step: int) -> torch.Tensor:
-    """Queries ``q:q+q_step`` and candidates ``k:k+k_step`` of ``x``; a broadcast (size 1) axis whole."""
-    if x.shape[0] > 1:
-        x = x[q : q + q_step]
-    return x[:, k : k + k_step] if x.shape[1] > 1 else x
-
-
-def _block(
-    words: torch.Tensor,
-    mask: torch.Tensor,
-    patches: torch.Tensor,
-    tau: float,
-    acc: torch.dtype,
-    return_attention: bool,
-) -> FTFOutput:
-    """:func:`interaction` on one chunk. Softmaxes are written out (max, exp, sum) rather than
-    ``torch.softmax``, which copies a non-contiguous input: ``A`` keeps the layout its GEMM gave."""
     scale = 1.0 / tau
     valid = mask.unsqueeze(-1)  # [Qw,Kw,n,1]
     # The GEMM runs in the tokens' dtype; everything after it in ``acc``. Padding rows of A are zeroed
     # so that garbage in padding words (even inf or NaN products) reaches no reduction: the visual to
     # text direction multiplies them by a zero weight, and 0 * inf would be NaN.
     A = torch.where(valid, _match(words, patches).to(acc), 0.0)  # [Q,K,n,M]
+
+    # Softmaxes are written out (max, exp, sum): torch.softmax copies a non-contiguous input, and A
+    # keeps the layout its GEMM gave (patches innermost).
 
     # Text to visual: each word attends over the patches. w_i . vhat_i = sum_j a_ij A_ij, so only the
     # norm of vhat_i needs the [.., n, d] product.
@@ -255,6 +208,13 @@ def _attended_norm(a: torch.Tensor, patches: torch.Tensor, acc: torch.dtype) -> 
     elif Qp == 1 and Kp == K and Q > 1:  # the same candidates for every query
         shared = a.permute(1, 0, 2, 3).reshape(K, Q * n, M) @ patches[0]
         norm = _norm(shared, acc).view(K, Q, n).permute(1, 0, 2)
+    elif Qp == Q and Kp == K:  # each pair its own image: [n, M] x [M, d] products, in chunks
+        pairs = a.reshape(Q * K, n, M)
+        flat = patches.reshape(Q * K, M, _d)
+        step = max(1, _CHUNK_BYTES // ((M + n) * _d * patches.element_size()))
+        norm = torch.cat(
+            [_norm(torch.bmm(pairs[i : i + step], flat[i : i + step]), acc) for i in range(0, Q * K, step)]
+        ).view(Q, K, n)
     else:
         norm = _norm(torch.matmul(a, patches), acc)
     return norm

@@ -169,8 +169,8 @@ def test_shared_candidates_layouts_match_pairwise() -> None:
 def test_chunked_batches_give_the_whole_batch_scores(
     monkeypatch: pytest.MonkeyPatch, layout: str, chunk_bytes: int
 ) -> None:
-    # Large batches are scored in chunks of queries and candidates (one pair at a time with 1 byte;
-    # two queries at a time with 10,000 here): every score, and the attention, as in one block.
+    # A text query's attended vectors are formed in chunks of pairs (one pair at a time with 1 byte,
+    # a few with 10,000; the other layouts take no chunks): every score, and the attention, as in one go.
     from model import ftf
 
     gen = torch.Generator().manual_seed(31)
