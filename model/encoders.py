@@ -49,7 +49,8 @@ def default_hash_heads(arch: str, checkpoint: Path | None) -> Path | None:
 
 
 # The text tower's dtype: "auto" is the encoder's (float16 on CUDA, float32 on the CPU). bfloat16 on
-# the CPU is a choice, not the default: BENCHMARKS.md ("Text encoding") measured it against float32.
+# the CPU is a choice, not the default: lab/HISTORY.md ("Text encoding and the rerank near their
+# limits") measured it against float32.
 TEXT_DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
