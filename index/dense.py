@@ -95,9 +95,14 @@ class DenseRecall:
             self.index = faiss.index_gpu_to_cpu(work)
 
     @classmethod
-    def load(cls, path: Path) -> DenseRecall:
+    def load(cls, path: Path, mmap: bool = False) -> DenseRecall:
+        """Read a saved index. ``mmap``: map its vectors and lists from the file instead of reading
+        them into private memory (a server's choice: its pages are the kernel's cache, shared with
+        the next version and evictable, and opening costs no read). A mapped index is read-only:
+        FAISS aborts the whole process on ``add`` to it, so a builder that extends an index loads it
+        without ``mmap``."""
         self = cls.__new__(cls)
-        self.index = faiss.read_index(str(path))
+        self.index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC if mmap else 0)
         self.dim = int(self.index.d)
         self.factory = "loaded"
         return self

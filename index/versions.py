@@ -46,7 +46,7 @@ from index.columns import MetadataColumns
 from index.dense import DenseRecall
 from index.errors import CorruptIndexError as CorruptIndexError
 from index.errors import IndexFormatError as IndexFormatError
-from index.extras import SideExtras, load_extras
+from index.extras import SGPD_FILES, SGPD_POSTINGS, SideExtras, load_extras
 from index.gallery import CaptionStore, Gallery
 from index.metadata import load_metadata
 from index.tokens import CODECS, Codec, open_tokens, write_tokens
@@ -196,7 +196,7 @@ def validate_version(folder: Path, check_faiss: bool = True) -> Manifest:
             _json_file(folder, name, kind)
     # The methods' optional arrays: only their integrity is checked here (their shapes are theirs).
     for prefix in ("", "caption_"):
-        for name in ("ppsr_rg.npy", "sar_profiles.npy", "hash_codes.npy"):
+        for name in ("ppsr_rg.npy", "sar_profiles.npy", "hash_codes.npy", *SGPD_FILES, *SGPD_POSTINGS):
             if (folder / f"{prefix}{name}").is_file():
                 _npy(folder, f"{prefix}{name}", None)
     if check_faiss:
@@ -278,9 +278,9 @@ def _tokens(folder: Path, name: str, codec: Codec, n: int, dim: int) -> int:
     return shape[1]
 
 
-def _faiss(folder: Path, name: str, n: int, dim: int) -> DenseRecall:
+def _faiss(folder: Path, name: str, n: int, dim: int, mmap: bool = False) -> DenseRecall:
     try:
-        recall = DenseRecall.load(folder / name)
+        recall = DenseRecall.load(folder / name, mmap=mmap)
     except Exception as exc:  # FAISS reports a bad file as RuntimeError with a C++ trace
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         first = first.split("failed: ", 1)[-1]  # FAISS prefixes the C++ function and source line
@@ -313,14 +313,16 @@ def load_index(
     gallery, manifest = load_gallery(folder, expect_encoder)
     recalls: dict[str, DenseRecall | None] = {}
     for name, n in ((IMAGE_RECALL, manifest.n_images), (CAPTION_RECALL, manifest.n_captions)):
-        recalls[name] = _faiss(folder, name, n, manifest.dim) if (folder / name).is_file() else None
+        # Mapped, not read: opening costs no read of the vectors and a switch shares the page cache.
+        found = (folder / name).is_file()
+        recalls[name] = _faiss(folder, name, n, manifest.dim, mmap=True) if found else None
     image_recall, caption_recall = recalls[IMAGE_RECALL], recalls[CAPTION_RECALL]
     position = {ident: i for i, ident in enumerate(gallery.ids)}
     with _reading(folder, TOMBSTONES):
         deleted = np.asarray(sorted(position[i] for i in read_tombstones(folder) if i in position), np.int64)
     with _reading(folder, "metadata.parquet"):
         metadata = load_metadata(folder, len(gallery.ids))
-    with _reading(folder, "method arrays (ppsr/sar/hash)"):
+    with _reading(folder, "method arrays (ppsr/sar/hash/sgpd)"):
         extras, heads = load_extras(folder, gallery, with_sgpd)
     return LoadedIndex(
         folder, gallery, manifest, image_recall, caption_recall, deleted, metadata, extras, heads
