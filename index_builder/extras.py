@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from index.atomic import save_npy
 from index.extras import SGPD_FILES, SGPD_POSTINGS, postings_arrays, reference_sample, side_data
@@ -49,7 +51,8 @@ def write_extras(staged: Path, hash_heads: Path | None, seed: int = 0) -> None:
         centroids, assignments = SGPD_FILES
         save_npy(staged / f"{prefix}{centroids}", sgpd.centroids)
         save_npy(staged / f"{prefix}{assignments}", sgpd.assignments)
-        for name, array in zip(SGPD_POSTINGS, postings_arrays(sgpd), strict=True):
+        lists: tuple[NDArray[Any], ...] = postings_arrays(sgpd)
+        for name, array in zip(SGPD_POSTINGS, lists, strict=True):
             save_npy(staged / f"{prefix}{name}", array)
     if hash_heads is not None:
         from model.hashing import HashHeads
