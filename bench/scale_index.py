@@ -36,7 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from index.atomic import write_text
-from index.tokens import Codec
+from index.tokens import Codec, quantize_int8
 from index.versions import (
     SKIPPED,
     Manifest,
@@ -148,16 +148,47 @@ def version_seeds(
     )
 
 
-def _copies(
-    rng: np.random.Generator, seed_rows: NDArray[np.int64], vectors: F32, tokens: F32, pool: F32, sigma: float
-) -> tuple[F32, F32]:
-    """Noisy copies of the seeds' rows ``seed_rows``: (unit global vectors, tokens)."""
+class TokenCopies:
+    """Noisy copies of the rows of one seed token array ``[R,T,d]``, made in the codec they are stored
+    in: for int8 the seeds are quantised once and the noise is added to their codes (in int16, then
+    clipped), which costs a few passes over bytes instead of a float pass and a quantisation of
+    every copied token; the noise is the same, ``sigma * |t| * p``, with ``|t|`` the seeds' mean token
+    norm in code units."""
+
+    def __init__(self, tokens: F32, rng: np.random.Generator, sigma: float, codec: Codec) -> None:
+        dim = tokens.shape[-1]
+        pool = _noise(rng, (NOISE_POOL, *tokens.shape[1:]), dim)
+        self.codec = codec
+        if codec == "int8":
+            self.codes, self.scale = quantize_int8(tokens)
+            norms = np.linalg.norm(self.codes.astype(np.float32), axis=-1)
+            mean = float(norms[norms > 0].mean()) if (norms > 0).any() else 0.0
+            self.pool: NDArray[Any] = np.rint(sigma * mean * pool).astype(np.int16)
+        else:
+            self.tokens = tokens
+            self.norms = np.linalg.norm(tokens, axis=-1, keepdims=True)
+            self.pool = sigma * pool
+
+    def int8(
+        self, rows: NDArray[np.int64], rng: np.random.Generator
+    ) -> tuple[NDArray[np.int8], NDArray[np.float16]]:
+        """Copies of ``rows`` as int8 codes and scales; masked (zero) tokens stay zero (scale 0)."""
+        q = self.codes[rows].astype(np.int16)
+        q += self.pool[rng.integers(len(self.pool), size=len(rows))]
+        np.clip(q, -127, 127, out=q)
+        return q.astype(np.int8), self.scale[rows]
+
+    def floats(self, rows: NDArray[np.int64], rng: np.random.Generator) -> F32:
+        """Copies of ``rows`` as float32 tokens; masked (zero) tokens stay zero."""
+        noise = self.pool[rng.integers(len(self.pool), size=len(rows))]
+        out: F32 = (self.tokens[rows] + self.norms[rows] * noise).astype(np.float32)
+        return out
+
+
+def _copies(rng: np.random.Generator, rows: NDArray[np.int64], vectors: F32, sigma: float) -> F32:
+    """Noisy unit copies of the seeds' global vectors ``rows``."""
     dim = vectors.shape[1]
-    v = _unit(vectors[seed_rows] + sigma * _noise(rng, (len(seed_rows), dim), dim))
-    t = tokens[seed_rows]
-    norms = np.linalg.norm(t, axis=-1, keepdims=True)
-    t = t + (sigma * norms) * pool[rng.integers(len(pool), size=len(seed_rows))]
-    return v, t.astype(np.float32)
+    return _unit(vectors[rows] + sigma * _noise(rng, (len(rows), dim), dim))
 
 
 def write_scale_version(
@@ -180,8 +211,8 @@ def write_scale_version(
     if seeds.vectors.shape[1] != dim or seeds.patches.shape[1:] != (m, dim):
         raise ValueError(f"seeds {seeds.patches.shape} do not have the encoder's shapes ({m}, {dim})")
     words = seeds.caption_tokens.shape[1]
-    patch_pool = _noise(rng, (NOISE_POOL, m, dim), dim)
-    word_pool = _noise(rng, (NOISE_POOL, words, dim), dim) if per_image else patch_pool[:, :0]
+    patches = TokenCopies(seeds.patches, rng, sigma, codec)
+    word_tokens = TokenCopies(seeds.caption_tokens, rng, sigma, codec)
     out.mkdir(parents=True, exist_ok=True)
     staged = out / f".staging-{uuid.uuid4().hex[:8]}"
     staged.mkdir()
@@ -190,17 +221,22 @@ def write_scale_version(
     arrays = VersionArrays(
         staged, n_images=n, n_captions=n * per_image, dim=dim, m=m, n_words=words, codec=codec
     )
+    int8 = codec == "int8"
     texts: list[str] = []
     for start in range(0, n, CHUNK):
-        rows = min(CHUNK, n - start)
-        which = rng.integers(len(seeds.vectors), size=rows)
-        arrays.add_images(*_copies(rng, which, seeds.vectors, seeds.patches, patch_pool, sigma))
+        which = rng.integers(len(seeds.vectors), size=min(CHUNK, n - start))
+        vectors = _copies(rng, which, seeds.vectors, sigma)
+        if int8:
+            arrays.add_images_int8(vectors, *patches.int8(which, rng))
+        else:
+            arrays.add_images(vectors, patches.floats(which, rng))
         if per_image:
             caps = seeds.captions[which].ravel()
-            vectors, tokens = _copies(
-                rng, caps, seeds.caption_vectors, seeds.caption_tokens, word_pool, sigma
-            )
-            arrays.add_captions(vectors, tokens, seeds.caption_mask[caps])  # masked slots stay 0: |t| = 0
+            vectors, mask = _copies(rng, caps, seeds.caption_vectors, sigma), seeds.caption_mask[caps]
+            if int8:
+                arrays.add_captions_int8(vectors, *word_tokens.int8(caps, rng), mask)
+            else:
+                arrays.add_captions(vectors, word_tokens.floats(caps, rng), mask)
             texts.extend(seeds.texts[i] for i in caps)
     arrays.close()
     times["arrays_s"] = time.perf_counter() - t0

@@ -40,6 +40,24 @@ class VersionArrays:
         self.vectors.append(vectors)
         self.patches.append(patches)
 
+    def add_images_int8(
+        self, vectors: NDArray[np.floating], codes: NDArray[np.int8], scale: NDArray[np.float16]
+    ) -> None:
+        """Images whose patch tokens are already int8 codes and scales (an int8 version only)."""
+        self.vectors.append(vectors)
+        self.patches.append_int8(codes, scale)
+
+    def add_captions_int8(
+        self,
+        vectors: NDArray[np.floating],
+        codes: NDArray[np.int8],
+        scale: NDArray[np.float16],
+        mask: NDArray[np.bool_],
+    ) -> None:
+        self.cap_vectors.append(vectors)
+        self.cap_tokens.append_int8(codes, scale)
+        self.cap_mask.append(mask)
+
     def add_captions(
         self, vectors: NDArray[np.floating], tokens: NDArray[np.floating], mask: NDArray[np.bool_]
     ) -> None:
