@@ -318,9 +318,8 @@ def load_index(
     for name, n in ((IMAGE_RECALL, manifest.n_images), (CAPTION_RECALL, manifest.n_captions)):
         recalls[name] = _faiss(folder, name, n, manifest.dim) if (folder / name).is_file() else None
     image_recall, caption_recall = recalls[IMAGE_RECALL], recalls[CAPTION_RECALL]
-    position = {ident: i for i, ident in enumerate(gallery.ids)}
     with _reading(folder, TOMBSTONES):
-        deleted = np.asarray(sorted(position[i] for i in read_tombstones(folder) if i in position), np.int64)
+        deleted = _positions(gallery.ids, read_tombstones(folder))
     with _reading(folder, "metadata.parquet"):
         metadata = load_metadata(folder, len(gallery.ids))
     with _reading(folder, "method arrays (ppsr/sar/hash/sgpd)"):
@@ -328,6 +327,15 @@ def load_index(
     return LoadedIndex(
         folder, gallery, manifest, image_recall, caption_recall, deleted, metadata, extras, heads
     )
+
+
+def _positions(ids: list[str], wanted: list[str]) -> NDArray[np.int64]:
+    """Gallery indices of the ``wanted`` ids that exist, ascending (no index of all ids is built for
+    none: at 1M ids that costs seconds of every start)."""
+    if not wanted:
+        return np.zeros(0, np.int64)
+    asked = set(wanted)
+    return np.asarray([i for i, ident in enumerate(ids) if ident in asked], np.int64)
 
 
 def write_ids(folder: Path, ids: list[str]) -> None:
