@@ -50,7 +50,7 @@ def scrape(url: str) -> dict[str, float]:
     return out
 
 
-def serve(index: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+def serve(index: Path, env: dict[str, str], timeout_s: float = 120) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
@@ -59,7 +59,7 @@ def serve(index: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], st
         cwd=REPO,
         stdout=subprocess.DEVNULL,
     )
-    deadline = time.time() + 120
+    deadline = time.time() + timeout_s
     while time.time() < deadline:
         try:
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
@@ -68,7 +68,7 @@ def serve(index: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], st
             pass
         time.sleep(0.5)
     proc.kill()
-    raise SystemExit("server did not become ready in 120 s")
+    raise SystemExit(f"server did not become ready in {timeout_s:.0f} s")
 
 
 def profile(url: str, queries: list[str], k: int = 10) -> dict[str, float]:

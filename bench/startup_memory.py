@@ -133,36 +133,12 @@ def measure(index: Path, model: str = "rsir-vit-tiny", checkpoint: Path | None =
 
 def ready(index: Path, model: str, checkpoint: Path | None, timeout_s: float = 600) -> dict[str, float]:
     """Seconds from starting ``rsir serve`` to ``/readyz`` answering 200, and its memory then."""
-    import socket
+    from bench.load_service import serve
 
-    import httpx
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    env = {**os.environ, "RSIR_MODEL": model, "RSIR_LOG_LEVEL": "warning"}
-    if checkpoint is not None:
-        env["RSIR_CHECKPOINT"] = str(checkpoint)
+    env = {"RSIR_MODEL": model} | ({"RSIR_CHECKPOINT": str(checkpoint)} if checkpoint is not None else {})
     t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rsir", "serve", "--index", str(index), "--port", str(port)],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc, _ = serve(index, env, timeout_s)
     try:
-        while time.perf_counter() - t0 < timeout_s:
-            if proc.poll() is not None:
-                raise SystemExit(f"rsir serve exited with {proc.returncode} before it was ready")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        else:
-            raise SystemExit(f"rsir serve was not ready in {timeout_s} s")
         seconds = time.perf_counter() - t0
         status = _status(proc.pid)
     finally:
