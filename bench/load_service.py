@@ -71,6 +71,18 @@ def serve(index: Path, env: dict[str, str], timeout_s: float = 120) -> tuple[sub
     raise SystemExit(f"server did not become ready in {timeout_s:.0f} s")
 
 
+def server_memory(pid: int) -> dict[str, float]:
+    """The server's resident memory after the run, MiB: peak, now, private (anon) and mapped files."""
+    keys = {"VmHWM": "server_peak_rss_mib", "VmRSS": "server_rss_mib", "RssAnon": "server_anon_mib",
+            "RssFile": "server_file_mib"}  # fmt: skip
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in keys:
+            out[keys[key]] = round(int(value.split()[0]) / 1024, 1)
+    return out
+
+
 def profile(url: str, queries: list[str], k: int = 10) -> dict[str, float]:
     """Where one request's time goes, unloaded: the engine's stages (``timings_ms``) averaged over
     ``queries`` sent one at a time, and the rest of the round trip (HTTP, validation, JSON) beside it."""
@@ -81,7 +93,7 @@ def profile(url: str, queries: list[str], k: int = 10) -> dict[str, float]:
         total = 1000 * (time.perf_counter() - t0)
         stages = {f"{name}_ms": float(v) for name, v in body.get("timings_ms", {}).items()}
         stages["round_trip_ms"] = total
-        stages["outside_engine_ms"] = total - sum(float(v) for v in body.get("timings_ms", {}).values())
+        stages["outside_engine_ms"] = total - float(body.get("timings_ms", {}).get("total", 0.0))
         for name, v in stages.items():
             sums[name] = sums.get(name, 0.0) + v
     return {name: round(v / len(queries), 2) for name, v in sums.items()}
@@ -126,7 +138,7 @@ def main() -> None:
             folder = REPO / "logs" / "load" / name.replace(" ", "_").replace(",", "")
             summary = locust_run(url, args.users, args.time, folder, env=load_env)
             agg = summary["Aggregated"]
-            row = {"config": name, **agg, **scrape(url)}
+            row = {"config": name, **agg, **scrape(url), **server_memory(proc.pid)}
             if args.profile:
                 texts = load_queries(Path(load_env.get("RSIR_LOAD_QUERIES", REPO.parent / "shared" / "data")))
                 row["profile"] = profile(url, texts[: args.profile])
