@@ -12,7 +12,7 @@ import pytest
 from bench.scale_index import mixture_seeds, version_seeds, write_scale_version
 from index.extras import SGPD_FILES, SGPD_POSTINGS
 from index.versions import load_index, validate_version
-from search.engine import EngineConfig, SearchEngine
+from search.engine import EngineConfig, QueryOptions, SearchEngine
 
 DIM, GRID, N, PER_IMAGE = 32, (2, 2), 500, 2
 ENCODER = {"arch": "scale-test", "checkpoint_sha256": None, "dim": DIM, "grid": list(GRID)}
@@ -59,22 +59,22 @@ def test_engine_searches_it_like_brute_force(version: Path) -> None:
     assert store is not None
     captions = np.arange(0, N * PER_IMAGE, 97)
     queries = loaded.gallery.caption_features(captions)
-    found = engine.search_text_features(queries, k=10, rerank="none")
+    found = engine.search(queries, QueryOptions(k=10, rerank="none"))
     for c, result in zip(captions, found, strict=True):
         exact = vectors @ np.asarray(store.vectors[c], np.float64)
         want = np.lexsort((np.arange(N), -exact.astype(np.float32)))[:10]
         assert [h.index for h in result.hits] == want.tolist()
         assert np.allclose([h.score for h in result.hits], exact[want], atol=1e-5)
-    reranked = engine.search_text_features(queries, k=10, recall_k=50, rerank="ftf")
+    reranked = engine.search(queries, QueryOptions(k=10, recall_k=50, rerank="ftf"))
     for c, result in zip(captions, reranked, strict=True):
         exact = vectors @ np.asarray(store.vectors[c], np.float64)
         shortlist = set(np.argsort(-exact, kind="stable")[:50].tolist())
         assert len(result.hits) == 10 and {h.index for h in result.hits} <= shortlist
     items = np.arange(0, N, 61)
-    own = engine.search_image_features(loaded.gallery.image_features(items), k=1, rerank="none")
+    own = engine.search(loaded.gallery.image_features(items), QueryOptions(k=1, rerank="none"))
     assert [r.hits[0].index for r in own] == items.tolist()
     # An image query over the captions (FTF over word tokens) finds one of the image's own captions.
-    theirs = engine.search_image_features(loaded.gallery.image_features(items), k=1, target="captions")
+    theirs = engine.search(loaded.gallery.image_features(items), QueryOptions(k=1, target="captions"))
     owners = store.image_index
     assert np.mean([owners[r.hits[0].index] == i for r, i in zip(theirs, items, strict=True)]) >= 0.5
 

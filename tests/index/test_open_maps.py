@@ -17,7 +17,7 @@ import pytest
 
 from bench.scale_index import mixture_seeds, write_scale_version
 from index.versions import load_index
-from search.engine import EngineConfig, SearchEngine
+from search.engine import EngineConfig, QueryOptions, SearchEngine
 
 DIM, GRID, N = 64, (7, 7), 2000
 ENCODER = {"arch": "maps-test", "checkpoint_sha256": None, "dim": DIM, "grid": list(GRID)}
@@ -70,8 +70,8 @@ def probe(version: Path) -> dict[str, dict[str, int]]:
     while base is not None and not isinstance(base, np.memmap):
         base = getattr(base, "base", None)
     postings = isinstance(base, np.memmap) and Path(str(base.filename)).name == "sgpd_postings_indices.npy"
-    engine.search_text_features(
-        loaded.gallery.caption_features(np.arange(4)), k=10, recall_k=100, rerank="ftf"
+    engine.search(
+        loaded.gallery.caption_features(np.arange(4)), QueryOptions(k=10, recall_k=100, rerank="ftf")
     )
     return {"opened": opened, "queried": mapped_rss_kib(version), "postings_mapped": {"yes": int(postings)}}
 
