@@ -16,7 +16,7 @@ from model.encoders import ClipEncoder
 from model.precision import Precision
 from rsir.cli import app
 from search.engine import QueryOptions, SearchEngine
-from service.app import engine_config
+from service.app import engine_config, load_encoder
 from service.settings import Settings
 from tests.service.conftest import LiveServer, TinyIndex, make_settings
 
@@ -34,6 +34,17 @@ def test_rsir_dtype_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch
     assert engine_config(_from_env()).dtype is Precision.BFLOAT16
     monkeypatch.setenv("RSIR_DTYPE", "half")
     with pytest.raises(ValidationError, match="'auto', 'float32', 'float16' or 'bfloat16'"):
+        _from_env()
+
+
+def test_rsir_text_dtype_reaches_the_text_tower(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RSIR_TEXT_DTYPE", "bfloat16")
+    monkeypatch.setenv("RSIR_DEVICE", "cpu")
+    encoder = load_encoder(_from_env())
+    assert encoder.text_dtype == torch.bfloat16 and encoder.dtype == torch.float32
+    assert next(encoder.model.transformer.parameters()).dtype == torch.bfloat16
+    monkeypatch.setenv("RSIR_TEXT_DTYPE", "float16")
+    with pytest.raises(ValidationError, match="text_dtype"):
         _from_env()
 
 
