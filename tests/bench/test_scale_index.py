@@ -106,7 +106,7 @@ def test_fp16_and_int8_copies_carry_the_same_structure(tmp_path: Path) -> None:
             encoder=ENCODER,
             per_image=1,
             codec=codec,
-            seeds=seeds,  # type: ignore[arg-type]
+            seeds=seeds,
         )
         loaded = load_index(folder, with_sgpd=False)
         patches = np.asarray(loaded.gallery.patches[:], np.float32).reshape(200, -1)
