@@ -90,3 +90,26 @@ def test_version_seeds_keep_inner_products_when_widened(version: Path) -> None:
     owners = loaded.gallery.captions.image_index  # type: ignore[union-attr]
     assert seeds.captions.shape == (N, 3)
     assert (owners[seeds.captions] == np.arange(N)[:, None]).all()
+
+
+def test_fp16_and_int8_copies_carry_the_same_structure(tmp_path: Path) -> None:
+    """Both codecs' copy paths: each copy's patch tokens stay near one seed's (cosine to the nearest
+    seed token set far above that to another seed's), whichever codec wrote them."""
+    rng = np.random.default_rng(1)
+    seeds = mixture_seeds(rng, DIM, GRID[0] * GRID[1], 1, 4, [])
+    flat_seeds = seeds.patches.reshape(len(seeds.patches), -1)
+    flat_seeds /= np.linalg.norm(flat_seeds, axis=1, keepdims=True)
+    for codec in ("fp16", "int8"):
+        folder, _ = write_scale_version(
+            tmp_path / codec,
+            200,
+            encoder=ENCODER,
+            per_image=1,
+            codec=codec,
+            seeds=seeds,
+        )
+        loaded = load_index(folder, with_sgpd=False)
+        patches = np.asarray(loaded.gallery.patches[:], np.float32).reshape(200, -1)
+        sims = (patches / np.linalg.norm(patches, axis=1, keepdims=True)) @ flat_seeds.T
+        best = np.sort(sims, axis=1)
+        assert best[:, -1].mean() > 0.8 and (best[:, -1] - best[:, -2]).mean() > 0.1, codec
