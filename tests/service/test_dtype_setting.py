@@ -42,7 +42,7 @@ def test_rsir_text_dtype_reaches_the_text_tower(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("RSIR_DEVICE", "cpu")
     encoder = load_encoder(_from_env())
     assert encoder.text_dtype == torch.bfloat16 and encoder.dtype == torch.float32
-    assert next(encoder.model.transformer.parameters()).dtype == torch.bfloat16
+    assert dict(encoder.model.named_parameters())["token_embedding.weight"].dtype == torch.bfloat16
     monkeypatch.setenv("RSIR_TEXT_DTYPE", "float16")
     with pytest.raises(ValidationError, match="text_dtype"):
         _from_env()
