@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 import redis
 
-from loadtest.queries import load_queries
-from loadtest.run import run as locust_run
+from rsir.loadtest.queries import load_queries
+from rsir.loadtest.run import run as locust_run
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,9 +13,9 @@ the rest of the build). Seeds of another width are carried to ``d`` by a random 
 (inner products kept), and to ``M`` patches by repeating the grid's rows. So clusters, near
 duplicates and the cross-modal gap are the seeds', as IVF, SGPD and PPSR see them on real data.
 
-Everything goes through the builder's own writers: :class:`index.writer.VersionArrays` for the arrays,
-:func:`index_builder.assemble.write_recall` for the FAISS indexes (``auto`` factory),
-:func:`index_builder.extras.write_extras` for PPSR / SAR / SGPD / hash codes, then the manifest, and
+Everything goes through the builder's own writers: :class:`rsir.index.writer.VersionArrays` for the arrays,
+:func:`rsir.index_builder.assemble.write_recall` for the FAISS indexes (``auto`` factory),
+:func:`rsir.index_builder.extras.write_extras` for PPSR / SAR / SGPD / hash codes, then the manifest, and
 the version is published under ``--out`` (a root: ``v0001``, ``CURRENT``), so it opens and serves
 as a built one. Stage timings are printed as JSON.
 """
@@ -35,9 +35,9 @@ from typing import Any, get_args
 import numpy as np
 from numpy.typing import NDArray
 
-from index.atomic import write_text
-from index.tokens import Codec, quantize_int8
-from index.versions import (
+from rsir.index.atomic import write_text
+from rsir.index.tokens import Codec, quantize_int8
+from rsir.index.versions import (
     SKIPPED,
     Manifest,
     load_index,
@@ -47,10 +47,10 @@ from index.versions import (
     write_ids,
     write_tombstones,
 )
-from index.writer import VersionArrays
-from index_builder.assemble import write_recall
-from index_builder.extras import write_extras
-from index_builder.metadata import write_metadata
+from rsir.index.writer import VersionArrays
+from rsir.index_builder.assemble import write_recall
+from rsir.index_builder.extras import write_extras
+from rsir.index_builder.metadata import write_metadata
 
 F32 = NDArray[np.float32]
 NOISE_POOL = 512  # noise rows shared by all token arrays' copies
@@ -291,7 +291,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
 
-    from model.encoders import (
+    from rsir.model.encoders import (
         DEFAULT_ARCH,
         ClipEncoder,
         EncoderConfig,

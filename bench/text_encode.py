@@ -38,8 +38,8 @@ from typing import Any
 
 import torch
 
-from model import towers
-from model.encoders import ClipEncoder, EncoderConfig, default_checkpoint
+from rsir.model import towers
+from rsir.model.encoders import ClipEncoder, EncoderConfig, default_checkpoint
 
 # Captions in the style of RSICD / SynthRS, 8 to 22 words: a batch's real length is its longest.
 CAPTIONS = [

@@ -1,7 +1,7 @@
 """Per-image metadata as columns in gallery order (the in-memory form of a version's metadata.parquet).
 
 An unknown value is NaN (bbox), ``TIME_UNKNOWN`` (time) or ``None`` (sensor); filters over these
-columns live in :mod:`search.filters`.
+columns live in :mod:`rsir.search.filters`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from model.errors import InvalidInputError
+from rsir.model.errors import InvalidInputError
 
 TIME_UNKNOWN = int(np.iinfo(np.int64).min)
 

@@ -1,4 +1,4 @@
-"""Reading a version's ``metadata.parquet`` (written by :mod:`index_builder.metadata`) into columns."""
+"""Reading a version's ``metadata.parquet`` (written by :mod:`rsir.index_builder.metadata`) into columns."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
-from index.columns import TIME_UNKNOWN, MetadataColumns
-from index.errors import IndexFormatError
+from rsir.index.columns import TIME_UNKNOWN, MetadataColumns
+from rsir.index.errors import IndexFormatError
 
 METADATA_FILE = "metadata.parquet"
 _KNOWN = frozenset({"id", "lon_min", "lat_min", "lon_max", "lat_max", "time", "sensor", "tags"})

@@ -1,8 +1,8 @@
 """Streaming a version's arrays to disk in row order: the one writer of the image and caption arrays
-(see :mod:`index.versions` for the files), used by the builder's assembly and by the scale bench.
+(see :mod:`rsir.index.versions` for the files), used by the builder's assembly and by the scale bench.
 
-Rows arrive in chunks and go straight to the files (plain appends, see :class:`index.tokens.NpyAppender`),
-so writing a version of any size holds one chunk in memory.
+Rows arrive in chunks and go straight to the files (plain appends, see
+:class:`rsir.index.tokens.NpyAppender`), so writing a version of any size holds one chunk in memory.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from index.tokens import Codec, NpyAppender, TokenWriter
+from rsir.index.tokens import Codec, NpyAppender, TokenWriter
 
 
 class VersionArrays:

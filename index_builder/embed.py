@@ -14,13 +14,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from index.originals import digest
-from index_builder.shards import Shard
-from index_builder.sources import ArchiveItem
-from model.encoders import ClipEncoder
-from model.errors import ImageDecodeError
-from model.features import TextFeatures
-from model.images import DEFAULT_MAX_PIXELS, decode_image
+from rsir.index.originals import digest
+from rsir.index_builder.shards import Shard
+from rsir.index_builder.sources import ArchiveItem
+from rsir.model.encoders import ClipEncoder
+from rsir.model.errors import ImageDecodeError
+from rsir.model.features import TextFeatures
+from rsir.model.images import DEFAULT_MAX_PIXELS, decode_image
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from index.atomic import atomic_path
-from model.errors import DatasetError
+from rsir.index.atomic import atomic_path
+from rsir.model.errors import DatasetError
 
 BBOX = ("lon_min", "lat_min", "lon_max", "lat_max")
 SCHEMA = pa.schema(

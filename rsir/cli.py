@@ -14,15 +14,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from model.errors import RsirError
-from model.metrics import Captionless
-from model.precision import Precision
-from search.options import HashPpsr, Recall, Rerank, Sar
+from rsir.model.errors import RsirError
+from rsir.model.metrics import Captionless
+from rsir.model.precision import Precision
+from rsir.search.options import HashPpsr, Recall, Rerank, Sar
 
 if TYPE_CHECKING:
-    from index_builder.build import BuildReport
-    from index_builder.config import BuildConfig
-    from model.encoders import ClipEncoder
+    from rsir.index_builder.build import BuildReport
+    from rsir.index_builder.config import BuildConfig
+    from rsir.model.encoders import ClipEncoder
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Remote-sensing image-text retrieval.")
 _err = Console(stderr=True)
@@ -98,15 +98,21 @@ def eval_cmd(
     ] = 0,
 ) -> None:
     """Recall@1/5/10 both ways and mR of a caption dataset, searched through the engine."""
-    from index.extras import build_extras
-    from index.gallery import Gallery
-    from index.versions import load_index
-    from model.datasets import load_dataset
-    from model.encoders import default_hash_heads
-    from model.ftf import FTFParams
-    from model.hashing import HashHeads
-    from search.engine import EngineConfig, SearchEngine
-    from search.evaluate import MethodOptions, OrderSpread, embed_dataset, evaluate, evaluate_caption_orders
+    from rsir.index.extras import build_extras
+    from rsir.index.gallery import Gallery
+    from rsir.index.versions import load_index
+    from rsir.model.datasets import load_dataset
+    from rsir.model.encoders import default_hash_heads
+    from rsir.model.ftf import FTFParams
+    from rsir.model.hashing import HashHeads
+    from rsir.search.engine import EngineConfig, SearchEngine
+    from rsir.search.evaluate import (
+        MethodOptions,
+        OrderSpread,
+        embed_dataset,
+        evaluate,
+        evaluate_caption_orders,
+    )
 
     if (dataset is None) == (index is None):
         raise typer.BadParameter("give exactly one of --dataset and --index", param_hint="--dataset")
@@ -172,7 +178,7 @@ def synth_cmd(
     workers: Annotated[int, typer.Option(help="processes; the output does not depend on it")] = 1,
 ) -> None:
     """Generate SynthRS: aerial-looking scenes with five true RSICD-style captions each."""
-    from synthrs import SynthConfig, write_dataset
+    from rsir.synthrs import SynthConfig, write_dataset
 
     report = write_dataset(SynthConfig(n=n, seed=seed, size=size, workers=workers), out)
     Console().print(
@@ -198,9 +204,9 @@ def train_hash_cmd(
     """Train CFITR hash heads (ALGORITHMS.md §3) on a model's frozen global vectors of a dataset."""
     import time
 
-    from model.datasets import load_dataset
-    from model.hashing import train_hash_heads
-    from search.evaluate import embed_dataset
+    from rsir.model.datasets import load_dataset
+    from rsir.model.hashing import train_hash_heads
+    from rsir.search.evaluate import embed_dataset
 
     encoder = _encoder(model, checkpoint, device, 64)
     ds = load_dataset(data, None, None if split == "all" else split)
@@ -280,8 +286,8 @@ def train_cmd(
     resume: Annotated[bool, typer.Option(help="continue from OUT/last.pt when present")] = True,
 ) -> None:
     """Train with the FTF loss (L_inter + L_intra); export fp16 open_clip weights as safetensors."""
-    from model.datasets import load_dataset
-    from model.train import TrainConfig, train
+    from rsir.model.datasets import load_dataset
+    from rsir.model.train import TrainConfig, train
 
     config = TrainConfig(
         arch=arch,
@@ -343,7 +349,7 @@ def _build_options(
     ray_actors: int,
     progress_every: float = 30.0,
 ) -> BuildConfig:
-    from index_builder.config import BuildConfig
+    from rsir.index_builder.config import BuildConfig
 
     return BuildConfig(
         shard_size=shard_size,
@@ -369,7 +375,7 @@ def _report_build(report: BuildReport) -> None:
         soft_wrap=True,
     )
     if report.skipped:
-        from index.versions import SKIPPED
+        from rsir.index.versions import SKIPPED
 
         where = report.version / SKIPPED
         _err.print(f"[bold yellow]{len(report.skipped)} files skipped[/]; reasons in {where}")
@@ -403,7 +409,7 @@ def build_index_cmd(
     Exit status: 0 when every file was indexed, 3 when the index was built but some files were
     skipped (listed with reasons in the version's skipped.json), 2 on an error.
     """
-    from index_builder.build import build
+    from rsir.index_builder.build import build
 
     encoder = _encoder(model, checkpoint, device, batch_size)
     config = _build_options(
@@ -435,8 +441,8 @@ def index_add_cmd(
     progress_every: ProgressEveryOpt = 30.0,
 ) -> None:
     """Publish a new version holding the current one plus the archive's images it lacks (by id)."""
-    from index.versions import Manifest, resolve_version
-    from index_builder.build import add
+    from rsir.index.versions import Manifest, resolve_version
+    from rsir.index_builder.build import add
 
     encoder = _encoder(model, checkpoint, device, batch_size)
     current = Manifest.read(resolve_version(index))
@@ -454,7 +460,7 @@ def index_delete_cmd(
     ids_file: Annotated[Path | None, typer.Option(help="a file with one id per line")] = None,
 ) -> None:
     """Publish a new version in which these image ids are tombstoned (never returned by search)."""
-    from index_builder.build import delete
+    from rsir.index_builder.build import delete
 
     wanted = list(ids or [])
     if ids_file is not None:
@@ -467,7 +473,7 @@ def index_delete_cmd(
 @index_app.command("list")
 def index_list_cmd(index: Annotated[Path, typer.Option(help="index root")]) -> None:
     """The versions of an index root; the served one is marked."""
-    from index.versions import Manifest, list_versions, read_tombstones, resolve_version
+    from rsir.index.versions import Manifest, list_versions, read_tombstones, resolve_version
 
     current = resolve_version(index).name
     table = Table()
@@ -494,7 +500,7 @@ def index_use_cmd(
 ) -> None:
     """Point CURRENT at another complete version, after checking its files against its manifest (a
     broken version is refused with exit 2, and CURRENT is left as it was)."""
-    from index.versions import MANIFEST, switch_current, validate_version
+    from rsir.index.versions import MANIFEST, switch_current, validate_version
 
     if not (index / version / MANIFEST).is_file():
         switch_current(index, version)  # raises, listing the versions there are
@@ -517,12 +523,12 @@ def serve_cmd(
     import uvicorn
     from pydantic import ValidationError
 
-    from index.versions import load_index
-    from service.app import create_app, engine_config, load_encoder
-    from service.logs import configure_logging
-    from service.server import uvicorn_config
-    from service.serving_index import ServingIndex
-    from service.settings import Settings
+    from rsir.index.versions import load_index
+    from rsir.service.app import create_app, engine_config, load_encoder
+    from rsir.service.logs import configure_logging
+    from rsir.service.server import uvicorn_config
+    from rsir.service.serving_index import ServingIndex
+    from rsir.service.settings import Settings
 
     given = {"index": index, "host": host, "port": port, "redis_url": redis_url, "dtype": dtype}
     try:
@@ -549,7 +555,7 @@ def serve_cmd(
 
 
 def _encoder(model: str, checkpoint: Path | None, device: str, batch_size: int) -> ClipEncoder:
-    from model.encoders import ClipEncoder, EncoderConfig, default_checkpoint
+    from rsir.model.encoders import ClipEncoder, EncoderConfig, default_checkpoint
 
     weights = checkpoint or default_checkpoint(model)
     return ClipEncoder(EncoderConfig(arch=model, checkpoint=weights, device=device, batch_size=batch_size))

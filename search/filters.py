@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from index.columns import TIME_UNKNOWN, MetadataColumns
-from model.errors import InvalidInputError
+from rsir.index.columns import TIME_UNKNOWN, MetadataColumns
+from rsir.model.errors import InvalidInputError
 
 
 @dataclass(frozen=True)

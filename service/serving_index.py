@@ -16,8 +16,8 @@ import numpy as np
 import structlog
 from numpy.typing import NDArray
 
-from index.originals import Sources, read_sources
-from index.versions import (
+from rsir.index.originals import Sources, read_sources
+from rsir.index.versions import (
     CorruptIndexError,
     IndexFormatError,
     LoadedIndex,
@@ -25,11 +25,11 @@ from index.versions import (
     load_index,
     resolve_version,
 )
-from model.encoders import ClipEncoder
-from model.errors import RsirError
-from model.images import DEFAULT_MAX_PIXELS
-from search.engine import EngineConfig, Plan, QueryOptions, SearchEngine, SearchResult
-from search.options import Modality, Recall, Target
+from rsir.model.encoders import ClipEncoder
+from rsir.model.errors import RsirError
+from rsir.model.images import DEFAULT_MAX_PIXELS
+from rsir.search.engine import EngineConfig, Plan, QueryOptions, SearchEngine, SearchResult
+from rsir.search.options import Modality, Recall, Target
 
 log = structlog.get_logger(__name__)
 

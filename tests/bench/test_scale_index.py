@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from bench.scale_index import mixture_seeds, version_seeds, write_scale_version
-from index.extras import SGPD_FILES, SGPD_POSTINGS
-from index.versions import load_index, validate_version
-from search.engine import EngineConfig, QueryOptions, SearchEngine
+from rsir.index.extras import SGPD_FILES, SGPD_POSTINGS
+from rsir.index.versions import load_index, validate_version
+from rsir.search.engine import EngineConfig, QueryOptions, SearchEngine
 
 DIM, GRID, N, PER_IMAGE = 32, (2, 2), 500, 2
 ENCODER = {"arch": "scale-test", "checkpoint_sha256": None, "dim": DIM, "grid": list(GRID)}

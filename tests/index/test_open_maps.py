@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from bench.scale_index import mixture_seeds, write_scale_version
-from index.versions import load_index
-from search.engine import EngineConfig, QueryOptions, SearchEngine
+from rsir.index.versions import load_index
+from rsir.search.engine import EngineConfig, QueryOptions, SearchEngine
 
 DIM, GRID, N = 64, (7, 7), 2000
 ENCODER = {"arch": "maps-test", "checkpoint_sha256": None, "dim": DIM, "grid": list(GRID)}

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from model.errors import InvalidInputError
-from model.ftf import FTFParams, fuse, image_to_text, interaction, text_to_image
+from rsir.model.errors import InvalidInputError
+from rsir.model.ftf import FTFParams, fuse, image_to_text, interaction, text_to_image
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -171,7 +171,7 @@ def test_chunked_batches_give_the_whole_batch_scores(
 ) -> None:
     # A text query's attended vectors are formed in chunks of pairs (one pair at a time with 1 byte,
     # a few with 10,000; the other layouts take no chunks): every score, and the attention, as in one go.
-    from model import ftf
+    from rsir.model import ftf
 
     gen = torch.Generator().manual_seed(31)
     Q, K, n, M, d = 5, 7, 4, 5, 8

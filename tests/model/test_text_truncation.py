@@ -1,6 +1,6 @@
 """The text tower run on the batch's real length gives what the whole context gives (issue 24 item 3).
 
-Each case encodes the same ids twice through :func:`model.towers.text_features`: truncated and on the
+Each case encodes the same ids twice through :func:`rsir.model.towers.text_features`: truncated and on the
 full context (open_clip's own length), and compares the global vectors, the word tokens and masks,
 and what retrieval makes of them (the top-k over a bank of vectors, and the FTF scores).
 """
@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from model import towers
-from model.encoders import DEFAULT_ARCH, DEFAULT_WEIGHTS, ClipEncoder, EncoderConfig, build_model
-from model.errors import InvalidInputError
-from model.ftf import text_to_image
+from rsir.model import towers
+from rsir.model.encoders import DEFAULT_ARCH, DEFAULT_WEIGHTS, ClipEncoder, EncoderConfig, build_model
+from rsir.model.errors import InvalidInputError
+from rsir.model.ftf import text_to_image
 from tests.conftest import TINY_ARCH
 
 LONG = "many buildings and green trees are around a playground with a red track beside a river ."
