@@ -99,8 +99,9 @@ def interaction(
 
     # Text to visual: each word attends over the patches. w_i . vhat_i = sum_j a_ij A_ij, so only the
     # norm of vhat_i needs the [.., n, d] product.
-    e = torch.sub(A, A.amax(-1, keepdim=True)).mul_(scale).exp_()
-    a = e.div_(e.sum(-1, keepdim=True))
+    # In place only where no gradient is taken: training backpropagates through exp's output.
+    inplace = not (torch.is_grad_enabled() and (words.requires_grad or patches.requires_grad))
+    a = _softmax(A, -1, scale, inplace, keep_input=True)
     # vhat_i is formed from a rounded to the patches' dtype; the dot takes the same rounded weights, so
     # the cosine sees one vector and the rounding's change of scale cancels (a no-op in float32).
     a_low = a.to(patches.dtype)
@@ -115,8 +116,7 @@ def interaction(
     # [Q,K,M,d] tensor; its dot with p_j is sum_i b_ji A_ij and its squared norm is b_j^T (W W^T) b_j,
     # so only [Q,K,n,M] tensors are formed (n words << d dims).
     logits_vt = torch.where(valid, A, float("-inf"))
-    eb = logits_vt.sub_(logits_vt.amax(-2, keepdim=True)).mul_(scale).exp_()  # padding rows: 0
-    b = eb.div_(eb.sum(-2, keepdim=True))  # [Q,K,n,M]
+    b = _softmax(logits_vt, -2, scale, inplace)  # [Q,K,n,M]; padding rows: 0
     dot_vt = (b * A).sum(-2)  # [Q,K,M]
     pair = mask.unsqueeze(-1) & mask.unsqueeze(-2)
     gram = torch.matmul(words, words.transpose(-1, -2)).to(acc).masked_fill(~pair, 0.0)  # [Qw,Kw,n,n]
@@ -246,6 +246,20 @@ def _norm(x: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
     """L2 norm over the last axis, squared and summed in ``acc`` (a float16 square underflows)."""
     norm: torch.Tensor = torch.linalg.vector_norm(x, dim=-1, dtype=acc)
     return norm
+
+
+def _softmax(
+    logits: torch.Tensor, dim: int, scale: float, inplace: bool, keep_input: bool = False
+) -> torch.Tensor:
+    """softmax(scale * logits) along ``dim`` with the max subtracted first; ``inplace`` reuses the
+    buffers (``keep_input``: except ``logits`` itself). Both forms run the same operations in the same
+    order, so they give the same bits."""
+    top = logits.amax(dim, keepdim=True)
+    if not inplace:
+        e = ((logits - top) * scale).exp()
+        return e / e.sum(dim, keepdim=True)
+    e = (torch.sub(logits, top) if keep_input else logits.sub_(top)).mul_(scale).exp_()
+    return e.div_(e.sum(dim, keepdim=True))
 
 
 def _check_inputs(words: torch.Tensor, word_mask: torch.Tensor, patches: torch.Tensor, tau: float) -> None:

@@ -201,3 +201,19 @@ def test_chunked_batches_give_the_whole_batch_scores(
     ]
     image = patches[q if layout != "shared" else 0, k if layout != "i2t" else 0]
     assert chunked.fine[q, k].item() == pytest.approx(naive_pair(valid, image.tolist(), 0.05)[0], abs=1e-9)
+
+
+def test_gradients_flow_through_the_block_as_finite_differences_say() -> None:
+    # Training (KER, the losses) backpropagates through the block: its in-place softmax buffers must
+    # not be used when a gradient is taken, and the analytic gradient must match finite differences.
+    gen = torch.Generator().manual_seed(5)
+    words, mask = _ragged_texts(gen, 2, 4, 6)
+    words = torch.where(mask[..., None], words, 0.0).requires_grad_(True)
+    patches = _unit(torch.randn(2, 3, 5, 6, generator=gen, dtype=torch.float64)).requires_grad_(True)
+
+    def fine(w: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        return text_to_image(w, mask, p, tau=0.5).fine
+
+    assert torch.autograd.gradcheck(fine, (words, patches), eps=1e-6, atol=1e-5)
+    with torch.no_grad():  # and the in-place path (inference) gives the same scores
+        torch.testing.assert_close(fine(words, patches), fine(words.detach(), patches.detach()))
