@@ -1,0 +1,42 @@
+"""What a build indexes: the archive's items, and the scenes it could not use (with reasons).
+
+Without chipping options an archive is listed by :func:`index_builder.sources.scan_archive`, exactly
+as before scenes existed. With them (``BuildConfig.chips``), or when the archive is a STAC catalog,
+georeferenced scenes are cut into chips (:mod:`index_builder.chipper`); a caption JSON or tar shards
+are still tiles.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from index_builder.chipper import list_folder, list_scenes
+from index_builder.chips import ChipConfig
+from index_builder.config import BuildConfig
+from index_builder.scenes import parse_bands
+from index_builder.sources import ArchiveItem, scan_archive
+from index_builder.stac import is_stac, stac_scenes
+from model.errors import DatasetError
+
+
+def list_archive(archive: Path, config: BuildConfig) -> tuple[list[ArchiveItem], list[dict[str, str]]]:
+    """The items of ``archive`` sorted by id, and the scenes left out with their reasons."""
+    archive = Path(archive)
+    stac = is_stac(archive)
+    if config.chips is None and not stac:
+        return scan_archive(archive, config.split), []
+    chips = config.chips or ChipConfig()
+    preset = parse_bands(config.bands)
+    if stac:
+        scenes, skipped = stac_scenes(str(archive), preset)
+        listing = list_scenes(scenes, chips, preset)
+        return sorted(listing.items, key=lambda item: item.id), skipped + listing.skipped
+    if not archive.exists():
+        raise DatasetError(f"archive {archive} does not exist")
+    if archive.is_dir() and not any(archive.glob("*.tar")) and not (archive / "dataset.json").is_file():
+        listing = list_folder(archive, chips, preset)
+        return listing.items, listing.skipped
+    if archive.is_file() and archive.suffix.lower() in (".tif", ".tiff"):
+        listing = list_folder(archive, chips, preset)
+        return listing.items, listing.skipped
+    return scan_archive(archive, config.split), []
