@@ -116,6 +116,8 @@ def footprints(
 
 def polygon(lon: NDArray[np.float64], lat: NDArray[np.float64]) -> BaseGeometry:
     """An outline in degrees as a counter-clockwise Polygon, split at the antimeridian when it crosses."""
+    lon = (lon + 180.0) % 360.0 - 180.0  # a CRS in degrees may run past 180 (e.g. 179.5 .. 180.5)
+    lon = np.where((lon == -180.0) & (np.max(lon) > 0), 180.0, lon)
     if lon.max() - lon.min() <= 180:
         return orient(shapely.Polygon(np.column_stack([lon, lat])), 1.0)
     # Crossing: unwrap to 0..360, cut at 180 and bring the eastern part back to -180..0.

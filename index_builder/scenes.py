@@ -36,7 +36,7 @@ import numpy as np
 import rasterio
 from numpy.typing import NDArray
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioError
+from rasterio.errors import CRSError, RasterioError
 from rasterio.windows import Window
 
 from model.errors import DatasetError
@@ -177,7 +177,10 @@ def _pixel_metres(src: Any) -> float:
     if src.crs.is_geographic:
         lat = src.xy(src.height / 2, src.width / 2)[1]
         return float(size * 111_320 * math.cos(math.radians(max(-89.0, min(89.0, lat)))))
-    return float(size * src.crs.linear_units_factor[1])
+    try:
+        return float(size * src.crs.linear_units_factor[1])
+    except CRSError:  # an engineering (local) CRS: no ground unit; chipping reports the CRS unusable
+        return float("nan")
 
 
 def _crs_name(crs: Any) -> str:
