@@ -294,6 +294,11 @@ def _allowed(index: ServingIndex, filters: SearchFilters | None) -> NDArray[np.b
         time_to=int(filters.time_to.timestamp()) if filters.time_to else None,
         sensors=tuple(filters.sensor) if filters.sensor else None,
         tags=tuple(filters.tags) if filters.tags else None,
+        intersects=filters.intersects,
+        ranges={k: v.model_dump(exclude_none=True) for k, v in filters.ranges.items()}
+        if filters.ranges is not None
+        else None,
+        scenes=tuple(filters.scene) if filters.scene else None,
     )
     return None if f.is_empty else filter_mask(index.loaded.metadata, f)
 
