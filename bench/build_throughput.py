@@ -63,11 +63,14 @@ def forward_rate(archive: Path, n: int, batch_size: int) -> float:
     return len(files) / (time.perf_counter() - t0)
 
 
-def build_run(archive: Path, out: Path, batch_size: int, workers: int) -> dict[str, Any]:
+def build_run(
+    archive: Path, out: Path, batch_size: int, workers: int, extra: list[str] | None = None
+) -> dict[str, Any]:
+    """``rsir build-index`` (plus ``extra`` options) in a child process: its rate and peak RSS."""
     shutil.rmtree(out, ignore_errors=True)
     cmd = [
         sys.executable, "-m", "rsir.cli", "build-index", "--archive", str(archive), "--out", str(out),
-        "--device", "cpu", "--batch-size", str(batch_size), "--workers", str(workers),
+        "--device", "cpu", "--batch-size", str(batch_size), "--workers", str(workers), *(extra or []),
     ]  # fmt: skip
     log = out.with_suffix(".log")
     t0 = time.perf_counter()
