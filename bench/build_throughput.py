@@ -93,6 +93,16 @@ def build_run(
     }
 
 
+def result_header() -> dict[str, Any]:
+    """Date, machine and torch threads of a build measurement, with an empty ``runs`` list."""
+    return {
+        "date": str(date.today()),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, no GPU",
+        "torch_threads": torch.get_num_threads(),
+        "runs": [],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sources", type=Path, nargs="+", required=True)
@@ -103,12 +113,7 @@ def main() -> None:
     ap.add_argument("--forward-images", type=int, default=1024)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    result: dict[str, Any] = {
-        "date": str(date.today()),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, no GPU",
-        "torch_threads": torch.get_num_threads(),
-        "runs": [],
-    }
+    result = result_header()
     for n in sorted(args.sizes):
         archive = prepare(args.sources, n, args.work / f"archive{n}")
         run = build_run(archive, args.work / f"index{n}", args.batch_size, args.workers)

@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import time
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +26,7 @@ from PIL import Image
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
-from bench.build_throughput import build_run
+from bench.build_throughput import build_run, result_header
 from index_builder.chipper import list_folder
 from index_builder.chips import ChipConfig
 from index_builder.scenes import PRESETS, read_chip
@@ -77,12 +74,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the scenes and indexes")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    result: dict[str, Any] = {
-        "date": str(date.today()),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, no GPU",
-        "torch_threads": torch.get_num_threads(),
-        "runs": [],
-    }
+    result = result_header()
     for side in sorted(args.sizes):
         t0 = time.perf_counter()
         scene = write_scene(args.work / f"scene{side}" / "scene.tif", side)
