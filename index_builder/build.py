@@ -319,7 +319,7 @@ def _embed_local(
                 acc.add(batch)
                 progress.advance(task, len(batch))
                 if log is not None:
-                    log.advance(len(batch), sum(d.pixels is None for d in batch))
+                    log.advance(len(batch), sum(d.pixels is None and not d.nodata for d in batch))
             shards.write_shard(work, number, acc.finish())
     if log is not None:
         log.close()

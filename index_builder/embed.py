@@ -16,7 +16,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from index.originals import digest
-from index_builder.scenes import Chip, read_chip
+from index_builder.scenes import Chip, OpenRasters, read_chip
 from index_builder.shards import Shard
 from index_builder.sources import ArchiveItem
 from model.encoders import ClipEncoder
@@ -45,6 +45,7 @@ class DecodeDataset(Dataset[Decoded]):
         self.items = items
         self.preprocess = preprocess
         self.max_pixels = max_pixels
+        self.rasters = OpenRasters()  # scenes' files stay open in each loader worker between chips
 
     def __len__(self) -> int:
         return len(self.items)
@@ -68,7 +69,7 @@ class DecodeDataset(Dataset[Decoded]):
                 position, None, f"chip of {chip.out_side}^2 pixels, over the limit of {self.max_pixels}"
             )
         try:
-            read = read_chip(chip)
+            read = read_chip(chip, self.rasters)
         except DatasetError as exc:
             return Decoded(position, None, str(exc))
         nodata = 1.0 - read.valid_fraction

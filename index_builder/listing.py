@@ -15,20 +15,21 @@ from index_builder.chips import ChipConfig
 from index_builder.config import BuildConfig
 from index_builder.scenes import parse_bands
 from index_builder.sources import ArchiveItem, scan_archive
-from index_builder.stac import is_stac, stac_scenes
+from index_builder.stac import is_stac, stac_scenes, stac_url
 from model.errors import DatasetError
 
 
 def list_archive(archive: Path, config: BuildConfig) -> tuple[list[ArchiveItem], list[dict[str, str]]]:
     """The items of ``archive`` sorted by id, and the scenes left out with their reasons."""
     archive = Path(archive)
-    stac = is_stac(archive)
+    url = stac_url(archive)
+    stac = url is not None or is_stac(archive)
     if config.chips is None and not stac:
         return scan_archive(archive, config.split), []
     chips = config.chips or ChipConfig()
     preset = parse_bands(config.bands)
     if stac:
-        scenes, skipped = stac_scenes(str(archive), preset)
+        scenes, skipped = stac_scenes(url or str(archive), preset)
         listing = list_scenes(scenes, chips, preset)
         return sorted(listing.items, key=lambda item: item.id), skipped + listing.skipped
     if not archive.exists():

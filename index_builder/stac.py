@@ -1,5 +1,5 @@
-"""A STAC catalog, collection or ItemCollection as scenes to chip (pystac reads them; a URL goes through
-pystac's default StacIO where the network reaches it).
+"""A STAC catalog, collection or ItemCollection as scenes to chip (pystac reads them; an http(s) URL goes
+through pystac's default StacIO where the network reaches it).
 
 Which assets an item's scene reads, first match wins:
 
@@ -16,6 +16,7 @@ chips' metadata (``datetime`` or ``start_datetime``, ``eo:cloud_cover``, ``gsd``
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,24 +66,29 @@ def stac_scenes(href: str, preset: Preset) -> tuple[list[SceneSource], list[dict
     return scenes, skipped
 
 
+def stac_url(archive: Path | str) -> str | None:
+    """``archive`` as an http(s) URL when it is one (a ``Path`` folds ``https://`` to ``https:/``)."""
+    match = re.match(r"^(https?):/+(.+)$", str(archive))
+    return f"{match[1]}://{match[2]}" if match else None
+
+
 def _items(href: str) -> Iterator[pystac.Item]:
     try:
-        with open(href, encoding="utf-8") as fh:
-            kind = json.load(fh).get("type")
-    except (OSError, ValueError, AttributeError):
-        kind = None
+        doc = pystac.StacIO.default().read_json(href)
+    except Exception as exc:  # pystac raises a bare Exception for a URI it cannot read
+        raise DatasetError(f"{href}: not a readable STAC catalog ({exc})") from exc
     try:
-        if kind == "FeatureCollection":
-            yield from pystac.ItemCollection.from_file(href)
+        if doc.get("type") == "FeatureCollection":
+            yield from pystac.ItemCollection.from_file(href)  # resolves relative asset hrefs
             return
-        obj = pystac.read_file(href)
+        obj = pystac.read_dict(doc, href=href)
         if isinstance(obj, pystac.Item):
             yield obj
         elif isinstance(obj, pystac.Catalog):  # a Collection is a Catalog
             yield from obj.get_items(recursive=True)
         else:
             raise DatasetError(f"{href}: a STAC {type(obj).__name__} holds no items to index")
-    except (pystac.STACError, OSError, ValueError, KeyError) as exc:
+    except (pystac.STACError, OSError, ValueError, KeyError, AttributeError) as exc:
         raise DatasetError(f"{href}: not a readable STAC catalog ({exc})") from exc
 
 

@@ -63,14 +63,15 @@ def stac_catalog(
     root: Path, scenes: dict[str, dict[str, object]], assets: dict[str, dict[str, tuple[str, str]]]
 ) -> Path:
     """A self-contained static catalog: item ``id`` with ``properties`` and ``{key: (href, role)}``
-    assets (hrefs relative to ``root``)."""
+    assets (hrefs relative to ``root``, or URLs)."""
     catalog = pystac.Catalog("test-catalog", "scenes for tests")
     for ident, props in scenes.items():
         props = dict(props)
         when = dt.datetime.fromisoformat(str(props.pop("datetime")).replace("Z", "+00:00"))
         item = pystac.Item(ident, {"type": "Point", "coordinates": [0, 0]}, [0, 0, 0, 0], when, props)
         for key, (href, role) in assets[ident].items():
-            item.add_asset(key, pystac.Asset(str((root / href).resolve()), roles=[role]))
+            where = href if "://" in href else str((root / href).resolve())
+            item.add_asset(key, pystac.Asset(where, roles=[role]))
         catalog.add_item(item)
     catalog.normalize_hrefs(str(root / "stac"))
     catalog.save(pystac.CatalogType.SELF_CONTAINED)

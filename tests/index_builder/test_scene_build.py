@@ -4,9 +4,12 @@ read independently, nodata chips counted, GeoParquet metadata, STAC in, bad scen
 from __future__ import annotations
 
 import dataclasses
+import functools
+import http.server
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +27,10 @@ from index_builder.build import BuildInterruptedError, add, build
 from index_builder.chipper import list_folder
 from index_builder.chips import ChipConfig
 from index_builder.config import BuildConfig
-from index_builder.scenes import PRESETS
+from index_builder.listing import list_archive
+from index_builder.scenes import PRESETS, read_chip
 from model.encoders import ClipEncoder
+from model.errors import DatasetError
 from search.filters import Filters, filter_mask
 from tests.index_builder.geo import stac_catalog, write_scene
 
@@ -172,6 +177,35 @@ def test_stac_catalog_builds_and_reports_items_it_cannot_read(
     assert meta.row(0)["time"] == "2023-05-01T10:00:00Z" and meta.row(0)["sensor"] == "sentinel-2a"
     cloudless = Filters(ranges={"eo:cloud_cover": {"lte": 20}})
     assert filter_mask(meta, cloudless).tolist() == [True] * 4 + [False]
+
+
+def test_stac_catalog_by_url_through_pystacs_stacio(tmp_path: Path) -> None:
+    """The catalog read over HTTP by pystac; its assets are file:// URLs (Python's test server cannot
+    answer GDAL's range requests)."""
+    scene = write_scene(tmp_path / "vis" / "visual.tif", 64, 64)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    asset = ("file://" + str(scene.resolve()), "visual")
+    stac_catalog(
+        tmp_path,
+        {"one": {"datetime": "2022-01-02T00:00:00Z"}, "two": {"datetime": "2022-01-03T00:00:00Z"}},
+        {"one": {"visual": asset}, "two": {"visual": asset}},
+    )
+    try:
+        items, skipped = list_archive(Path(f"{base}/stac/catalog.json"), SMALL)  # a Path folds "//"
+        assert skipped == [] and [i.id for i in items] == ["one/0_0", "two/0_0"]
+        chip = items[0].chip
+        assert chip is not None and chip.scene.bands[0].href == asset[0]
+        with rasterio.open(scene) as src:
+            np.testing.assert_array_equal(read_chip(chip).rgb, src.read().transpose(1, 2, 0))
+        with pytest.raises(DatasetError, match=r"nothing\.json: not a readable STAC catalog"):
+            list_archive(Path(f"{base}/stac/nothing.json"), SMALL)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_scene_build_resumes_and_add_keeps_the_base_metadata(
