@@ -4,6 +4,7 @@ read independently, nodata chips counted, GeoParquet metadata, STAC in, bad scen
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import functools
 import http.server
 import json
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import pystac
 import pytest
 import rasterio
 import shapely
@@ -177,6 +179,38 @@ def test_stac_catalog_builds_and_reports_items_it_cannot_read(
     assert meta.row(0)["time"] == "2023-05-01T10:00:00Z" and meta.row(0)["sensor"] == "sentinel-2a"
     cloudless = Filters(ranges={"eo:cloud_cover": {"lte": 20}})
     assert filter_mask(meta, cloudless).tolist() == [True] * 4 + [False]
+
+
+def test_item_collection_and_a_scene_across_the_antimeridian(
+    tmp_path: Path, tiny_encoder: ClipEncoder
+) -> None:
+    # UTM zone 1N, 1 km pixels from easting 150 km at 10 N: 100 px span 179.2 E .. 179.9 W.
+    path = write_scene(
+        tmp_path / "am.tif", 100, 100, crs="EPSG:32601", transform=from_origin(150_000, 1_110_000, 1000, 1000)
+    )
+    item = pystac.Item("am", None, None, dt.datetime(2024, 3, 1, tzinfo=dt.UTC), {"eo:cloud_cover": 5})
+    item.add_asset("visual", pystac.Asset(str(path), roles=["visual"]))
+    pystac.ItemCollection([item]).save_object(str(tmp_path / "items.json"))
+    report = build(tmp_path / "items.json", tmp_path / "idx", tiny_encoder, SMALL)
+    assert report.skipped == []
+    version = load_index(tmp_path / "idx")
+    assert version.gallery.ids == [f"am/{r}_{c}" for r in range(2) for c in range(2)]
+    meta = version.metadata
+    assert meta.footprint is not None
+    to_wgs84 = Transformer.from_crs("EPSG:32601", "EPSG:4326", always_xy=True)
+    for i, (x, y) in enumerate([(0, 0), (36, 0), (0, 36), (36, 36)]):
+        lons = [to_wgs84.transform(150_000 + 1000 * (x + dx), 1_110_000 - 1000 * y)[0] for dx in (0, 64)]
+        crosses = lons[0] > 0 > lons[1]  # west edge east of 180, east edge west of it
+        assert (meta.footprint[i].geom_type == "MultiPolygon") == crosses
+        if crosses:
+            assert meta.lon_min[i] > meta.lon_max[i]  # bbox west > east
+    assert any(g.geom_type == "MultiPolygon" for g in meta.footprint)
+    east_of_line = filter_mask(meta, Filters(bbox=(-179.9, 9.0, -179.5, 11.0)))
+    across = filter_mask(meta, Filters(bbox=(179.9, 9.0, -179.9, 11.0)))
+    expected = [bool(shapely.intersects(g, shapely.box(-179.9, 9.0, -179.5, 11.0))) for g in meta.footprint]
+    assert east_of_line.tolist() == expected and any(expected)
+    assert across.tolist() == [g.geom_type == "MultiPolygon" for g in meta.footprint]
+    assert meta.numeric["eo:cloud_cover"].tolist() == [5.0] * 4
 
 
 def test_stac_catalog_by_url_through_pystacs_stacio(tmp_path: Path) -> None:
