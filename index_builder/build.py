@@ -63,6 +63,7 @@ from index.versions import (
 )
 from index_builder import shards
 from index_builder.assemble import assemble
+from index_builder.chipper import SceneListing
 from index_builder.config import BuildConfig
 from index_builder.embed import ShardAccumulator, decode_batches, shard_batches
 from index_builder.extras import write_extras
@@ -108,11 +109,11 @@ def build(
         raise InvalidInputError(
             f"{root} already holds an index ({list_versions(root)}); use `rsir index add`"
         )
-    items, left_out = list_archive(archive, config)
-    if not items:
-        reasons = "; ".join(f"{s['id']}: {s['reason']}" for s in left_out[:3])
+    listing = list_archive(archive, config)
+    if not listing.items:
+        reasons = "; ".join(f"{s['id']}: {s['reason']}" for s in listing.skipped[:3])
         raise DatasetError(f"archive {archive} holds no images" + (f" ({reasons})" if reasons else ""))
-    return _run(items, root, encoder, config, metadata, None, archive, left_out)
+    return _run(listing.items, root, encoder, config, metadata, None, archive, listing)
 
 
 def add(
@@ -121,11 +122,11 @@ def add(
     """A new version: the current one plus the archive's images whose ids it does not hold yet."""
     base = load_index(root, encoder.describe())
     known = set(base.gallery.ids)
-    listed, left_out = list_archive(archive, config)
-    items = [i for i in listed if i.id not in known]
+    listing = list_archive(archive, config)
+    items = [i for i in listing.items if i.id not in known]
     if not items:
         raise InvalidInputError(f"{archive} has no images that {base.folder.name} does not already hold")
-    return _run(items, Path(root), encoder, config, metadata, base, archive, left_out)
+    return _run(items, Path(root), encoder, config, metadata, base, archive, listing)
 
 
 def delete(root: Path, ids: Sequence[str]) -> Path:
@@ -159,7 +160,7 @@ def _run(
     metadata: Path | None,
     base: LoadedIndex | None,
     archive: Path,
-    left_out: list[dict[str, str]],
+    listing: SceneListing,
 ) -> BuildReport:
     t0 = time.perf_counter()
     source = str(archive)
@@ -206,7 +207,7 @@ def _run(
         metadata=rows,
         base=base,
         extra=extra,
-        left_out=left_out,
+        left_out=listing.skipped,
     )
     if manifest.n_images == 0:
         shutil.rmtree(staged)
@@ -223,15 +224,13 @@ def _run(
         version=version,
         n_images=manifest.n_images,
         n_captions=manifest.n_captions,
-        n_new=len(items) - len(skipped) - nodata + len(left_out),
+        n_new=len(items) - len(skipped) - nodata + len(listing.skipped),
         n_embedded=sum(bounds[n][1] - bounds[n][0] for n in pending),
         skipped=skipped,
         seconds=time.perf_counter() - t0,
         embed_seconds=embed_seconds,
         shards_reused=reused,
-        extra={"chips": sum(i.chip is not None for i in items), "chips_nodata": nodata}
-        if config.chips
-        else {},
+        extra=_scene_report(items, nodata, listing) if config.chips or listing.missing else {},
     )
 
 
@@ -275,6 +274,11 @@ def version_sources(
         )
         out[item.id] = Original(where, offset, int(size), str(hashed))
     return Sources(str(root), out)
+
+
+def _scene_report(items: Sequence[ArchiveItem], nodata: int, listing: SceneListing) -> dict[str, Any]:
+    chips = sum(i.chip is not None for i in items)
+    return {"chips": chips, "chips_nodata": nodata, "scenes_missing": listing.missing}
 
 
 def _remote(item: ArchiveItem) -> bool:

@@ -15,7 +15,7 @@ import datetime as dt
 import os
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +47,12 @@ class SceneSource:
 
 @dataclass
 class SceneListing:
+    """What a build indexes (``items``), the scenes it cannot use (``skipped``, with reasons) and the
+    scenes indexed with something missing (``missing``: no datetime from STAC or the file's tags)."""
+
     items: list[ArchiveItem]
-    skipped: list[dict[str, str]]
-    n_scenes: int
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    missing: list[dict[str, str]] = field(default_factory=list)
 
 
 def list_folder(root: Path, config: ChipConfig, preset: Preset) -> SceneListing:
@@ -86,19 +89,20 @@ def is_georeferenced(path: Path) -> bool:
 
 
 def list_scenes(sources: Iterable[SceneSource], config: ChipConfig, preset: Preset) -> SceneListing:
-    items: list[ArchiveItem] = []
-    skipped: list[dict[str, str]] = []
-    n = 0
+    listing = SceneListing([])
     for source in sources:
-        n += 1
         try:
             scene = open_scene(
                 source.id, source.bands, source.href, source.preset or preset, source.properties
             )
-            items += scene_chips(scene, config)
+            listing.items += scene_chips(scene, config)
         except DatasetError as exc:
-            skipped.append({"id": source.id, "reason": str(exc)})
-    return SceneListing(items, skipped, n)
+            listing.skipped.append({"id": source.id, "reason": str(exc)})
+            continue
+        if not (scene.properties.get("datetime") or scene.properties.get("start_datetime")):
+            why = "datetime (no STAC datetime or start_datetime, no TIFFTAG_DATETIME): time unknown"
+            listing.missing.append({"id": source.id, "missing": why})
+    return listing
 
 
 def scene_chips(scene: Scene, config: ChipConfig) -> list[ArchiveItem]:

@@ -406,6 +406,8 @@ def _report_build(report: BuildReport) -> None:
         console.print(
             f"{report.extra['chips']} chips listed, {report.extra['chips_nodata']} left out as mostly nodata"
         )
+    for row in report.extra.get("scenes_missing", [])[:10]:
+        _err.print(f"  {row['id']}: indexed without {row['missing']}")
     if report.skipped:
         from index.versions import SKIPPED
 

@@ -64,7 +64,10 @@ def test_folder_of_scenes_builds_chips_with_footprints(tmp_path: Path, tiny_enco
     _archive(tmp_path / "a")
     report = build(tmp_path / "a", tmp_path / "idx", tiny_encoder, SMALL)
     utm = [f"utm.tif/{r}_{c}" for r in range(2) for c in range(3)]
-    assert report.extra == {"chips": 10, "chips_nodata": 3} and report.skipped == []
+    assert report.skipped == [] and report.extra["chips"] == 10 and report.extra["chips_nodata"] == 3
+    # neither scene has a datetime (no STAC, no TIFFTAG_DATETIME): indexed, and said so
+    assert [m["id"] for m in report.extra["scenes_missing"]] == ["deg/wgs.tif", "utm.tif"]
+    assert "datetime" in report.extra["scenes_missing"][0]["missing"]
     version = load_index(tmp_path / "idx")
     assert version.gallery.ids == sorted(["deg/wgs.tif/1_1", "tile.png", *utm])
 
@@ -229,8 +232,9 @@ def test_stac_catalog_by_url_through_pystacs_stacio(tmp_path: Path) -> None:
         {"one": {"visual": asset}, "two": {"visual": asset}},
     )
     try:
-        items, skipped = list_archive(Path(f"{base}/stac/catalog.json"), SMALL)  # a Path folds "//"
-        assert skipped == [] and [i.id for i in items] == ["one/0_0", "two/0_0"]
+        listing = list_archive(Path(f"{base}/stac/catalog.json"), SMALL)  # a Path folds "//"
+        items = listing.items
+        assert listing.skipped == [] and [i.id for i in items] == ["one/0_0", "two/0_0"]
         chip = items[0].chip
         assert chip is not None and chip.scene.bands[0].href == asset[0]
         with rasterio.open(scene) as src:
