@@ -258,6 +258,11 @@ def _filters(asked: SearchFilters | None) -> Filters | None:
         time_to=int(asked.time_to.timestamp()) if asked.time_to else None,
         sensors=tuple(asked.sensor) if asked.sensor else None,
         tags=tuple(asked.tags) if asked.tags else None,
+        intersects=asked.intersects,
+        ranges={k: v.model_dump(exclude_none=True) for k, v in asked.ranges.items()}
+        if asked.ranges is not None
+        else None,
+        scenes=tuple(asked.scene) if asked.scene else None,
     )
 
 
