@@ -26,6 +26,7 @@ from search.filters import Filters, filter_mask
 from search.options import RECALLS, RERANKS, SARS, TARGETS
 from service.cache import cache_key, normalise_query
 from service.errors import ApiError, validation_message
+from service.negotiation import GEOJSON, GEOJSON_RESPONSES, geojson_body, negotiate, wants_geojson
 from service.routes.admission import admitted, authenticate
 from service.routes.images import on_image_thread
 from service.runtime import Runtime, runtime
@@ -64,8 +65,8 @@ def json_body(request: Request) -> None:
 @router.post(
     "/search/text",
     response_model=SearchResponse,
-    responses=_ERRORS,
-    dependencies=[Depends(json_body), Depends(authenticate)],
+    responses=_ERRORS | GEOJSON_RESPONSES,
+    dependencies=[Depends(negotiate), Depends(json_body), Depends(authenticate)],
 )
 async def search_text(body: TextSearchRequest, request: Request) -> Response:
     """Images matching a text query: coarse recall, then the FTF rerank of the top candidates."""
@@ -123,8 +124,8 @@ async def search_text(body: TextSearchRequest, request: Request) -> Response:
 @router.post(
     "/search/image",
     response_model=SearchResponse,
-    responses=_ERRORS,
-    dependencies=[Depends(authenticate)],
+    responses=_ERRORS | GEOJSON_RESPONSES,
+    dependencies=[Depends(negotiate), Depends(authenticate)],
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -346,6 +347,9 @@ async def _send(rt: Runtime, request: Request, body: dict[str, Any]) -> Response
     identity = getattr(request.state, "identity", None)
     if rt.access.api_keys and identity is not None and identity.name.startswith("key:"):
         body["results"] = sign_results(body["results"], rt.signer, identity.name.removeprefix("key:"))
+    if wants_geojson(request):  # Accept: application/geo+json (service/negotiation.py)
+        text = await asyncio.to_thread(geojson_body, rt.holder.current, body)
+        return Response(text, media_type=GEOJSON)
     return Response(await _dumps(body), media_type="application/json")
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -46,7 +47,7 @@ def valid(collection: dict[str, Any]) -> dict[str, Any]:
 
 def signed_area(ring: list[list[float]]) -> float:
     """Shoelace: positive for a counter-clockwise ring (computed here, not by shapely)."""
-    return sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(ring, ring[1:], strict=False)) / 2
+    return sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in itertools.pairwise(ring)) / 2
 
 
 def test_a_plain_footprint_is_a_ccw_closed_polygon_with_its_bbox_and_properties():
