@@ -224,3 +224,24 @@ def test_overview_refusals(geo_client: httpx.Client):
 
 def _windows_overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
     return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+def test_with_keys_the_geojson_urls_are_signed_and_the_overview_needs_a_key(
+    geo: GeoIndex, tiny_encoder: ClipEncoder
+):
+    live = LiveServer(make_settings(geo.root, api_keys={"alice": 0}), tiny_encoder).start()
+    try:
+        with live.client() as client:
+            key = {"X-API-Key": "alice"}
+            answer = client.post(
+                "/search/text", json={"query": "harbour", "k": 3}, headers={**key, "Accept": MEDIA_TYPE}
+            )
+            assert answer.status_code == 200, answer.text
+            props = answer.json()["features"][0]["properties"]
+            assert "?t=" in props["thumbnail_url"] and "?t=" in props["image_url"]
+            assert client.get(props["thumbnail_url"]).status_code == 200  # the token alone opens it
+            assert_error(client.get("/scenes/harbour/overview.png"), 401)
+            overview = client.get("/scenes/harbour/overview.png", headers=key)
+            assert png(overview).shape == (280, 336, 3)  # the default 1024 px: never enlarged
+    finally:
+        live.stop()
