@@ -71,11 +71,15 @@ def merge_overlapping(places: Sequence[Place], iou: float | None = None) -> list
     ``iou`` turns merging off (every hit kept alone)."""
     threshold = MERGE_IOU if iou is None else iou
     groups: list[tuple[int, list[int]]] = []
+    by_scene: dict[str, list[tuple[int, list[int]]]] = {}  # only hits of one scene can merge
     for i, place in enumerate(places):
+        same = by_scene.setdefault(place.scene, []) if place.scene is not None else []
         if threshold >= 0:
-            home = next((g for g in groups if overlap(places[g[0]], place, threshold)), None)
+            home = next((g for g in same if overlap(places[g[0]], place, threshold)), None)
             if home is not None:
                 home[1].append(i)
                 continue
-        groups.append((i, []))
+        group: tuple[int, list[int]] = (i, [])
+        groups.append(group)
+        same.append(group)
     return groups

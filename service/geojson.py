@@ -17,10 +17,13 @@ folded into it (:mod:`service.chip_merge`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from shapely.geometry import MultiPolygon, Polygon, mapping, shape
+import numpy as np
+import shapely
+from shapely.geometry import MultiPolygon, Polygon, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.geometry.polygon import orient
 
@@ -46,7 +49,8 @@ def geometry_and_bbox(
     if geom.is_empty:
         return None, None
     geom = unwrap(geom)
-    return _rounded(mapping(_oriented(split(geom)))), _rounded(bbox(geom))
+    out = shapely.transform(_oriented(split(geom)), lambda xy: np.round(xy, DECIMALS))
+    return json.loads(shapely.to_geojson(out)), _rounded(bbox(geom))
 
 
 def feature_collection(
@@ -93,14 +97,8 @@ def _oriented(geometry: BaseGeometry) -> BaseGeometry:
     return geometry
 
 
-def _rounded(value: Any) -> Any:
-    if isinstance(value, float):
-        return round(value, DECIMALS)
-    if isinstance(value, list | tuple):
-        return [_rounded(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    return value
+def _rounded(values: list[float]) -> list[float]:
+    return [round(v, DECIMALS) for v in values]
 
 
 def _hit_id(hit: Mapping[str, Any]) -> str:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import rasterio
 from numpy.typing import NDArray
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
@@ -77,11 +77,11 @@ def read_rgb(
             area = Window(*window) if window is not None else None
             resampling = _resampling(src, area, out_shape)
             data = src.read(indexes, window=area, out_shape=(3, *out_shape), resampling=resampling)
-            masks = src.read_masks(indexes, window=area, out_shape=(3, *out_shape))
+            valid = _valid(src, indexes, data, area, out_shape)
             rule = stretch if stretch is not None else estimate_stretch(src, indexes)
     except RasterioError as exc:
         raise ScenePixelsError(f"{href}: cannot be read ({exc})") from exc
-    return _to_rgb(data, np.all(masks > 0, axis=0), rule)
+    return _to_rgb(data, valid, rule)
 
 
 def _open(href: str) -> rasterio.DatasetReader:
@@ -129,13 +129,33 @@ def estimate_stretch(src: rasterio.DatasetReader, indexes: list[int]) -> Stretch
         return Stretch(None)
     shape = fit(src.width, src.height, STATS_SIDE)
     data = src.read(indexes, out_shape=(3, *shape), resampling=Resampling.nearest)
-    valid = np.all(src.read_masks(indexes, out_shape=(3, *shape)) > 0, axis=0)
+    valid = _valid(src, indexes, data, None, shape)
     lows_highs = []
     for band in data:
         values = band[valid]
         low, high = np.percentile(values, [2, 98]) if values.size else (0.0, 0.0)
         lows_highs.append((float(low), float(high)))
     return Stretch(tuple(lows_highs))
+
+
+def _valid(
+    src: rasterio.DatasetReader,
+    indexes: list[int],
+    data: NDArray[np.generic],
+    area: Window | None,
+    out_shape: tuple[int, int],
+) -> NDArray[np.bool_]:
+    """``[rows, cols]``: pixels valid in all three bands. GDAL's mask of a band without nodata or mask
+    has no overviews (a read of it at any size walks the full-resolution raster), and a nodata mask
+    is the data compared with the value: only a real mask band (internal or .msk) is read."""
+    flags = [src.mask_flag_enums[i - 1] for i in indexes]
+    if all(f == [MaskFlags.all_valid] for f in flags):
+        return np.ones(out_shape, np.bool_)
+    if all(MaskFlags.nodata in f for f in flags) and src.nodata is not None:
+        invalid = np.isnan(data) if np.isnan(src.nodata) else data == src.nodata
+        return np.asarray(~np.any(invalid, axis=0), np.bool_)
+    masks = src.read_masks(indexes, window=area, out_shape=(3, *out_shape))
+    return np.asarray(np.all(masks > 0, axis=0), np.bool_)
 
 
 def _to_rgb(data: NDArray[np.generic], valid: NDArray[np.bool_], stretch: Stretch) -> NDArray[np.uint8]:
