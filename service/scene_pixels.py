@@ -164,6 +164,6 @@ def _to_rgb(data: NDArray[np.generic], valid: NDArray[np.bool_], stretch: Stretc
         low = np.array([b[0] for b in stretch.bands])[:, None, None]
         high = np.array([b[1] for b in stretch.bands])[:, None, None]
         values = (values - low) * (255.0 / np.where(high > low, high - low, np.inf))
-    out = np.clip(np.rint(values), 0, 255).astype(np.uint8)
-    out[:, ~valid] = 0
+    values[:, ~valid] = 0  # invalid pixels black (and NaN never reaches the cast)
+    out = np.clip(np.rint(np.nan_to_num(values)), 0, 255).astype(np.uint8)
     return np.ascontiguousarray(out.transpose(1, 2, 0))
