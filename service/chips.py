@@ -63,7 +63,7 @@ def window_of(metadata: Mapping[str, Any]) -> tuple[int, int, int, int] | None:
 
 def chip_of(index: ServingIndex, position: int, image_id: str, archive_root: Path | None) -> ChipRef | None:
     """The chip at gallery ``position``, or None when it is not a chip or its scene file is unknown."""
-    metadata = index.loaded.metadata.row(position)
+    metadata = row(index, position)
     window = window_of(metadata)
     entry = index.sources.get(image_id)
     if window is None or entry is None:
@@ -75,12 +75,25 @@ def chip_of(index: ServingIndex, position: int, image_id: str, archive_root: Pat
     return ChipRef(image_id, str(metadata.get("scene") or ""), href, window, size)
 
 
-def scene_positions(index: ServingIndex, scene_id: str) -> NDArray[np.intp]:
-    """Gallery positions of the live chips of ``scene_id``."""
+def scene_chips(index: ServingIndex, scene_id: str) -> dict[str, int]:
+    """``{chip id: gallery position}`` of the live chips of ``scene_id``, in gallery order."""
     column = _scene_column(index)
     if column is None:
-        return np.zeros(0, np.intp)
-    return np.flatnonzero((column == scene_id) & np.asarray(index.engine.live_images, bool))
+        return {}
+    found = np.flatnonzero((column == scene_id) & np.asarray(index.engine.live_images, bool))
+    ids = index.loaded.gallery.ids
+    return {ids[int(p)]: int(p) for p in found}
+
+
+def row_of(index: ServingIndex, image_id: str) -> dict[str, Any]:
+    """The metadata row of a live image (``{}``: no such image)."""
+    position = index.live_position(image_id)
+    return row(index, position) if position is not None else {}
+
+
+# -- the index's internals: read here only (the served-index object's accessors take their place) ----
+def row(index: ServingIndex, position: int) -> dict[str, Any]:
+    return index.loaded.metadata.row(position)
 
 
 def _scene_column(index: ServingIndex) -> NDArray[np.object_] | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import Request
 
-from service.chips import place_of
+from service.chips import place_of, row_of
 from service.errors import ApiError
 from service.geojson import MEDIA_TYPE, feature_collection
 from service.schemas import ErrorResponse
@@ -77,7 +77,7 @@ def wants_geojson(request: Request) -> bool:
 
 
 def geojson_body(index: ServingIndex, body: dict[str, Any]) -> str:
-    """The JSON answer ``body`` (URLs already signed) as a FeatureCollection."""
+    """The JSON answer ``body`` (its hits as dicts, URLs already signed) as a FeatureCollection."""
     hits = body["results"]
     places = [place_of(_metadata(index, hit)) for hit in hits]
     members = {name: body[name] for name in _MEMBERS if body.get(name) is not None}
@@ -87,8 +87,7 @@ def geojson_body(index: ServingIndex, body: dict[str, Any]) -> str:
 def _metadata(index: ServingIndex, hit: dict[str, Any]) -> dict[str, Any]:
     if isinstance(hit.get("metadata"), dict):
         return dict(hit["metadata"])
-    position = index.live_position(str(hit.get("image_id")))  # a caption hit: its image's metadata
-    return index.loaded.metadata.row(position) if position is not None else {}
+    return row_of(index, str(hit.get("image_id")))  # a caption hit: its image's metadata
 
 
 def _quality(params: str) -> float:

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from PIL import Image, ImageDraw
 
-from service.chips import ChipRef, chip_of, scene_positions
+from service.chips import ChipRef, chip_of, scene_chips
 from service.errors import ApiError
 from service.overlay import to_png
 from service.routes.admission import authenticate
@@ -54,13 +54,12 @@ async def overview(
     """The scene's overview as a PNG, the chips ``ids`` outlined on it."""
     rt = runtime(request)
     index = rt.holder.current
-    positions = scene_positions(index, scene_id)
-    if positions.size == 0:
+    members = scene_chips(index, scene_id)
+    if not members:
         raise ApiError(404, "not_found", f"no scene {scene_id!r} in index version {index.version}")
     wanted = [i for i in (ids or "").split(",") if i]
     if len(wanted) > MAX_IDS:
         raise ApiError(422, "invalid_request", f"ids: at most {MAX_IDS} chips, got {len(wanted)}")
-    members = {index.loaded.gallery.ids[int(p)]: int(p) for p in positions}
     strangers = [i for i in wanted if i not in members]
     if strangers:
         named = ", ".join(map(repr, strangers[:5]))

@@ -56,7 +56,7 @@
   function filters() {
     const f = {};
     if (state.intersects) f.intersects = state.intersects;
-    if (state.scene) f.scene = state.scene;
+    if (state.scene) f.scene = [state.scene]; // the filter takes a list of scenes
     return f;
   }
 

@@ -99,7 +99,7 @@ def test_clicking_a_footprint_shows_the_chip_and_its_scene(map_page: tuple[Page,
 
     with page.expect_request(lambda r: "search/text" in r.url) as sent:
         panel.locator("#search-scene").click()
-    assert sent_json(sent.value)["filters"] == {"scene": "harbour"}
+    assert sent_json(sent.value)["filters"] == {"scene": ["harbour"]}
     expect(page.locator("#map-clear-scene")).to_be_visible()
 
 
