@@ -91,18 +91,6 @@ def row_of(index: ServingIndex, image_id: str) -> dict[str, Any]:
     return row(index, position) if position is not None else {}
 
 
-# -- the index's internals: read here only (the served-index object's accessors take their place) ----
-def row(index: ServingIndex, position: int) -> dict[str, Any]:
-    return index.loaded.metadata.row(position)
-
-
-def _scene_column(index: ServingIndex) -> NDArray[np.object_] | None:
-    metadata = index.loaded.metadata
-    typed = getattr(metadata, "scene", None)  # the scene schema's typed column, where the index has it
-    column = typed if typed is not None else metadata.extra.get("scene")
-    return None if column is None else np.asarray(column, dtype=object)
-
-
 def _footprint(metadata: Mapping[str, Any]) -> BaseGeometry | None:
     value = metadata.get("footprint")
     if isinstance(value, str):
@@ -120,3 +108,15 @@ def _footprint(metadata: Mapping[str, Any]) -> BaseGeometry | None:
         west, south, east, north = (float(v) for v in bbox)
         return box(west, south, east + 360 if east < west else east, north)  # west > east: crossing
     return None
+
+
+# -- the index's internals: read here only (the served-index object's accessors take their place) ----
+def row(index: ServingIndex, position: int) -> dict[str, Any]:
+    return index.loaded.metadata.row(position)
+
+
+def _scene_column(index: ServingIndex) -> NDArray[np.object_] | None:
+    metadata = index.loaded.metadata
+    typed = getattr(metadata, "scene", None)  # the scene schema's typed column, where the index has it
+    column = typed if typed is not None else metadata.extra.get("scene")
+    return None if column is None else np.asarray(column, dtype=object)
