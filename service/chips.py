@@ -75,16 +75,6 @@ def chip_of(index: ServingIndex, position: int, image_id: str, archive_root: Pat
     return ChipRef(image_id, str(metadata.get("scene") or ""), href, window, size)
 
 
-def scene_chips(index: ServingIndex, scene_id: str) -> dict[str, int]:
-    """``{chip id: gallery position}`` of the live chips of ``scene_id``, in gallery order."""
-    column = _scene_column(index)
-    if column is None:
-        return {}
-    found = np.flatnonzero((column == scene_id) & np.asarray(index.engine.live_images, bool))
-    ids = index.loaded.gallery.ids
-    return {ids[int(p)]: int(p) for p in found}
-
-
 def row_of(index: ServingIndex, image_id: str) -> dict[str, Any]:
     """The metadata row of a live image (``{}``: no such image)."""
     position = index.live_position(image_id)
@@ -120,3 +110,13 @@ def _scene_column(index: ServingIndex) -> NDArray[np.object_] | None:
     typed = getattr(metadata, "scene", None)  # the scene schema's typed column, where the index has it
     column = typed if typed is not None else metadata.extra.get("scene")
     return None if column is None else np.asarray(column, dtype=object)
+
+
+def scene_chips(index: ServingIndex, scene_id: str) -> dict[str, int]:
+    """``{chip id: gallery position}`` of the live chips of ``scene_id``, in gallery order."""
+    column = _scene_column(index)
+    if column is None:
+        return {}
+    found = np.flatnonzero((column == scene_id) & np.asarray(index.engine.live_images, bool))
+    ids = index.loaded.gallery.ids
+    return {ids[int(p)]: int(p) for p in found}
