@@ -5,9 +5,11 @@ polygon sent as the intersects filter. Nothing is fetched from outside the serve
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 
 from model.encoders import ClipEncoder
@@ -149,3 +151,14 @@ def test_a_drawn_rectangle_or_polygon_is_sent_as_the_intersects_filter(map_page:
     with page.expect_request(lambda r: "search/text" in r.url) as sent:
         page.click("#map-clear-area")
     assert "intersects" not in (sent_json(sent.value).get("filters") or {})
+
+
+def test_the_map_files_are_served_locally_with_their_licences(geo_server: LiveServer):
+    page = httpx.get(geo_server.url + "/", timeout=10).text
+    assets = re.findall(r'(?:src|href)="([^"#]+\.(?:js|css))"', page)
+    vendored = {"vendor/leaflet/leaflet.js", "vendor/topojson-client/topojson-client.min.js"}
+    assert vendored | {"map.js", "vendor/leaflet/leaflet.css"} <= set(assets)
+    for path in [*assets, "vendor/world-atlas/land-110m.json", "vendor/leaflet/LICENSE"]:
+        assert httpx.get(f"{geo_server.url}/{path}", timeout=10).status_code == 200, path
+    own = httpx.get(geo_server.url + "/map.js", timeout=10).text
+    assert len(own) < 32_000 and not re.search(r"https?://", own)
