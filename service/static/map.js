@@ -18,6 +18,9 @@
   map.attributionControl.setPrefix(false).addAttribution("Outline: Natural Earth");
   map.fitBounds([[-60, -170], [75, 170]]);
   const footprints = L.geoJSON(null, { style: () => ({ color: "#0b5cad", weight: 2, fillOpacity: 0.15 }) }).addTo(map);
+  // A chip is a few hundred metres: at the zoom that shows a continent its outline is under a pixel, so
+  // each footprint also gets a dot of constant size at its centre (same tooltip, same click).
+  const dots = L.featureGroup().addTo(map);
   const drawn = L.featureGroup().addTo(map);
   const state = { intersects: null, scene: null, features: [] };
 
@@ -202,9 +205,14 @@
     }
     if (mine !== shown) return;
     footprints.clearLayers();
+    dots.clearLayers();
     state.features = collection.features;
     const located = collection.features.filter((f) => f.geometry);
-    footprints.addData({ type: "FeatureCollection", features: located });
+    const crossing = collection.bbox && collection.bbox[0] > collection.bbox[2];
+    // Results spanning the antimeridian are drawn on one side of it: Leaflet does not wrap vectors, so
+    // longitudes up to the box's east edge move past 180 (a flat map shows them next to their neighbours).
+    const onMap = crossing ? located.map((f) => pastAntimeridian(f, collection.bbox[2])) : located;
+    footprints.addData({ type: "FeatureCollection", features: onMap });
     footprints.eachLayer((layer) => {
       const f = layer.feature;
       const el = layer.getElement && layer.getElement();
@@ -214,15 +222,39 @@
       }
       layer.bindTooltip(`#${f.properties.rank} ${f.id}`);
       layer.on("click", () => openFeature(f, layer));
+      const dot = L.circleMarker(centre(layer), { radius: 4, weight: 1, color: "#0b5cad", fillOpacity: 0.8 }).addTo(dots);
+      dot.bindTooltip(`#${f.properties.rank} ${f.id}`);
+      dot.on("click", () => openFeature(f, layer));
+      const dotEl = dot.getElement();
+      if (dotEl) {
+        dotEl.setAttribute("data-id", f.id);
+        dotEl.classList.add("footprint-dot");
+      }
     });
-    box.dataset.features = String(located.length);
     $("map-count").textContent = `${located.length} of ${collection.features.length} results on the map`;
     if (collection.bbox && !state.intersects) {
       // the server's bbox takes the short way round: west > east crosses the antimeridian
       const [west, south, east, north] = collection.bbox;
       const bounds = [[south, west], [north, east < west ? east + 360 : east]];
-      map.fitBounds(bounds, { maxZoom: 12, padding: [20, 20] });
+      map.invalidateSize(); // the page below the map has just changed: its width may have too
+      map.fitBounds(bounds, { maxZoom: 12, padding: [20, 20], animate: false });
     }
+    box.dataset.features = String(located.length);
+  }
+
+  function pastAntimeridian(feature, east) {
+    const move = (ring) => ring.map(([x, y]) => [x <= east ? x + 360 : x, y]);
+    const g = feature.geometry;
+    const coordinates =
+      g.type === "Polygon" ? g.coordinates.map(move) : g.type === "MultiPolygon" ? g.coordinates.map((p) => p.map(move)) : g.coordinates;
+    return { ...feature, geometry: { ...g, coordinates } };
+  }
+
+  // the centre of a footprint's first part (a footprint cut at the antimeridian has two)
+  function centre(layer) {
+    const rings = layer.getLatLngs();
+    const first = Array.isArray(rings[0]) && Array.isArray(rings[0][0]) ? rings[0] : rings;
+    return L.latLngBounds(first.flat(2)).getCenter();
   }
 
   function openFeature(feature, layer) {
