@@ -25,7 +25,7 @@ from search.engine import EngineConfig
 from service import docs, errors
 from service.metrics import Metrics
 from service.middleware import RequestContext
-from service.routes import images, ops, search
+from service.routes import images, ops, scenes, search
 from service.runtime import build_runtime
 from service.schemas import ImageSearchRequest
 from service.serving_index import IndexHolder, ServingIndex
@@ -116,6 +116,7 @@ def create_app(
     errors.install(app)
     app.include_router(search.router)
     app.include_router(images.router)
+    app.include_router(scenes.router)
     app.include_router(ops.router)
     docs.install(app)
     static = resources.files("service") / "static"

@@ -29,6 +29,7 @@ from model.encoders import ClipEncoder
 from model.errors import RsirError
 from model.images import DEFAULT_MAX_PIXELS
 from search.engine import EngineConfig, Plan, QueryOptions, SearchEngine, SearchResult
+from search.filters import Filters
 from search.options import Modality, Recall, Target
 
 log = structlog.get_logger(__name__)
@@ -100,6 +101,11 @@ class ServingIndex:
     def metadata(self, position: int) -> dict[str, Any]:
         """JSON-ready metadata of the image at gallery index ``position``."""
         return self._engine.metadata_row(position)
+
+    def scene_chips(self, scene_id: str) -> dict[str, int]:
+        """``{chip id: gallery position}`` of the live chips of scene ``scene_id``, in gallery order."""
+        found = self._engine.matching(Filters(scenes=(scene_id,)))
+        return {self._engine.image_id(int(p)): int(p) for p in found}
 
     def caption_image(self, caption: int) -> str:
         """The id of the image caption number ``caption`` describes."""

@@ -198,6 +198,7 @@ def _engine_filters(f: dict[str, Any]) -> Filters:
         time_to=_unix(f["time_to"]) if "time_to" in f else None,
         sensors=tuple(f["sensor"]) if "sensor" in f else None,
         tags=tuple(f["tags"]) if "tags" in f else None,
+        intersects=f.get("intersects"),
     )
 
 
