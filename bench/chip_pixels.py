@@ -1,6 +1,7 @@
 """Serving pixels from the source: a chip window, a thumbnail and a scene overview read from a COG by
-service.scene_pixels, against scene size (time per read, and the process's peak RSS, which must not
-follow the scene's size); and the GeoJSON answer's cost for k hits.
+index.scenes.read_window (the builder's read, which the service serves chips with), against scene
+size (time per read, and the process's peak RSS, which must not follow the scene's size); and the
+GeoJSON answer's cost for k hits.
 
     python -m bench.chip_pixels --sides 2048 4096 8192 --out bench/results/chip_pixels.json
 
@@ -56,22 +57,23 @@ def write_cog(path: Path, side: int) -> None:
 
 def read_scene(path: Path) -> dict[str, Any]:
     """Reads of ``path`` in this process (which did nothing else): medians and peak RSS."""
-    from service.scene_pixels import fit, read_rgb, scene_info, scene_stretch
+    from index.scenes import read_window
+    from index_builder.scenes import PRESETS, open_scene
 
-    side = scene_info(str(path)).width
-    href, stretch = str(path), scene_stretch(str(path))
+    scene = open_scene("bench", None, str(path), PRESETS["rgb"])  # as a build records it
+    side = scene.width
     rng = np.random.default_rng(1)
     timings: dict[str, list[float]] = {"chip_224": [], "thumbnail_128_of_896": [], "overview_1024": []}
     for _ in range(REPEATS):
         col, row = (int(v) for v in rng.integers(0, side - 896, 2))
         t = time.perf_counter()
-        read_rgb(href, (col, row, 224, 224), (224, 224), stretch=stretch)
+        read_window(scene, (col, row, 224, 224), 224)
         timings["chip_224"].append(time.perf_counter() - t)
         t = time.perf_counter()
-        read_rgb(href, (col, row, 896, 896), (128, 128), stretch=stretch)
+        read_window(scene, (col, row, 896, 896), 128)
         timings["thumbnail_128_of_896"].append(time.perf_counter() - t)
         t = time.perf_counter()
-        read_rgb(href, None, fit(side, side, 1024), stretch=stretch)
+        read_window(scene, (0, 0, side, side), 1024)
         timings["overview_1024"].append(time.perf_counter() - t)
     return {
         "side": side,

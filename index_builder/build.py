@@ -47,6 +47,7 @@ from index.originals import (
     relative_to,
     write_sources,
 )
+from index.scenes import Scene, is_remote, locate_scene, read_scenes, write_scenes
 from index.versions import (
     MANIFEST,
     TOMBSTONES,
@@ -70,7 +71,7 @@ from index_builder.extras import write_extras
 from index_builder.listing import list_archive
 from index_builder.metadata import base_rows, read_metadata
 from index_builder.progress import progress_log
-from index_builder.scenes import is_remote, read_chip
+from index_builder.scenes import read_chip
 from index_builder.sources import ArchiveItem
 from model.encoders import ClipEncoder, default_hash_heads
 from model.errors import DatasetError, InvalidInputError
@@ -214,7 +215,11 @@ def _run(
         raise DatasetError(f"no image of {source} could be decoded ({len(skipped)} skipped)")
     ids = read_ids(staged)
     recorded = _recorded_originals(work, range(len(bounds)))
-    write_sources(staged, version_sources(ids, items, base, recorded, config.archive_root or archive_root))
+    sources = version_sources(ids, items, base, recorded, config.archive_root or archive_root)
+    write_sources(staged, sources)
+    scenes = version_scenes(ids, items, base)
+    if scenes:  # a version of tiles only stays as it was before scenes
+        write_scenes(staged, scenes, sources.root)
     nodata = sum(len(shards.read_shard_meta(work, n).get("nodata", [])) for n in range(len(bounds)))
     heads = config.hash_heads or default_hash_heads(encoder.config.arch, encoder.config.checkpoint)
     write_extras(staged, heads)
@@ -274,6 +279,20 @@ def version_sources(
         )
         out[item.id] = Original(where, offset, int(size), str(hashed))
     return Sources(str(root), out)
+
+
+def version_scenes(
+    ids: Sequence[str], items: Sequence[ArchiveItem], base: LoadedIndex | None
+) -> dict[str, Scene]:
+    """How each scene of a version's chips was read (the service reads a chip's pixels again by it):
+    the base version's scenes and those of the new chips among ``ids``."""
+    out = {}
+    if base is not None:
+        located = read_sources(base.folder)
+        out = {i: locate_scene(scene, located) for i, scene in read_scenes(base.folder).items()}
+    wanted = set(ids)
+    out |= {i.chip.scene.id: i.chip.scene for i in items if i.chip is not None and i.id in wanted}
+    return out
 
 
 def _scene_report(items: Sequence[ArchiveItem], nodata: int, listing: SceneListing) -> dict[str, Any]:

@@ -24,9 +24,10 @@ import rasterio
 import shapely
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
+from index.scenes import BandSource, Scene, is_remote
 from index_builder import chips
 from index_builder.chips import ChipConfig
-from index_builder.scenes import BandSource, Chip, Preset, Scene, is_remote, open_scene
+from index_builder.scenes import Chip, Preset, open_scene
 from index_builder.sources import IMAGE_SUFFIXES, ArchiveItem
 from model.errors import DatasetError
 

@@ -16,7 +16,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from index.originals import digest
-from index_builder.scenes import Chip, OpenRasters, read_chip
+from index.scenes import OpenRasters
+from index_builder.scenes import Chip, read_chip
 from index_builder.shards import Shard
 from index_builder.sources import ArchiveItem
 from model.encoders import ClipEncoder

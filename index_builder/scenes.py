@@ -1,8 +1,8 @@
-"""Georeferenced scenes (GeoTIFF / COG): what a scene is, its band presets, and reading one window as RGB.
+"""Georeferenced scenes (GeoTIFF / COG) as the builder opens them: band presets, a scene's header read
+into its reading rule (:class:`index.scenes.Scene`), the percentile stretch, and a chip to read.
 
-A scene is read window by window, never whole, so memory does not depend on its size. Paths are handed
-to rasterio unchanged: local files and GDAL's virtual file systems (``/vsis3/``, ``/vsicurl/``,
-``s3://``, ``https://``) alike.
+The windowed read itself is :func:`index.scenes.read_window`, the one the service also serves a chip's
+pixels with, from the rule this build records in the version's ``scenes.json``.
 
 Bands. ``--bands`` takes a preset name or a comma list of 1-based indexes or band names (a name is
 matched against the file's band descriptions; a STAC item's band assets are matched by asset key in
@@ -15,43 +15,42 @@ matched against the file's band descriptions; a STAC item's band assets are matc
   ``04.00`` gets no offset;
 - ``landsat-c2-l2``: SR_B4, SR_B3, SR_B2, reflectance = DN x 0.0000275 - 0.2.
 
-To 8-bit RGB. A reflectance preset maps reflectance 0 .. 0.3 linearly onto 0 .. 255 (fixed, so the
-same ground looks the same in every scene). Otherwise uint8 bands are taken as they are, and other
-types are stretched per band from the scene's 2nd to its 98th percentile of *valid* pixels (nodata
-and masked pixels left out), estimated once per scene from a decimated read of at most
-``STATS_SIDE`` pixels a side (GDAL serves it from the COG's overviews). Nodata pixels come out black.
+To 8-bit RGB (:func:`index.scenes.to_rgb`): a reflectance preset maps reflectance 0 .. 0.3 onto
+0 .. 255; uint8 bands are taken as they are; other types are stretched per band from the scene's 2nd
+to its 98th percentile of *valid* pixels (nodata and masked pixels left out), estimated here once per
+scene from a decimated read of at most ``STATS_SIDE`` pixels a side (GDAL serves it from the COG's
+overviews). Nodata pixels come out black.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import math
-import re
-from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import rasterio
-from numpy.typing import NDArray
-from rasterio.enums import MaskFlags, Resampling
+from rasterio.enums import Resampling
 from rasterio.errors import CRSError, RasterioError
 from rasterio.windows import Window
 
+from index.scenes import (
+    GDAL_CACHE_BYTES,
+    BandSource,
+    ChipPixels,
+    OpenRasters,
+    Scene,
+    read_bands,
+    read_window,
+)
 from model.errors import DatasetError
 
 STATS_SIDE = 1024
-# GDAL's cache of decoded blocks while reading: enough for a few block rows of a large COG (neighbouring
-# chips share blocks), and a cap, since GDAL's default (5% of RAM) grows the reader's RSS with the
-# scene: 1,022 MiB of blocks held after a 20,000 px scene (lab/HISTORY.md, scene build).
-GDAL_CACHE_BYTES = 128 * 2**20
-REFLECTANCE_MAX = 0.3
 # A scene of more pixels than this is refused: its header is a mistake or an attack (declared size),
 # not an archive; 50,000 x 50,000 is already larger than any single satellite scene.
 MAX_SCENE_PIXELS = 50_000 * 50_000
-_REMOTE = re.compile(r"^(/vsi[a-z0-9_]+/|[a-z][a-z0-9+.-]*://)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -85,44 +84,6 @@ def parse_bands(spec: str) -> Preset:
     if any(isinstance(p, int) and p < 1 for p in picked):
         raise DatasetError(f"--bands {spec!r}: band indexes are 1-based")
     return Preset((picked[0], picked[1], picked[2]))
-
-
-def is_remote(href: str) -> bool:
-    """True for a GDAL virtual file system path or a URL (read over the network, never resolved)."""
-    return bool(_REMOTE.match(href))
-
-
-@dataclass(frozen=True)
-class BandSource:
-    """One of a scene's R, G, B bands: a file (``href``, passed to GDAL unchanged) and its 1-based band."""
-
-    href: str
-    index: int
-
-
-@dataclass(frozen=True)
-class Scene:
-    """A georeferenced scene as the chipper and the reader need it (read from headers only).
-
-    ``transform`` is the affine (a, b, c, d, e, f) of pixel -> CRS coordinates, ``crs`` the CRS as
-    ``EPSG:n`` or WKT. ``scale``/``offset`` turn DN into reflectance (None: not a reflectance preset);
-    ``stretch`` holds each band's (low, high) DN for the percentile rule (None: uint8 as it is, or the
-    fixed reflectance rule). ``properties``: the scene's metadata (STAC properties, GeoTIFF tags).
-    """
-
-    id: str
-    bands: tuple[BandSource, BandSource, BandSource]
-    width: int
-    height: int
-    crs: str
-    transform: tuple[float, float, float, float, float, float]
-    dtype: str
-    nodata: float | None
-    scale: float | None = None
-    offset: float | None = None
-    stretch: tuple[tuple[float, float], ...] | None = None
-    pixel_metres: float = float("nan")  # ground size of a pixel in metres (degrees converted at the centre)
-    properties: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 def open_scene(
@@ -233,136 +194,13 @@ def _with_stretch(scene: Scene) -> Scene:
     shape = (max(1, round(scene.height / max(factor, 1))), max(1, round(scene.width / max(factor, 1))))
     window = Window(0, 0, scene.width, scene.height)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), OpenRasters() as rasters:
-        values, valid = _read_bands(rasters, scene, window, shape, Resampling.nearest)
+        values, valid = read_bands(rasters, scene, window, shape, Resampling.nearest)
     stretch = []
     for c in range(3):
         band = values[c][valid]
         lo, hi = np.percentile(band, [2, 98]) if band.size else (0.0, 0.0)
         stretch.append((float(lo), float(hi)))
     return Scene(**{**scene.__dict__, "stretch": tuple(stretch)})
-
-
-class OpenRasters:
-    """Datasets kept open across reads (the last ``size`` files): neighbouring chips share a COG's
-    blocks, and GDAL caches decoded blocks per open dataset, so reopening the file for every chip would
-    decode each block again (about 5 times for 224 px chips of 512 px blocks). One per process: a GDAL
-    handle is not shared between processes or threads, so pickling (to a loader worker) drops them."""
-
-    def __init__(self, size: int = 4) -> None:
-        self.size = size
-        self._open: OrderedDict[str, Any] = OrderedDict()
-
-    def get(self, href: str) -> Any:
-        if href in self._open:
-            self._open.move_to_end(href)
-            return self._open[href]
-        src = rasterio.open(href)
-        self._open[href] = src
-        while len(self._open) > self.size:
-            self._open.popitem(last=False)[1].close()
-        return src
-
-    def close(self) -> None:
-        while self._open:
-            self._open.popitem()[1].close()
-
-    def __enter__(self) -> OpenRasters:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"size": self.size}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["size"])  # type: ignore[misc]
-
-
-def _read_bands(
-    rasters: OpenRasters, scene: Scene, window: Window, shape: tuple[int, int], resampling: Resampling
-) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-    """``[3,h,w]`` band values and the ``[h,w]`` mask of pixels valid in all three bands."""
-    values = np.empty((3, *shape), np.float64)
-    valid = np.ones(shape, np.bool_)
-    by_file: dict[str, list[int]] = {}
-    for c, band in enumerate(scene.bands):
-        by_file.setdefault(band.href, []).append(c)
-    for href, channels in by_file.items():
-        src = rasters.get(href)
-        indexes = [scene.bands[c].index for c in channels]
-        data = src.read(indexes, window=window, out_shape=(len(indexes), *shape), resampling=resampling)
-        values[channels] = data
-        # A band without nodata or mask is all valid: asking GDAL would only fill an array with 255.
-        if any(src.mask_flag_enums[i - 1] != [MaskFlags.all_valid] for i in indexes):
-            masks = src.read_masks(indexes, window=window, out_shape=(len(indexes), *shape))
-            valid &= (masks > 0).all(axis=0)
-    return values, valid
-
-
-@dataclass(frozen=True)
-class ChipPixels:
-    """A chip as read: ``rgb [h,w,3]`` uint8, the fraction of valid pixels, and a digest of the source
-    values read (what ``sources.json`` records for a chip)."""
-
-    rgb: NDArray[np.uint8]
-    valid_fraction: float
-    digest: str
-
-
-def read_window(
-    scene: Scene, window: tuple[int, int, int, int], out_side: int, rasters: OpenRasters | None = None
-) -> ChipPixels:
-    """The window ``(col_off, row_off, width, height)`` (source pixels) read at ``out_side`` pixels on
-    its longer side, as 8-bit RGB by the module's rule, through ``rasters`` (None: files opened for
-    this read only). Raises :class:`DatasetError` naming the file."""
-    col, row, width, height = window
-    if (
-        col < 0
-        or row < 0
-        or width < 1
-        or height < 1
-        or col + width > scene.width
-        or row + height > scene.height
-    ):
-        raise DatasetError(
-            f"{scene.id}: window {window} lies outside the {scene.width} x {scene.height} raster"
-        )
-    ratio = out_side / max(width, height)
-    shape = (max(1, round(height * ratio)), max(1, round(width * ratio)))
-    resampling = Resampling.nearest if ratio == 1 else Resampling.bilinear
-    try:
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
-            if rasters is None:
-                with OpenRasters() as own:
-                    values, valid = _read_bands(
-                        own, scene, Window(col, row, width, height), shape, resampling
-                    )
-            else:
-                values, valid = _read_bands(
-                    rasters, scene, Window(col, row, width, height), shape, resampling
-                )
-    except RasterioError as exc:
-        raise DatasetError(f"{scene.bands[0].href}: window {window} cannot be read ({exc})") from exc
-    digest = hashlib.sha256(values.tobytes()).hexdigest()[:32]
-    return ChipPixels(to_rgb(scene, values, valid), float(valid.mean()), digest)
-
-
-def to_rgb(scene: Scene, values: NDArray[np.float64], valid: NDArray[np.bool_]) -> NDArray[np.uint8]:
-    """``[3,h,w]`` DN -> ``[h,w,3]`` uint8 by the scene's rule; invalid pixels black."""
-    if scene.scale is not None:
-        reflectance = values * scene.scale + (scene.offset or 0.0)
-        scaled = reflectance * (255.0 / REFLECTANCE_MAX)
-    elif scene.stretch is not None:
-        lo = np.array([s[0] for s in scene.stretch])[:, None, None]
-        hi = np.array([s[1] for s in scene.stretch])[:, None, None]
-        span = np.where(hi > lo, hi - lo, np.inf)
-        scaled = (values - lo) * (255.0 / span)
-    else:
-        scaled = values
-    out = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-    out[:, ~valid] = 0
-    return np.ascontiguousarray(out.transpose(1, 2, 0))
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,9 @@ from typing import Any
 
 import pystac
 
+from index.scenes import BandSource
 from index_builder.chipper import SceneSource
-from index_builder.scenes import PRESETS, BandSource, Preset
+from index_builder.scenes import PRESETS, Preset
 from model.errors import DatasetError
 
 COMMON_NAMES = {

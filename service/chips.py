@@ -2,9 +2,10 @@
 metadata (``scene``, ``window``, ``footprint``) and ``sources.json`` for the GeoJSON answer, the chip
 pixels and the scene overview.
 
-A chip is an image whose metadata has a ``window``: its pixels are that window of the scene file its
-``sources.json`` entry names (a path under the archive root, or a GDAL path/URL used as it is). An
-image without a window (a plain tile) is served from its original bytes as before.
+A chip is an image whose metadata has a ``window`` and a ``scene`` the version's ``scenes.json``
+records: its pixels are that window read as the build read it (:func:`index.scenes.read_window`: the
+same bands, nodata, reflectance rule or stretch). An image without a window (a plain tile) is served
+from its original bytes as before.
 
 Values come from :meth:`ServingIndex.metadata` (a footprint as a GeoJSON mapping, a window as four
 ints); metadata written as text columns (JSON) reads the same, and an image without a footprint
@@ -14,7 +15,6 @@ falls back to its bbox as a box.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,21 +23,20 @@ from typing import Any
 from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
 
+from index.scenes import Scene, is_remote, locate_scene
 from service.chip_merge import Place
 from service.serving_index import ServingIndex
-
-_REMOTE = re.compile(r"^(/vsi[a-z0-9_]+/|[a-z][a-z0-9+.-]*://)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
 class ChipRef:
-    """A chip's pixels: ``window`` (col_off, row_off, width, height) of the scene file ``href``."""
+    """A chip's pixels: ``window`` (col_off, row_off, width, height) of ``scene``, read by the rule the
+    build recorded for it (band paths resolved on this server)."""
 
     image_id: str
-    scene: str
-    href: str
+    scene: Scene
     window: tuple[int, int, int, int]
-    size: int | None  # the scene file's size at build time (None or 0: not recorded, or remote)
+    size: int | None  # the scene's first band file's size at build time (None or 0: not recorded, remote)
 
 
 def place_of(metadata: Mapping[str, Any]) -> Place:
@@ -60,17 +59,15 @@ def window_of(metadata: Mapping[str, Any]) -> tuple[int, int, int, int] | None:
 
 
 def chip_of(index: ServingIndex, position: int, image_id: str, archive_root: Path | None) -> ChipRef | None:
-    """The chip at gallery ``position``, or None when it is not a chip or its scene file is unknown."""
+    """The chip at gallery ``position``, or None when it is not a chip or its scene is not recorded."""
     metadata = index.metadata(position)
     window = window_of(metadata)
-    entry = index.sources.get(image_id)
-    if window is None or entry is None:
+    scene = index.scene(str(metadata.get("scene")))
+    if window is None or scene is None:
         return None
-    if _REMOTE.match(entry.path):
-        href, size = entry.path, None
-    else:
-        href, size = str(index.sources.locate(entry, archive_root)), entry.size
-    return ChipRef(image_id, str(metadata.get("scene") or ""), href, window, size)
+    entry = index.sources.get(image_id)
+    size = entry.size if entry is not None and not is_remote(entry.path) else None
+    return ChipRef(image_id, locate_scene(scene, index.sources, archive_root), window, size)
 
 
 def row_of(index: ServingIndex, image_id: str) -> dict[str, Any]:

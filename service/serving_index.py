@@ -8,7 +8,7 @@ running request; the old version's memory maps close when its last request lets 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import structlog
 from numpy.typing import NDArray
 
 from index.originals import Sources, read_sources
+from index.scenes import Scene, read_scenes
 from index.versions import (
     CorruptIndexError,
     IndexFormatError,
@@ -44,10 +45,17 @@ class ServingIndex:
     routes ask here, so a change of the engine's API is answered in this file alone.
     """
 
-    def __init__(self, loaded: LoadedIndex, engine: SearchEngine, sources: Sources) -> None:
+    def __init__(
+        self,
+        loaded: LoadedIndex,
+        engine: SearchEngine,
+        sources: Sources,
+        scenes: Mapping[str, Scene] | None = None,
+    ) -> None:
         self._loaded = loaded
         self._engine = engine
         self.sources = sources
+        self._scenes = dict(scenes or {})
         self._position = {engine.image_id(i): i for i in range(engine.n_images)}
 
     @classmethod
@@ -55,7 +63,8 @@ class ServingIndex:
         """An opened version served with ``encoder``, which must be the model it was built with
         (:class:`IndexFormatError` naming both models otherwise)."""
         check_encoder(loaded.folder, loaded.manifest.encoder, encoder.describe())
-        return cls(loaded, SearchEngine.from_index(loaded, encoder, config), read_sources(loaded.folder))
+        engine = SearchEngine.from_index(loaded, encoder, config)
+        return cls(loaded, engine, read_sources(loaded.folder), read_scenes(loaded.folder))
 
     # -- what it is ----------------------------------------------------------------------------------
     @property
@@ -101,6 +110,10 @@ class ServingIndex:
     def metadata(self, position: int) -> dict[str, Any]:
         """JSON-ready metadata of the image at gallery index ``position``."""
         return self._engine.metadata_row(position)
+
+    def scene(self, scene_id: str) -> Scene | None:
+        """How the build read scene ``scene_id``'s chips (band paths as recorded), if it holds that scene."""
+        return self._scenes.get(scene_id)
 
     def scene_chips(self, scene_id: str) -> dict[str, int]:
         """``{chip id: gallery position}`` of the live chips of scene ``scene_id``, in gallery order."""

@@ -26,14 +26,14 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from index.originals import Original, OriginalChangedError, OriginalUnavailableError, read_original
-from model.errors import InvalidInputError
+from index.scenes import read_window
+from model.errors import DatasetError, InvalidInputError
 from model.images import decode_image
 from service.chips import ChipRef, chip_of
 from service.errors import ApiError
 from service.overlay import overlay, to_jpeg, to_png
 from service.routes.admission import admitted, image_access
 from service.runtime import Runtime, runtime
-from service.scene_pixels import fit, read_rgb, scene_stretch
 from service.schemas import ErrorResponse
 from service.serving_index import ServingIndex
 from service.text import query_problem
@@ -187,12 +187,13 @@ class _ChipOriginal(_Original):
     def decoded(self, max_side: int | None = None) -> Image.Image:
         chip = self.chip
         _, _, width, height = chip.window
+        href = chip.scene.bands[0].href
         with served_original(self.image_id, self.version):
-            found = os.path.getsize(chip.href) if chip.size else None
+            found = os.path.getsize(href) if chip.size else None
             if found is not None and found != chip.size:
-                raise OriginalChangedError(f"{chip.href}: {found} bytes, {chip.size} when indexed")
-            shape = fit(width, height, min(max_side or MAX_CHIP_SIDE, MAX_CHIP_SIDE))
-            return Image.fromarray(read_rgb(chip.href, chip.window, shape, stretch=scene_stretch(chip.href)))
+                raise OriginalChangedError(f"{href}: {found} bytes, {chip.size} when indexed")
+            side = min(max_side or MAX_CHIP_SIDE, MAX_CHIP_SIDE, max(width, height))
+            return Image.fromarray(read_window(chip.scene, chip.window, side).rgb)
 
 
 @contextmanager
@@ -209,7 +210,7 @@ def served_original(image_id: str, version: str) -> Iterator[None]:
             f"the original of {image_id!r} changed since index version {version} was built; "
             "it is not served until the archive is indexed again",
         ) from exc
-    except (OriginalUnavailableError, OSError) as exc:
+    except (OriginalUnavailableError, DatasetError, OSError) as exc:  # DatasetError: a scene's read
         log.error(
             "original_unavailable",
             image_id=image_id,

@@ -15,13 +15,13 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from PIL import Image, ImageDraw
 
+from index.scenes import read_window
 from service.chips import ChipRef, chip_of
 from service.errors import ApiError
 from service.overlay import to_png
 from service.routes.admission import authenticate
 from service.routes.images import on_image_thread, served_original
 from service.runtime import runtime
-from service.scene_pixels import fit, read_rgb, scene_info, scene_stretch
 from service.schemas import ErrorResponse
 
 router = APIRouter(tags=["images"], dependencies=[Depends(authenticate)])
@@ -80,13 +80,13 @@ async def overview(
 
 
 def _draw(base: ChipRef, chips: list[ChipRef], size: int, version: str) -> bytes:
-    with served_original(base.scene, version):
-        info = scene_info(base.href)
-        shape = fit(info.width, info.height, size)
-        picture = Image.fromarray(read_rgb(base.href, None, shape, stretch=scene_stretch(base.href)))
-    sx, sy = shape[1] / info.width, shape[0] / info.height
+    scene = base.scene
+    with served_original(scene.id, version):
+        whole = (0, 0, scene.width, scene.height)
+        picture = Image.fromarray(read_window(scene, whole, min(size, max(scene.width, scene.height))).rgb)
+    sx, sy = picture.width / scene.width, picture.height / scene.height
     draw = ImageDraw.Draw(picture)
-    line = max(1, round(min(shape) / 200))
+    line = max(1, round(min(picture.size) / 200))
     for n, chip in reversed(list(enumerate(chips))):  # the first drawn last, on top
         col, row, width, height = chip.window
         corners = np.round([col * sx, row * sy, (col + width) * sx - 1, (row + height) * sy - 1])

@@ -11,9 +11,10 @@ import rasterio
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
+from index.scenes import is_remote, read_window
 from index_builder.chipper import list_folder
 from index_builder.chips import ChipConfig
-from index_builder.scenes import PRESETS, is_remote, open_scene, parse_bands, read_window
+from index_builder.scenes import PRESETS, open_scene, parse_bands
 from model.errors import DatasetError
 from tests.index_builder.geo import write_scene
 

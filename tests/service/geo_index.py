@@ -29,11 +29,13 @@ from rasterio.transform import Affine
 from rasterio.warp import transform as warp_transform
 
 from index.originals import Original, Sources, write_sources
+from index.scenes import write_scenes
 from index.versions import resolve_version
 from index_builder import metadata as metadata_writer
 from index_builder.build import build
 from index_builder.config import BuildConfig
 from index_builder.metadata import write_metadata
+from index_builder.scenes import PRESETS, open_scene
 from model.encoders import ClipEncoder
 
 CHIP = 112
@@ -202,4 +204,6 @@ def build_geo_index(base: Path, encoder: ClipEncoder) -> GeoIndex:
     sizes = {name: (archive / f"{name}.tif").stat().st_size for name in specs}
     entries = {i: Original(f"{scene_of[i]}.tif", None, sizes[scene_of[i]], "0" * 32) for i in ids}
     write_sources(version, Sources(str(archive), entries))
+    hrefs = {name: str(archive / f"{name}.tif") for name in specs}
+    write_scenes(version, {n: open_scene(n, None, h, PRESETS["rgb"]) for n, h in hrefs.items()}, str(archive))
     return GeoIndex(root, archive, specs, windows, scene_of, bboxes)
