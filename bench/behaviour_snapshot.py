@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from index.versions import load_index
-from index_builder.demo import DEMO_SEED, build_demo_index, shipped_encoder
-from model.encoders import ClipEncoder
-from model.errors import InvalidInputError
-from search.engine import EngineConfig, QueryOptions, SearchEngine, SearchResult
+from rsir.index.versions import load_index
+from rsir.index_builder.demo import DEMO_SEED, build_demo_index, shipped_encoder
+from rsir.model.encoders import ClipEncoder
+from rsir.model.errors import InvalidInputError
+from rsir.search.engine import EngineConfig, QueryOptions, SearchEngine, SearchResult
 
 N_IMAGES = 120
 SEED = DEMO_SEED  # also the query sample's seed

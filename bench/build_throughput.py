@@ -28,8 +28,8 @@ from typing import Any
 import torch
 
 from bench.report import write_json
-from model.encoders import DEFAULT_WEIGHTS, ClipEncoder, EncoderConfig
-from model.images import decode_image
+from rsir.model.encoders import DEFAULT_WEIGHTS, ClipEncoder, EncoderConfig
+from rsir.model.images import decode_image
 
 
 def prepare(sources: list[Path], n: int, out: Path) -> Path:

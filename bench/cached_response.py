@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 from pydantic import TypeAdapter
 
-from service.schemas import SearchResponse, SearchResults
-from service.signing import UrlSigner, sign_results, with_token
+from rsir.service.schemas import SearchResponse, SearchResults
+from rsir.service.signing import UrlSigner, sign_results, with_token
 
 GRID = (7, 7)
 WORDS = 8
@@ -106,7 +106,7 @@ def _before(raw: bytes, signer: UrlSigner | None = None) -> bytes:
 
 
 def _sign_dicts(results: list[dict[str, Any]], signer: UrlSigner, key_id: str) -> list[dict[str, Any]]:
-    """``service.signing.sign_results`` as it was, over the hits as dicts."""
+    """``rsir.service.signing.sign_results`` as it was, over the hits as dicts."""
     signed = []
     for hit in results:
         token = signer.token(str(hit.get("id") or hit.get("image_id")), key_id)

@@ -41,14 +41,14 @@ import torch
 from bench.report import recall_table, run_meta, write_json
 from bench.statistics import bootstrap_mr_rates, hit_rates, tie_aware_hits, two_stage_tie_aware_hits
 from bench.two_stage_table import add_gallery_args, build, distractors, embed, query_sample
-from index.gallery import CaptionStore, Gallery
-from model import ftf
-from model.datasets import CaptionDataset, load_dataset
-from model.encoders import ClipEncoder, EncoderConfig
-from model.ftf import FTFParams
-from model.metrics import KS
-from search.engine import EngineConfig, QueryOptions, SearchEngine
-from search.evaluate import reorder_captions
+from rsir.index.gallery import CaptionStore, Gallery
+from rsir.model import ftf
+from rsir.model.datasets import CaptionDataset, load_dataset
+from rsir.model.encoders import ClipEncoder, EncoderConfig
+from rsir.model.ftf import FTFParams
+from rsir.model.metrics import KS
+from rsir.search.engine import EngineConfig, QueryOptions, SearchEngine
+from rsir.search.evaluate import reorder_captions
 
 DEPTHS = (10, 50, 100, 1000)
 

@@ -1,5 +1,5 @@
 """Serving pixels from the source: a chip window, a thumbnail and a scene overview read from a COG by
-index.scenes.read_window (the builder's read, which the service serves chips with), against scene
+rsir.index.scenes.read_window (the builder's read, which the service serves chips with), against scene
 size (time per read, and the process's peak RSS, which must not follow the scene's size); and the
 GeoJSON answer's cost for k hits.
 
@@ -57,8 +57,8 @@ def write_cog(path: Path, side: int) -> None:
 
 def read_scene(path: Path) -> dict[str, Any]:
     """Reads of ``path`` in this process (which did nothing else): medians and peak RSS."""
-    from index.scenes import read_window
-    from index_builder.scenes import PRESETS, open_scene
+    from rsir.index.scenes import read_window
+    from rsir.index_builder.scenes import PRESETS, open_scene
 
     scene = open_scene("bench", None, str(path), PRESETS["rgb"])  # as a build records it
     side = scene.width
@@ -92,8 +92,8 @@ def _child(*args: str) -> str:
 def geojson_cost(k: int) -> dict[str, Any]:
     from shapely.geometry import box
 
-    from service.chip_merge import Place
-    from service.geojson import feature_collection
+    from rsir.service.chip_merge import Place
+    from rsir.service.geojson import feature_collection
 
     hits = [
         {

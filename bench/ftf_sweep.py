@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 from bench.report import write_json
-from model.datasets import load_dataset
-from model.encoders import ClipEncoder, EncoderConfig
-from model.ftf import FTFParams
-from search.engine import EngineConfig, SearchEngine
-from search.evaluate import embed_dataset, evaluate
+from rsir.model.datasets import load_dataset
+from rsir.model.encoders import ClipEncoder, EncoderConfig
+from rsir.model.ftf import FTFParams
+from rsir.search.engine import EngineConfig, SearchEngine
+from rsir.search.evaluate import embed_dataset, evaluate
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ both alike. ``--json`` prints one JSON line per dtype instead (``pairs_per_s`` i
 ``python -m bench.ftf_throughput --device cuda --dtype float16 --k 100 --json``.
 
 With ``--from-store`` the timed call starts from float16 candidate tokens gathered by id, as an
-index stores them, and includes their conversion to the dtype (what ``search.rerank.Scorer.ftf`` does).
+index stores them, and includes their conversion to the dtype (what ``rsir.search.rerank.Scorer.ftf`` does).
 
 "max abs diff" compares the block's fine scores with a float64 per-pair loop of ALGORITHMS.md §2 on
 the same tokens (rounded to the dtype first, so it measures the block's arithmetic, not the storage).
@@ -29,8 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.ftf import image_to_text, text_to_image
-from model.precision import Precision, resolve_dtype
+from rsir.model.ftf import image_to_text, text_to_image
+from rsir.model.precision import Precision, resolve_dtype
 
 LOOP_PAIRS = 20  # the loop is slow: it times a slice of the candidates, reported per pair
 TAU = 0.05
@@ -95,7 +95,7 @@ def _pair_tokens(
 
 class _Store:
     """The candidates' tokens as an index holds them (float16 rows, gathered by id per query), for
-    ``--from-store``: the time then includes what ``search.rerank.Scorer.ftf`` does before the block,
+    ``--from-store``: the time then includes what ``rsir.search.rerank.Scorer.ftf`` does before the block,
     the gather and the conversion to the rerank's dtype."""
 
     def __init__(self, W: torch.Tensor, P: torch.Tensor, direction: str) -> None:

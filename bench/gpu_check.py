@@ -153,7 +153,7 @@ def build(work: Path, n: int, gpu: bool) -> dict[str, Any]:
         seconds = time.perf_counter() - t0
         out[device] = {"seconds": round(seconds, 2), "images_per_s": round(n / seconds, 1)}
     if gpu:
-        from index.versions import load_index
+        from rsir.index.versions import load_index
 
         a = load_index(work / "index-cpu", with_sgpd=False).gallery.vectors
         b = load_index(work / "index-cuda", with_sgpd=False).gallery.vectors
@@ -165,8 +165,8 @@ def build(work: Path, n: int, gpu: bool) -> dict[str, Any]:
 
 def topk(index_path: Path, n_queries: int, target: str | None) -> dict[str, Any]:
     """Top-10 of the engine on the CPU (float32) against the GPU (float16) on the same stored features."""
-    from index.versions import load_index
-    from search.engine import QueryOptions, SearchEngine
+    from rsir.index.versions import load_index
+    from rsir.search.engine import QueryOptions, SearchEngine
 
     loaded = load_index(index_path, with_sgpd=False)
     gallery = loaded.gallery
@@ -267,7 +267,7 @@ def load(index_path: Path, seconds: int, users: int, target: str | None) -> dict
         try:
             import locust  # noqa: F401
 
-            from loadtest.run import run as locust_run
+            from rsir.loadtest.run import run as locust_run
 
             out["client"] = "locust"
             summary = locust_run(url, users, f"{seconds}s", index_path.parent / "locust", env=_env())
@@ -324,15 +324,15 @@ def _closed_loop(url: str, queries: list[str], users: int, seconds: int) -> dict
 
 
 def _demo_queries(index_path: Path) -> list[str]:
-    from index.versions import load_index
+    from rsir.index.versions import load_index
 
     captions = load_index(index_path, with_sgpd=False).gallery.captions
     return list(captions.texts) if captions is not None else ["an airport with planes"]
 
 
 def _engine_config(device: str, dtype: str) -> Any:
-    from model.precision import parse_precision
-    from search.engine import EngineConfig
+    from rsir.model.precision import parse_precision
+    from rsir.search.engine import EngineConfig
 
     return EngineConfig(device=device, dtype=parse_precision(dtype))
 

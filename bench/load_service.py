@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import redis
 
-from loadtest.run import run as locust_run
+from rsir.loadtest.run import run as locust_run
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.methods_table --data data/synthrs --out bench/results/methods.json
 
 The gallery is embedded once with the shipped model; every row searches it through the same
-:class:`search.engine.SearchEngine` (only the options differ), so rows differ only by method.
+:class:`rsir.search.engine.SearchEngine` (only the options differ), so rows differ only by method.
 IVF is the dense recall with ``IVF{nlist},Flat`` indexes (nlist ~ sqrt(N)) at the default nprobe.
 """
 
@@ -24,15 +24,15 @@ import torch
 
 from bench.report import recall_table
 from bench.two_stage_table import build, embed
-from index.dense import DenseRecall
-from index.extras import build_extras
-from model.datasets import load_dataset
-from model.encoders import DEFAULT_HASH_HEADS, ClipEncoder, EncoderConfig, default_checkpoint
-from model.ftf import FTFParams
-from model.hashing import HashHeads
-from search.engine import EngineConfig, SearchEngine
-from search.evaluate import MethodOptions, evaluate
-from search.options import Rerank
+from rsir.index.dense import DenseRecall
+from rsir.index.extras import build_extras
+from rsir.model.datasets import load_dataset
+from rsir.model.encoders import DEFAULT_HASH_HEADS, ClipEncoder, EncoderConfig, default_checkpoint
+from rsir.model.ftf import FTFParams
+from rsir.model.hashing import HashHeads
+from rsir.search.engine import EngineConfig, SearchEngine
+from rsir.search.evaluate import MethodOptions, evaluate
+from rsir.search.options import Rerank
 
 ARCH = "rsir-vit-tiny"
 RECALLS = ("exact", "ivf", "hash", "sgpd")

@@ -55,10 +55,10 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from index.dense import DEFAULT_NPROBE, DenseRecall
-from index.hash_codes import HashRecall
-from index.sgpd import SGPDRecall
-from model.hashing import HashHeads, train_hash_heads
+from rsir.index.dense import DEFAULT_NPROBE, DenseRecall
+from rsir.index.hash_codes import HashRecall
+from rsir.index.sgpd import SGPDRecall
+from rsir.model.hashing import HashHeads, train_hash_heads
 
 K = 100
 HASH_FETCH = 1000  # Hamming candidates re-scored exactly

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from model.encoders import ClipEncoder
+from rsir.model.encoders import ClipEncoder
 
 RECALLS = ("t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10", "mR")
 RECALL_HEAD = ("t2i R@1", "R@5", "R@10", "i2t R@1", "R@5", "R@10", "mR")

@@ -19,11 +19,11 @@ import torch
 
 from bench.report import run_meta, write_json
 from bench.two_stage_table import add_gallery_args, build, distractors, embed, query_sample
-from model.datasets import load_dataset
-from model.encoders import ClipEncoder, EncoderConfig
-from model.ftf import FTFParams
-from search.engine import EngineConfig, SearchEngine
-from search.evaluate import evaluate
+from rsir.model.datasets import load_dataset
+from rsir.model.encoders import ClipEncoder, EncoderConfig
+from rsir.model.ftf import FTFParams
+from rsir.search.engine import EngineConfig, SearchEngine
+from rsir.search.evaluate import evaluate
 
 
 def main() -> None:

@@ -27,10 +27,10 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 from bench.build_throughput import build_run, result_header
-from index_builder.chipper import list_folder
-from index_builder.chips import ChipConfig
-from index_builder.scenes import PRESETS, read_chip
-from model.encoders import DEFAULT_WEIGHTS, ClipEncoder, EncoderConfig
+from rsir.index_builder.chipper import list_folder
+from rsir.index_builder.chips import ChipConfig
+from rsir.index_builder.scenes import PRESETS, read_chip
+from rsir.model.encoders import DEFAULT_WEIGHTS, ClipEncoder, EncoderConfig
 
 BAND_ROWS = 512
 

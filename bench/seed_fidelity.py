@@ -22,11 +22,11 @@ from numpy.typing import NDArray
 
 from bench.methods_table import ARCH
 from bench.two_stage_table import build, embed
-from index.dense import pair_cosines
-from index.extras import SAR_REFERENCES, reference_sample, side_data
-from model import ppsr
-from model.datasets import load_dataset
-from model.encoders import ClipEncoder, EncoderConfig, default_checkpoint
+from rsir.index.dense import pair_cosines
+from rsir.index.extras import SAR_REFERENCES, reference_sample, side_data
+from rsir.model import ppsr
+from rsir.model.datasets import load_dataset
+from rsir.model.encoders import ClipEncoder, EncoderConfig, default_checkpoint
 
 
 def ppsr_depth(
@@ -97,7 +97,7 @@ def main() -> None:
     for k in (10, 100):
         out[f"t2i_k{k}"] = ppsr_depth(captions, images, r_g_images, k)
         out[f"i2t_k{k}"] = ppsr_depth(images, captions, r_g_captions, k)
-    # SAR: the references are a seeded sample of the other side (index.extras.side_data's).
+    # SAR: the references are a seeded sample of the other side (rsir.index.extras.side_data's).
     ref_c = reference_sample(len(captions), SAR_REFERENCES)
     ref_i = reference_sample(len(images), SAR_REFERENCES)
     raw_images = (images.astype(np.float64) @ captions[ref_c].astype(np.float64).T).astype(np.float32)

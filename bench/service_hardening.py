@@ -250,8 +250,8 @@ def keys(index: Path, repo: Path, clients: int, seconds: float, rounds: int = 4)
 
 
 def sign(repeats: int = 20_000) -> dict[str, Any]:
-    from service.schemas import ImageHit
-    from service.signing import UrlSigner, sign_results
+    from rsir.service.schemas import ImageHit
+    from rsir.service.signing import UrlSigner, sign_results
 
     signer = UrlSigner(b"\0" * 32, 900)
     hits = [

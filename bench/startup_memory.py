@@ -42,11 +42,11 @@ def _repeated(rng: np.random.Generator, n: int, shape: tuple[int, int]) -> np.nd
 
 
 def make(n: int, out: Path, seed: int = 0) -> None:
-    from index.dense import DenseRecall
-    from index.gallery import CaptionStore, Gallery
-    from index.versions import Manifest, save_gallery, switch_current
-    from index_builder.extras import write_extras
     from rsir.cli import _encoder
+    from rsir.index.dense import DenseRecall
+    from rsir.index.gallery import CaptionStore, Gallery
+    from rsir.index.versions import Manifest, save_gallery, switch_current
+    from rsir.index_builder.extras import write_extras
 
     encoder = _encoder("rsir-vit-tiny", None, "cpu", 64)
     rng = np.random.default_rng(seed)
@@ -96,8 +96,8 @@ def _status() -> dict[str, float]:
 
 def measure(index: Path) -> dict[str, float]:
     from rsir.cli import _encoder
-    from search.engine import EngineConfig
-    from service.serving_index import open_serving_index
+    from rsir.search.engine import EngineConfig
+    from rsir.service.serving_index import open_serving_index
 
     encoder = _encoder("rsir-vit-tiny", None, "cpu", 64)
     before = _status()

@@ -1,8 +1,8 @@
 """Statistics of benchmark runs that the product does not use: paired bootstrap of mR, and recall in
 expectation over random orders of tied scores (one- and two-stage searches).
 
-They score the same rankings as :mod:`model.metrics` (first-hit positions, relevance matrices) and keep
-its conventions (K in ``KS``, percentages, :class:`~model.errors.InvalidInputError` on bad input).
+They score the same rankings as :mod:`rsir.model.metrics` (first-hit positions, relevance matrices) and keep
+its conventions (K in ``KS``, percentages, :class:`~rsir.model.errors.InvalidInputError` on bad input).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from model.errors import InvalidInputError
-from model.metrics import KS, QueryHits, RecallReport, as_score_matrix, check_ks
+from rsir.model.errors import InvalidInputError
+from rsir.model.metrics import KS, QueryHits, RecallReport, as_score_matrix, check_ks
 
 
 def bootstrap_mr(hits: Sequence[QueryHits], n_resamples: int = 2000, seed: int = 0) -> NDArray[np.float64]:
@@ -64,7 +64,7 @@ def tie_aware_hits(
 
     ``scores [Nq, Ng]``, ``relevant [Nq, Ng]`` bool; returns ``[Nq', len(ks)]`` for the ``Nq'`` queries
     with a relevant item. A ranking that breaks ties by index (as every search mode of
-    :class:`search.engine.SearchEngine` and the stable sorts do: lower gallery index first) is one
+    :class:`rsir.search.engine.SearchEngine` and the stable sorts do: lower gallery index first) is one
     draw of this order; where relevance correlates with index (the own captions indexed first)
     that draw is biased, and the expectation is the unbiased figure. With ``m`` items scored above the
     best relevant score ``s*``, ``t`` items tied at ``s*`` and ``o`` of those relevant, the first

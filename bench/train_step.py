@@ -1,6 +1,6 @@
 """Seconds per training step of an architecture, float32 against bfloat16 autocast, on this machine.
 
-One step is what ``rsir train`` does per batch: both towers forward (``model.train.batch_features``,
+One step is what ``rsir train`` does per batch: both towers forward (``rsir.model.train.batch_features``,
 under autocast for bf16), the §2 loss in float32, backward, gradient clipping, AdamW. Inputs are
 random (the time does not depend on them). Also times a square matrix product in both precisions,
 which tells whether the CPU has fast bfloat16 (AMX / AVX512-BF16) at all. Used for BENCHMARKS.md::
@@ -18,10 +18,10 @@ from typing import Any
 import open_clip
 import torch
 
-from model import towers
-from model.encoders import build_model, special_ids
-from model.losses import ftf_loss
-from model.train import batch_features, precision_autocast
+from rsir.model import towers
+from rsir.model.encoders import build_model, special_ids
+from rsir.model.losses import ftf_loss
+from rsir.model.train import batch_features, precision_autocast
 
 CAPTION = "many cars are parked in a parking lot next to a road with some green trees"
 

@@ -23,15 +23,15 @@ import torch
 
 from bench.report import recall_table, run_meta, write_json
 from bench.statistics import bootstrap_mr
-from index.gallery import Gallery, gallery_from_features
-from model.datasets import CaptionDataset, load_dataset
-from model.encoders import ClipEncoder, EncoderConfig
-from model.features import ImageFeatures, TextFeatures
-from model.ftf import FTFParams
-from model.metrics import QueryHits
-from search.engine import EngineConfig, SearchEngine
-from search.evaluate import evaluate, load_images
-from search.options import Rerank
+from rsir.index.gallery import Gallery, gallery_from_features
+from rsir.model.datasets import CaptionDataset, load_dataset
+from rsir.model.encoders import ClipEncoder, EncoderConfig
+from rsir.model.features import ImageFeatures, TextFeatures
+from rsir.model.ftf import FTFParams
+from rsir.model.metrics import QueryHits
+from rsir.search.engine import EngineConfig, SearchEngine
+from rsir.search.evaluate import evaluate, load_images
+from rsir.search.options import Rerank
 
 MODES: list[tuple[Rerank, int | None]] = [
     ("none", None),

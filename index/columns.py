@@ -1,7 +1,7 @@
 """Per-image metadata as columns in gallery order (the in-memory form of a version's metadata.parquet).
 
 An unknown value is NaN (bbox, numeric properties), ``TIME_UNKNOWN`` (time) or ``None`` (sensor,
-footprint, scene); filters over these columns live in :mod:`search.filters`. A bbox whose west is
+footprint, scene); filters over these columns live in :mod:`rsir.search.filters`. A bbox whose west is
 greater than its east crosses the antimeridian (GeoJSON's convention).
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 import shapely
 from numpy.typing import NDArray
 
-from model.errors import InvalidInputError
+from rsir.model.errors import InvalidInputError
 
 TIME_UNKNOWN = int(np.iinfo(np.int64).min)
 

@@ -15,7 +15,7 @@ import faiss
 import numpy as np
 from numpy.typing import NDArray
 
-from model.errors import InvalidInputError
+from rsir.model.errors import InvalidInputError
 
 EXACT_LIMIT = 100_000
 TRAIN_SAMPLE_PER_LIST = 64  # FAISS warns below 39 training points per centroid

@@ -1,11 +1,11 @@
 """The errors of opening an index version, apart from the code that opens one: the modules that read a
-version's parts (metadata, extras) raise them too, and must not import :mod:`index.versions`."""
+version's parts (metadata, extras) raise them too, and must not import :mod:`rsir.index.versions`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from model.errors import RsirError
+from rsir.model.errors import RsirError
 
 
 class IndexFormatError(RsirError):

@@ -3,7 +3,7 @@
 A *side* is what a query searches: the images (text and image queries) or the captions (image
 queries). Each side may carry CFITR hash codes (in a FAISS binary index), an SGPD index, PPSR's
 gallery term ``r_g`` and SAR's reference profiles. Index versions store them (see
-:mod:`index.versions`); :func:`build_extras` computes them from a gallery's vectors.
+:mod:`rsir.index.versions`); :func:`build_extras` computes them from a gallery's vectors.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from index.gallery import Gallery
-from index.hash_codes import HashRecall
-from index.sgpd import SGPDRecall
-from model import ppsr, sar
-from model.hashing import HashHeads
+from rsir.index.gallery import Gallery
+from rsir.index.hash_codes import HashRecall
+from rsir.index.sgpd import SGPDRecall
+from rsir.model import ppsr, sar
+from rsir.model.hashing import HashHeads
 
 __all__ = ["HashHeads", "SideExtras", "build_extras", "reference_sample"]
 
@@ -90,7 +90,7 @@ def build_extras(
 def load_extras(
     folder: Path, gallery: Gallery, with_sgpd: bool = True, seed: int = 0
 ) -> tuple[dict[str, SideExtras], HashHeads | None]:
-    """The arrays :mod:`index_builder.extras` wrote (those present), plus SGPD: its clusters as the
+    """The arrays :mod:`rsir.index_builder.extras` wrote (those present), plus SGPD: its clusters as the
     build stored them, or computed from the vectors for versions built before that."""
     heads_file = folder / "hash_heads.safetensors"
     heads = HashHeads.load(heads_file) if heads_file.is_file() else None

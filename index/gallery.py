@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from numpy.typing import NDArray
 
-from model.errors import InvalidInputError
-from model.features import ImageFeatures, TextFeatures
+from rsir.model.errors import InvalidInputError
+from rsir.model.features import ImageFeatures, TextFeatures
 
 
 @dataclass(frozen=True)

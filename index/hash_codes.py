@@ -1,6 +1,6 @@
 """CFITR coarse recall over packed hash codes (ALGORITHMS.md §3): score = minus the Hamming distance.
 
-Codes are ``[N, bits/8]`` uint8 from :mod:`model.hashing` (16 bytes per item at 128 bits). The index is
+Codes are ``[N, bits/8]`` uint8 from :mod:`rsir.model.hashing` (16 bytes per item at 128 bits). The index is
 an exact ``faiss.IndexBinaryFlat``: popcount of XOR over every stored code.
 
 Filters: ``include`` / ``exclude`` go to FAISS as an ``IDSelector`` in ``SearchParameters`` where the
@@ -20,7 +20,7 @@ import faiss
 import numpy as np
 from numpy.typing import NDArray
 
-from model.errors import InvalidInputError
+from rsir.model.errors import InvalidInputError
 
 # Below this many (query x allowed item) pairs an ``include`` filter is searched by numpy directly.
 SUBSET_EXACT_PAIRS = 1 << 20

@@ -1,4 +1,4 @@
-"""Reading a version's ``metadata.parquet`` (written by :mod:`index_builder.metadata`) into columns.
+"""Reading a version's ``metadata.parquet`` (written by :mod:`rsir.index_builder.metadata`) into columns.
 
 Columns written for scenes' chips (``footprint`` WKB, ``scene``, ``window``, float properties) are
 read into :class:`MetadataColumns`' geo fields; a file without them (a version built before scenes)
@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import shapely
 from numpy.typing import NDArray
 
-from index.columns import TIME_UNKNOWN, MetadataColumns
-from index.errors import IndexFormatError
+from rsir.index.columns import TIME_UNKNOWN, MetadataColumns
+from rsir.index.errors import IndexFormatError
 
 METADATA_FILE = "metadata.parquet"
 _KNOWN = frozenset(

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from index.atomic import write_text
-from model.errors import RsirError
+from rsir.index.atomic import write_text
+from rsir.model.errors import RsirError
 
 SOURCES_FILE = "sources.json"
 FORMAT = 2

@@ -7,7 +7,7 @@ are handed to rasterio unchanged: local files and GDAL's virtual file systems (`
 ``/vsicurl/``, ``s3://``, ``https://``) alike.
 
 To 8-bit RGB (:func:`to_rgb`). A reflectance rule (``scale``/``offset``, a band preset's, see
-:mod:`index_builder.scenes`) maps reflectance 0 .. 0.3 linearly onto 0 .. 255 (fixed, so the same
+:mod:`rsir.index_builder.scenes`) maps reflectance 0 .. 0.3 linearly onto 0 .. 255 (fixed, so the same
 ground looks the same in every scene). Otherwise uint8 bands are taken as they are, and other types
 are stretched per band between the recorded ``stretch`` (the scene's 2nd and 98th percentiles of valid
 pixels, estimated once at build time). Nodata and masked pixels come out black.
@@ -41,9 +41,9 @@ from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from index.atomic import write_text
-from index.originals import Original, OriginalUnavailableError, Sources, relative_to
-from model.errors import DatasetError
+from rsir.index.atomic import write_text
+from rsir.index.originals import Original, OriginalUnavailableError, Sources, relative_to
+from rsir.model.errors import DatasetError
 
 SCENES_FILE = "scenes.json"
 FORMAT = 1

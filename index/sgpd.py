@@ -37,8 +37,8 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike, NDArray
 
-from index.dense import allowed_mask
-from model.errors import InvalidInputError
+from rsir.index.dense import allowed_mask
+from rsir.model.errors import InvalidInputError
 
 DEFAULT_K_SPARSE = 32
 DEFAULT_HITS = 50

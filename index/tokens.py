@@ -14,8 +14,8 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from index.atomic import save_npy
-from model.errors import InvalidInputError
+from rsir.index.atomic import save_npy
+from rsir.model.errors import InvalidInputError
 
 Codec = Literal["fp16", "int8"]
 CODECS: tuple[str, ...] = ("fp16", "int8")

@@ -16,8 +16,8 @@ A built index also holds ``recall.faiss`` / ``caption_recall.faiss`` (the FAISS 
 trains nothing), ``metadata.parquet``, ``skipped.json`` (files the build left out, with reasons),
 ``tombstones.json`` (ids deleted since the build; search never returns them) and ``sources.json``
 (``{id: [path]}`` or ``{id: [tar_path, offset, size]}``: where each image's original bytes are, so
-they can be served; see :mod:`index.originals`); a version of scene chips also ``scenes.json`` (how
-each scene's chips were read: bands, nodata, reflectance rule or stretch; see :mod:`index.scenes`).
+they can be served; see :mod:`rsir.index.originals`); a version of scene chips also ``scenes.json`` (how
+each scene's chips were read: bands, nodata, reflectance rule or stretch; see :mod:`rsir.index.scenes`).
 
 :func:`validate_version` checks a version's files against its manifest (presence, JSON, array
 headers, counts, dims and byte sizes; FAISS indexes readable and of the right size) without reading
@@ -42,16 +42,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from index.atomic import save_npy, write_text
-from index.columns import MetadataColumns
-from index.dense import DenseRecall
-from index.errors import CorruptIndexError as CorruptIndexError
-from index.errors import IndexFormatError as IndexFormatError
-from index.extras import SideExtras, load_extras
-from index.gallery import CaptionStore, Gallery
-from index.metadata import load_metadata
-from index.tokens import CODECS, Codec, open_tokens, write_tokens
-from model.hashing import HashHeads
+from rsir.index.atomic import save_npy, write_text
+from rsir.index.columns import MetadataColumns
+from rsir.index.dense import DenseRecall
+from rsir.index.errors import CorruptIndexError as CorruptIndexError
+from rsir.index.errors import IndexFormatError as IndexFormatError
+from rsir.index.extras import SideExtras, load_extras
+from rsir.index.gallery import CaptionStore, Gallery
+from rsir.index.metadata import load_metadata
+from rsir.index.tokens import CODECS, Codec, open_tokens, write_tokens
+from rsir.model.hashing import HashHeads
 
 FORMAT_VERSION = 1
 # A version's files, named once: the builder and the server read and write them through this module.

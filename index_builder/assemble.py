@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from index.atomic import write_text
-from index.dense import DenseRecall
-from index.tokens import Codec, NpyAppender, TokenWriter, npy_shape, read_rows
-from index.versions import (
+from rsir.index.atomic import write_text
+from rsir.index.dense import DenseRecall
+from rsir.index.tokens import Codec, NpyAppender, TokenWriter, npy_shape, read_rows
+from rsir.index.versions import (
     CAPTION_RECALL,
     IMAGE_RECALL,
     SKIPPED,
@@ -29,8 +29,8 @@ from index.versions import (
     write_ids,
     write_tombstones,
 )
-from index_builder import shards
-from index_builder.metadata import write_metadata
+from rsir.index_builder import shards
+from rsir.index_builder.metadata import write_metadata
 
 
 class _Part:

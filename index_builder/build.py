@@ -1,6 +1,6 @@
 """The build job: list the archive, embed it shard by shard (resumable), assemble, publish a version.
 
-Layout of an index root (see :mod:`index.versions` for a version's files)::
+Layout of an index root (see :mod:`rsir.index.versions` for a version's files)::
 
     ROOT/CURRENT            the served version's name
     ROOT/v0001/ ...         complete versions (never modified once published)
@@ -36,8 +36,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from index.dense import check_factory
-from index.originals import (
+from rsir.index.dense import check_factory
+from rsir.index.originals import (
     Original,
     Sources,
     archive_root_of,
@@ -47,8 +47,8 @@ from index.originals import (
     relative_to,
     write_sources,
 )
-from index.scenes import Scene, is_remote, locate_scene, read_scenes, write_scenes
-from index.versions import (
+from rsir.index.scenes import Scene, is_remote, locate_scene, read_scenes, write_scenes
+from rsir.index.versions import (
     MANIFEST,
     TOMBSTONES,
     LoadedIndex,
@@ -62,19 +62,19 @@ from index.versions import (
     resolve_version,
     write_tombstones,
 )
-from index_builder import shards
-from index_builder.assemble import assemble
-from index_builder.chipper import SceneListing
-from index_builder.config import BuildConfig
-from index_builder.embed import ShardAccumulator, decode_batches, shard_batches
-from index_builder.extras import write_extras
-from index_builder.listing import list_archive
-from index_builder.metadata import base_rows, read_metadata
-from index_builder.progress import progress_log
-from index_builder.scenes import read_chip
-from index_builder.sources import ArchiveItem
-from model.encoders import ClipEncoder, default_hash_heads
-from model.errors import DatasetError, InvalidInputError
+from rsir.index_builder import shards
+from rsir.index_builder.assemble import assemble
+from rsir.index_builder.chipper import SceneListing
+from rsir.index_builder.config import BuildConfig
+from rsir.index_builder.embed import ShardAccumulator, decode_batches, shard_batches
+from rsir.index_builder.extras import write_extras
+from rsir.index_builder.listing import list_archive
+from rsir.index_builder.metadata import base_rows, read_metadata
+from rsir.index_builder.progress import progress_log
+from rsir.index_builder.scenes import read_chip
+from rsir.index_builder.sources import ArchiveItem
+from rsir.model.encoders import ClipEncoder, default_hash_heads
+from rsir.model.errors import DatasetError, InvalidInputError
 
 WORK = ".work"
 
@@ -183,7 +183,7 @@ def _run(
     t_embed = time.perf_counter()
     embed: Callable[..., None] = _embed_local
     if config.engine == "ray":
-        from index_builder.ray_engine import embed_with_ray
+        from rsir.index_builder.ray_engine import embed_with_ray
 
         embed = embed_with_ray
     embed(items, bounds, pending, work, encoder, config)

@@ -1,11 +1,11 @@
 """Listing an archive of georeferenced scenes as chips: a folder of GeoTIFFs/COGs or a STAC catalog.
 
 Each scene's header is read (never its pixels, apart from the decimated read of the percentile stretch
-for non-8-bit scenes), cut on the grid of :mod:`index_builder.chips`, and listed as one
+for non-8-bit scenes), cut on the grid of :mod:`rsir.index_builder.chips`, and listed as one
 :class:`ArchiveItem` per chip with its metadata row: ``scene``, ``window``, ``footprint`` (WKB, WGS84),
 the bbox, ``time``, ``crs``, ``gsd`` and the scene's properties (numbers as numbers). A file that is
 not georeferenced (a jpg, png, or plain tif: today's tiles) is a scene of one chip, listed exactly as
-:func:`index_builder.sources.scan_archive` lists it. A scene that cannot be used (no georeference,
+:func:`rsir.index_builder.sources.scan_archive` lists it. A scene that cannot be used (no georeference,
 unknown CRS, unreadable, absurd size, a STAC asset missing) is reported with the reason, never fatal.
 """
 
@@ -24,12 +24,12 @@ import rasterio
 import shapely
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
-from index.scenes import BandSource, Scene, is_remote
-from index_builder import chips
-from index_builder.chips import ChipConfig
-from index_builder.scenes import Chip, Preset, open_scene
-from index_builder.sources import IMAGE_SUFFIXES, ArchiveItem
-from model.errors import DatasetError
+from rsir.index.scenes import BandSource, Scene, is_remote
+from rsir.index_builder import chips
+from rsir.index_builder.chips import ChipConfig
+from rsir.index_builder.scenes import Chip, Preset, open_scene
+from rsir.index_builder.sources import IMAGE_SUFFIXES, ArchiveItem
+from rsir.model.errors import DatasetError
 
 GEOTIFF_SUFFIXES = frozenset({".tif", ".tiff"})
 

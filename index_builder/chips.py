@@ -26,7 +26,7 @@ from shapely import affinity
 from shapely.geometry.base import BaseGeometry
 from shapely.geometry.polygon import orient
 
-from model.errors import DatasetError
+from rsir.model.errors import DatasetError
 
 EDGE_POINTS = 8
 

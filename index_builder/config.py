@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from index.tokens import CODECS, Codec
-from index_builder.chips import ChipConfig
-from model.errors import InvalidInputError
-from model.images import DEFAULT_MAX_PIXELS
+from rsir.index.tokens import CODECS, Codec
+from rsir.index_builder.chips import ChipConfig
+from rsir.model.errors import InvalidInputError
+from rsir.model.images import DEFAULT_MAX_PIXELS
 
 Engine = Literal["local", "ray"]
 

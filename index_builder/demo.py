@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from index_builder.build import build
-from index_builder.config import BuildConfig
-from model.encoders import DEFAULT_ARCH, ClipEncoder, EncoderConfig, default_checkpoint
-from synthrs.dataset import SynthConfig, write_dataset
+from rsir.index_builder.build import build
+from rsir.index_builder.config import BuildConfig
+from rsir.model.encoders import DEFAULT_ARCH, ClipEncoder, EncoderConfig, default_checkpoint
+from rsir.synthrs.dataset import SynthConfig, write_dataset
 
 DEMO_SEED = 7  # the seed `make demo` passes to `rsir synth`
 

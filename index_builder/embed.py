@@ -15,15 +15,15 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from index.originals import digest
-from index.scenes import OpenRasters
-from index_builder.scenes import Chip, read_chip
-from index_builder.shards import Shard
-from index_builder.sources import ArchiveItem
-from model.encoders import ClipEncoder
-from model.errors import DatasetError, ImageDecodeError
-from model.features import TextFeatures
-from model.images import DEFAULT_MAX_PIXELS, decode_image
+from rsir.index.originals import digest
+from rsir.index.scenes import OpenRasters
+from rsir.index_builder.scenes import Chip, read_chip
+from rsir.index_builder.shards import Shard
+from rsir.index_builder.sources import ArchiveItem
+from rsir.model.encoders import ClipEncoder
+from rsir.model.errors import DatasetError, ImageDecodeError
+from rsir.model.features import TextFeatures
+from rsir.model.images import DEFAULT_MAX_PIXELS, decode_image
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The alternative methods' per-version data (see :mod:`index.extras`), written beside the arrays.
+"""The alternative methods' per-version data (see :mod:`rsir.index.extras`), written beside the arrays.
 
 - ``ppsr_rg.npy`` / ``caption_ppsr_rg.npy``: PPSR's gallery term against a sample of at most
   ``PPSR_REFERENCES`` queries of the other modality (the indexed captions for images, the images for
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from index.atomic import save_npy
-from index.extras import SGPD_FILES, reference_sample, side_data
-from index.sgpd import SGPDRecall
-from model.ppsr import hamming_gallery_term
+from rsir.index.atomic import save_npy
+from rsir.index.extras import SGPD_FILES, reference_sample, side_data
+from rsir.index.sgpd import SGPDRecall
+from rsir.model.ppsr import hamming_gallery_term
 
 HASH_HEADS_FILE = "hash_heads.safetensors"
 PPSR_REFERENCES = 10_000
@@ -48,7 +48,7 @@ def write_extras(staged: Path, hash_heads: Path | None, seed: int = 0) -> None:
         save_npy(staged / f"{prefix}{centroids}", sgpd.centroids)
         save_npy(staged / f"{prefix}{assignments}", sgpd.assignments)
     if hash_heads is not None:
-        from model.hashing import HashHeads
+        from rsir.model.hashing import HashHeads
 
         heads = HashHeads.load(hash_heads)
         shutil.copyfile(hash_heads, staged / HASH_HEADS_FILE)

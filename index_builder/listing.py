@@ -1,8 +1,8 @@
 """What a build indexes: the archive's items, and the scenes it could not use (with reasons).
 
-Without chipping options an archive is listed by :func:`index_builder.sources.scan_archive`, exactly
+Without chipping options an archive is listed by :func:`rsir.index_builder.sources.scan_archive`, exactly
 as before scenes existed. With them (``BuildConfig.chips``), or when the archive is a STAC catalog,
-georeferenced scenes are cut into chips (:mod:`index_builder.chipper`); a caption JSON or tar shards
+georeferenced scenes are cut into chips (:mod:`rsir.index_builder.chipper`); a caption JSON or tar shards
 are still tiles.
 """
 
@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from index_builder.chipper import SceneListing, list_folder, list_scenes
-from index_builder.chips import ChipConfig
-from index_builder.config import BuildConfig
-from index_builder.scenes import parse_bands
-from index_builder.sources import scan_archive
-from index_builder.stac import is_stac, stac_scenes, stac_url
-from model.errors import DatasetError
+from rsir.index_builder.chipper import SceneListing, list_folder, list_scenes
+from rsir.index_builder.chips import ChipConfig
+from rsir.index_builder.config import BuildConfig
+from rsir.index_builder.scenes import parse_bands
+from rsir.index_builder.sources import scan_archive
+from rsir.index_builder.stac import is_stac, stac_scenes, stac_url
+from rsir.model.errors import DatasetError
 
 
 def list_archive(archive: Path, config: BuildConfig) -> SceneListing:

@@ -5,7 +5,7 @@ its relative path), ``lon_min, lat_min, lon_max, lat_max`` (footprint bbox, degr
 (acquisition time, ISO 8601), ``sensor``, ``tags`` (a list in JSONL; ``;``-separated in CSV).
 Unknown columns are kept as strings. Images without a row get nulls.
 
-Chips of georeferenced scenes (:mod:`index_builder.chipper`) bring typed values: ``footprint`` (WKB
+Chips of georeferenced scenes (:mod:`rsir.index_builder.chipper`) bring typed values: ``footprint`` (WKB
 bytes, WGS84), ``window`` (4 ints), ``scene`` and numeric properties (``eo:cloud_cover``, ``gsd``...),
 written as float64 columns (NaN or null: unknown). With footprints the file is GeoParquet 1.1: the
 ``geo`` file metadata names ``footprint`` as the primary geometry column (WKB, OGC:CRS84, its bbox).
@@ -24,8 +24,8 @@ import pyarrow.parquet as pq
 import shapely
 from pyproj import CRS
 
-from index.atomic import atomic_path
-from model.errors import DatasetError
+from rsir.index.atomic import atomic_path
+from rsir.model.errors import DatasetError
 
 BBOX = ("lon_min", "lat_min", "lon_max", "lat_max")
 SCHEMA = pa.schema(

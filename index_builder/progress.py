@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from index_builder.config import BuildConfig
+from rsir.index_builder.config import BuildConfig
 
 
 class ProgressLog:

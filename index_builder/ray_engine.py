@@ -21,15 +21,15 @@ import numpy as np
 import open_clip
 import torch
 
-from index_builder import shards
-from index_builder.embed import DecodeDataset, ShardAccumulator, shard_batches
-from index_builder.progress import progress_log
-from index_builder.sources import ArchiveItem
-from model.encoders import ClipEncoder, EncoderConfig
-from model.errors import RsirError
+from rsir.index_builder import shards
+from rsir.index_builder.embed import DecodeDataset, ShardAccumulator, shard_batches
+from rsir.index_builder.progress import progress_log
+from rsir.index_builder.sources import ArchiveItem
+from rsir.model.encoders import ClipEncoder, EncoderConfig
+from rsir.model.errors import RsirError
 
 if TYPE_CHECKING:
-    from index_builder.config import BuildConfig
+    from rsir.index_builder.config import BuildConfig
 
 
 class ShardEmbedder:

@@ -1,12 +1,12 @@
 """Georeferenced scenes (GeoTIFF / COG) as the builder opens them: band presets, a scene's header read
-into its reading rule (:class:`index.scenes.Scene`), the percentile stretch, and a chip to read.
+into its reading rule (:class:`rsir.index.scenes.Scene`), the percentile stretch, and a chip to read.
 
-The windowed read itself is :func:`index.scenes.read_window`, the one the service also serves a chip's
+The windowed read itself is :func:`rsir.index.scenes.read_window`, the one the service also serves a chip's
 pixels with, from the rule this build records in the version's ``scenes.json``.
 
 Bands. ``--bands`` takes a preset name or a comma list of 1-based indexes or band names (a name is
 matched against the file's band descriptions; a STAC item's band assets are matched by asset key in
-:mod:`index_builder.stac`). Presets:
+:mod:`rsir.index_builder.stac`). Presets:
 
 - ``rgb``: bands 1, 2, 3 (any plain RGB GeoTIFF);
 - ``naip``: bands 1, 2, 3 of NAIP's 4-band uint8 (band 4 is near infrared);
@@ -15,7 +15,7 @@ matched against the file's band descriptions; a STAC item's band assets are matc
   ``04.00`` gets no offset;
 - ``landsat-c2-l2``: SR_B4, SR_B3, SR_B2, reflectance = DN x 0.0000275 - 0.2.
 
-To 8-bit RGB (:func:`index.scenes.to_rgb`): a reflectance preset maps reflectance 0 .. 0.3 onto
+To 8-bit RGB (:func:`rsir.index.scenes.to_rgb`): a reflectance preset maps reflectance 0 .. 0.3 onto
 0 .. 255; uint8 bands are taken as they are; other types are stretched per band from the scene's 2nd
 to its 98th percentile of *valid* pixels (nodata and masked pixels left out), estimated here once per
 scene from a decimated read of at most ``STATS_SIDE`` pixels a side (GDAL serves it from the COG's
@@ -36,7 +36,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import CRSError, RasterioError
 from rasterio.windows import Window
 
-from index.scenes import (
+from rsir.index.scenes import (
     GDAL_CACHE_BYTES,
     BandSource,
     ChipPixels,
@@ -45,7 +45,7 @@ from index.scenes import (
     read_bands,
     read_window,
 )
-from model.errors import DatasetError
+from rsir.model.errors import DatasetError
 
 STATS_SIDE = 1024
 # A scene of more pixels than this is refused: its header is a mistake or an attack (declared size),

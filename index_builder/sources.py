@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from index_builder.scenes import Chip
-from model.datasets import load_karpathy
-from model.errors import DatasetError
+from rsir.index_builder.scenes import Chip
+from rsir.model.datasets import load_karpathy
+from rsir.model.errors import DatasetError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"})
 
@@ -33,7 +33,7 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".
 @dataclass(frozen=True)
 class ArchiveItem:
     """One image to index: a file, the byte range ``span`` (offset, size) of a member of a tar shard, or
-    a ``chip`` (a window of a georeferenced scene, :mod:`index_builder.scenes`; ``path`` is then the
+    a ``chip`` (a window of a georeferenced scene, :mod:`rsir.index_builder.scenes`; ``path`` is then the
     scene's file).
 
     Shards are plain (uncompressed) tars, as webdataset writes them, so a member is read with one seek

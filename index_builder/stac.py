@@ -23,10 +23,10 @@ from typing import Any
 
 import pystac
 
-from index.scenes import BandSource
-from index_builder.chipper import SceneSource
-from index_builder.scenes import PRESETS, Preset
-from model.errors import DatasetError
+from rsir.index.scenes import BandSource
+from rsir.index_builder.chipper import SceneSource
+from rsir.index_builder.scenes import PRESETS, Preset
+from rsir.model.errors import DatasetError
 
 COMMON_NAMES = {
     "B04": "red",

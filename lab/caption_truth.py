@@ -4,7 +4,7 @@ SynthRS captions state facts (class, counts, colours, sides, relations), and man
 satisfy every fact of a caption: a caption is *true of* a set of images, not of its own image alone.
 The standard recall (§6) still counts only the image the caption was written for. So there is a
 ceiling no model can pass, and over a two-stage search's candidates there is a ceiling no rerank can
-pass. This bench measures them with the independent truth checker (:mod:`synthrs.truth`):
+pass. This bench measures them with the independent truth checker (:mod:`rsir.synthrs.truth`):
 
 1. **Truth sets**: for every caption of the split, the images it is true of (same class, every stated
    fact holds); their sizes.
@@ -43,15 +43,15 @@ from numpy.typing import NDArray
 
 from bench.report import run_meta, write_json
 from bench.statistics import expected_report
-from index.gallery import Gallery
 from lab.kernel_rerank import KernelConfig, KernelReranker
-from model import ftf
-from model.datasets import load_dataset
-from model.encoders import ClipEncoder, EncoderConfig
-from model.ftf import FTFParams
-from search.engine import EngineConfig, QueryOptions, SearchEngine
-from search.evaluate import embed_dataset
-from synthrs.truth import truth_matrix
+from rsir.index.gallery import Gallery
+from rsir.model import ftf
+from rsir.model.datasets import load_dataset
+from rsir.model.encoders import ClipEncoder, EncoderConfig
+from rsir.model.ftf import FTFParams
+from rsir.search.engine import EngineConfig, QueryOptions, SearchEngine
+from rsir.search.evaluate import embed_dataset
+from rsir.synthrs.truth import truth_matrix
 
 NAMES = ("t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10")
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from model.errors import InvalidInputError
+from rsir.model.errors import InvalidInputError
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from model.errors import InvalidInputError
+from rsir.model.errors import InvalidInputError
 
 # K-NRM's kernels: an exact-match bin at 1.0 and ten soft bins of width 0.1 across [-0.9, 0.9].
 MUS = (1.0, 0.9, 0.7, 0.5, 0.3, 0.1, -0.1, -0.3, -0.5, -0.7, -0.9)

@@ -20,7 +20,7 @@ as a two-stage search draws candidates (:func:`hard_pools`); BENCHMARKS.md shows
 otherwise.
 
 ``--negatives-from truth`` draws the negatives only among items the caption is *not* true of
-(:mod:`synthrs.truth`): supervision from the scene descriptions, which a real archive lacks, so
+(:mod:`rsir.synthrs.truth`): supervision from the scene descriptions, which a real archive lacks, so
 that row is an upper bound on this design, not a deployable result. ``--negatives-from text`` is the
 deployable stand-in: it drops negatives whose own captions are close to the query caption
 (:func:`text_allowed`; ``lab/negative_filter.py`` measures it against the checker).
@@ -40,16 +40,16 @@ import torch
 from bench.caption_ties import load_gallery, save_gallery
 from bench.report import run_meta, write_json
 from bench.statistics import expected_report
-from index.gallery import Gallery
 from lab.caption_truth import engine_scores
 from lab.cross_rerank import CrossConfig, CrossReranker, group_loss
 from lab.kernel_rerank import KernelConfig, KernelReranker
-from model.datasets import load_dataset
-from model.encoders import ClipEncoder, EncoderConfig
-from model.ftf import FTFParams
-from search.engine import EngineConfig, SearchEngine
-from search.evaluate import embed_dataset
-from synthrs.truth import truth_matrix
+from rsir.index.gallery import Gallery
+from rsir.model.datasets import load_dataset
+from rsir.model.encoders import ClipEncoder, EncoderConfig
+from rsir.model.ftf import FTFParams
+from rsir.search.engine import EngineConfig, SearchEngine
+from rsir.search.evaluate import embed_dataset
+from rsir.synthrs.truth import truth_matrix
 
 
 def features(encoder: ClipEncoder, data: Path, split: str, cache: Path | None) -> Gallery:

@@ -3,7 +3,7 @@
 ``lab/learned_rerank.py --negatives-from text`` drops, from a caption query's negatives, every image
 one of whose own captions is within a cosine threshold of the query caption (``text_allowed``): such
 an image is likely a true match, not a negative, and only the archive's captions are needed to tell.
-This measures that filter against the truth checker (:mod:`synthrs.truth`) on the groups the
+This measures that filter against the truth checker (:mod:`rsir.synthrs.truth`) on the groups the
 reranker trains on: the non-own images of each caption's coarse top ``--pool`` within one random
 sub-gallery of ``--sub-gallery`` images of a split whose features ``lab.learned_rerank`` cached::
 
@@ -21,8 +21,8 @@ import numpy as np
 
 from bench.caption_ties import load_gallery
 from lab.learned_rerank import text_allowed
-from model.datasets import load_dataset
-from synthrs.truth import truth_matrix
+from rsir.model.datasets import load_dataset
+from rsir.synthrs.truth import truth_matrix
 
 
 def main() -> None:

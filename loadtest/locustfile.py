@@ -1,7 +1,7 @@
 """Locust traffic for rsir: text queries drawn from real RS captions, a share of repeats (to exercise
 the cache), filtered queries, query-by-example uploads and image-to-caption searches.
 
-Configured by environment variables (the headless runner ``python -m loadtest.run`` sets them):
+Configured by environment variables (the headless runner ``python -m rsir.loadtest.run`` sets them):
 
 - ``RSIR_LOAD_QUERIES``: caption file, dataset.json, or a folder holding them (default: ../shared/data).
 - ``RSIR_LOAD_IMAGES``: folder of images to upload (default: none, so no image queries).
@@ -19,7 +19,7 @@ from typing import Any
 
 from locust import FastHttpUser, constant, task
 
-from loadtest.queries import load_queries
+from rsir.loadtest.queries import load_queries
 
 _REPO = Path(__file__).resolve().parents[1]
 _QUERIES = load_queries(Path(os.environ.get("RSIR_LOAD_QUERIES", _REPO.parent / "shared" / "data")))

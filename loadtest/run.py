@@ -1,4 +1,5 @@
-"""Headless Locust run against a URL: ``python -m loadtest.run --host URL --users 16 --time 30s --out DIR``.
+"""Headless Locust run against a URL:
+``python -m rsir.loadtest.run --host URL --users 16 --time 30s --out DIR``.
 
 Writes Locust's CSVs (``DIR/locust_stats.csv``...) and ``DIR/summary.json``, and prints the summary:
 requests, failures, requests/s, p50/p95/p99 in ms, per request name and in aggregate.

@@ -21,7 +21,7 @@ from open_clip.factory import (
     resize_text_pos_embed,
 )
 
-from model.errors import CheckpointError
+from rsir.model.errors import CheckpointError
 
 STATE_DICT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 _OPENAI_JIT_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")

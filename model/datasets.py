@@ -12,7 +12,7 @@ Image files are not opened or checked here: the caption-only benchmark sets have
 machine. :func:`missing_images` reports them when a caller needs the images.
 
 Caption order is file order and duplicates are kept, because the retrieval metrics treat every
-caption line as its own query (see :mod:`model.metrics`).
+caption line as its own query (see :mod:`rsir.model.metrics`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from model.errors import DatasetError
+from rsir.model.errors import DatasetError
 
 BlankPolicy = Literal["error", "skip"]
 
@@ -97,7 +97,7 @@ class CaptionDataset:
         return CaptionDataset(name=self.name, images=images, captions=captions, caption_image=caption_image)
 
     def caption_image_array(self) -> NDArray[np.int64]:
-        """``[Nc]`` int64 image index of each caption (the form :mod:`model.metrics` takes)."""
+        """``[Nc]`` int64 image index of each caption (the form :mod:`rsir.model.metrics` takes)."""
         return np.asarray(self.caption_image, dtype=np.int64)
 
 

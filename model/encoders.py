@@ -20,10 +20,10 @@ import structlog
 import torch
 from PIL import Image
 
-from model import towers
-from model.checkpoint import file_sha256, load_into
-from model.errors import InvalidInputError, UnsupportedModelError
-from model.features import ImageFeatures, TextFeatures
+from rsir.model import towers
+from rsir.model.checkpoint import file_sha256, load_into
+from rsir.model.errors import InvalidInputError, UnsupportedModelError
+from rsir.model.features import ImageFeatures, TextFeatures
 
 # rsir's own architectures (JSON, open_clip's config schema) live beside this module.
 CONFIG_DIR = Path(__file__).parent / "configs"

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from model.errors import InvalidInputError
+from rsir.model.errors import InvalidInputError
 
 DEFAULT_TAU = 0.05
 DEFAULT_LAMBDA = 0.5

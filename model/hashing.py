@@ -3,7 +3,7 @@
 A :class:`HashHead` maps a unit global vector ``[d]`` to ``h`` in ``(-1, 1)^b``
 (``Linear -> BatchNorm -> ReLU -> Linear -> tanh``); the stored code is ``sign(h)`` packed to ``b / 8``
 bytes (16 bytes for the paper's 128 bits, against 2 KB for a 512-d float32 vector). The coarse score of
-a (query, item) pair is minus the Hamming distance of their codes (see ``index.hash_codes``).
+a (query, item) pair is minus the Hamming distance of their codes (see ``rsir.index.hash_codes``).
 
 Bit convention, used everywhere in rsir: ``h_k >= 0`` is bit 1 (so ``sign(0)`` counts as ``+1``), and
 bit ``k`` of a code is bit ``k % 8`` (least significant first) of byte ``k // 8``
@@ -28,7 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from model.errors import CheckpointError, InvalidInputError
+from rsir.model.errors import CheckpointError, InvalidInputError
 
 DEFAULT_BITS = 128
 DEFAULT_MARGIN = 0.2

@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
-from model.errors import ImageDecodeError, ImageTooLargeError, UnsupportedImageError
+from rsir.model.errors import ImageDecodeError, ImageTooLargeError, UnsupportedImageError
 
 DEFAULT_MAX_PIXELS = 64_000_000  # ~8000 x 8000; above this a tile is a mistake or a decompression bomb
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")

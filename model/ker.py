@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model import towers
-from model.errors import InvalidInputError, UnsupportedModelError
+from rsir.model import towers
+from rsir.model.errors import InvalidInputError, UnsupportedModelError
 
 log = structlog.get_logger(__name__)
 

@@ -6,17 +6,17 @@ products. The paper uses the bare ``||C||_F``; **[ours]** the ``sqrt(n * M)`` no
 number of valid words of that text) makes scores of texts of different lengths comparable and puts
 ``s_l`` on the scale of a similarity before it is fused with the global score.
 
-Shapes and broadcasting follow :func:`model.ftf.interaction`: ``words [Qw,Kw,n,d]``, ``word_mask
+Shapes and broadcasting follow :func:`rsir.model.ftf.interaction`: ``words [Qw,Kw,n,d]``, ``word_mask
 [Qw,Kw,n]``, ``patches [Qp,Kp,M,d]``, leading dims broadcasting to ``[Q, K]``; ``A = W P^T`` is formed
-by :func:`model.ftf._match` (one large GEMM when one side is shared across candidates).
+by :func:`rsir.model.ftf._match` (one large GEMM when one side is shared across candidates).
 """
 
 from __future__ import annotations
 
 import torch
 
-from model.errors import InvalidInputError
-from model.ftf import DEFAULT_TAU, _check_inputs, _match, accumulation_dtype
+from rsir.model.errors import InvalidInputError
+from rsir.model.ftf import DEFAULT_TAU, _check_inputs, _match, accumulation_dtype
 
 
 def local_score(words: torch.Tensor, word_mask: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from model.ftf import DEFAULT_TAU, interaction
+from rsir.model.ftf import DEFAULT_TAU, interaction
 
 DEFAULT_TEMPERATURE = 0.05
 

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from model.errors import InvalidInputError
+from rsir.model.errors import InvalidInputError
 
 KS: tuple[int, ...] = (1, 5, 10)
 # Images without a caption in the image-to-text average: a miss (the published convention) or left out.

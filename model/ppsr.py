@@ -19,7 +19,7 @@ import faiss
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from model.errors import InvalidInputError
+from rsir.model.errors import InvalidInputError
 
 DEFAULT_K = 10
 DEFAULT_CHUNK = 4096

@@ -13,7 +13,7 @@ from enum import StrEnum
 
 import torch
 
-from model.errors import InvalidInputError
+from rsir.model.errors import InvalidInputError
 
 
 class Precision(StrEnum):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from model.errors import InvalidInputError
+from rsir.model.errors import InvalidInputError
 
 DEFAULT_CHUNK = 4096
 SOFT_DECAY = 0.05
@@ -58,7 +58,7 @@ def reference_profiles(
     elif out.shape != shape or out.dtype != np.float32:
         raise InvalidInputError(f"out must be float32 {shape}, got {out.dtype} {out.shape}")
     for start in range(0, G.shape[0], chunk):
-        # float64 then one rounding, as index.dense.pair_cosines scores a query at search time: a
+        # float64 then one rounding, as rsir.index.dense.pair_cosines scores a query at search time: a
         # query that is itself a reference then meets its own entry as an exact tie.
         sims = (G[start : start + chunk].astype(np.float64) @ Rv.T.astype(np.float64)).astype(np.float32)
         sims.sort(axis=1)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from open_clip.transformer import TextTransformer, VisionTransformer, text_global_pool
 from torch import nn
 
-from model.errors import UnsupportedModelError
+from rsir.model.errors import UnsupportedModelError
 
 
 def check_supported(model: nn.Module, name: str) -> None:

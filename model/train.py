@@ -22,14 +22,14 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from safetensors.torch import save_file
 
-from model import towers
-from model.datasets import CaptionDataset
-from model.eba import EBAFilter
-from model.encoders import build_model, resolve_device, special_ids
-from model.errors import InvalidInputError
-from model.images import decode_image
-from model.ker import KERObjective
-from model.losses import ftf_loss
+from rsir.model import towers
+from rsir.model.datasets import CaptionDataset
+from rsir.model.eba import EBAFilter
+from rsir.model.encoders import build_model, resolve_device, special_ids
+from rsir.model.errors import InvalidInputError
+from rsir.model.images import decode_image
+from rsir.model.ker import KERObjective
+from rsir.model.losses import ftf_loss
 
 log = structlog.get_logger(__name__)
 

@@ -1,5 +1,10 @@
 """rsir: the `rsir` command line and, for notebooks, the Python API (``rsir.open_index``).
 
+Every part of the project is imported through this one name: ``rsir.model``, ``rsir.index``,
+``rsir.search``, ``rsir.index_builder``, ``rsir.service``, ``rsir.synthrs``, ``rsir.loadtest`` are the
+top-level folders of the same names (links here in a checkout, copies in the wheel), so a user's own
+``model.py`` or ``search.py`` beside a notebook cannot shadow them.
+
 ``import rsir`` stays light (the CLI reads only ``__version__`` at start); the API's modules load on
 first use of ``rsir.open_index`` or ``rsir.Index``.
 """

@@ -9,7 +9,7 @@ call, behind two functions' worth of names.
 
 The model defaults to the one the index was built with (its manifest names the architecture; the
 shipped weights when it is the shipped model); give ``checkpoint=`` for your own weights. Options are
-the engine's (:class:`search.options.QueryOptions`: ``recall_k``, ``rerank``, ``recall``, ``ppsr``,
+the engine's (:class:`rsir.search.options.QueryOptions`: ``recall_k``, ``rerank``, ``recall``, ``ppsr``,
 ``sar``, ``distinct``, ``filters``...), checked by the engine.
 """
 
@@ -21,12 +21,12 @@ from typing import Any
 
 from PIL import Image
 
-from index.versions import LoadedIndex, Manifest, load_index, resolve_version
-from model.encoders import ClipEncoder, EncoderConfig, default_checkpoint
-from model.images import decode_image
-from model.precision import Precision
-from search.engine import EngineConfig, Hit, QueryOptions, SearchEngine
-from search.options import Target
+from rsir.index.versions import LoadedIndex, Manifest, load_index, resolve_version
+from rsir.model.encoders import ClipEncoder, EncoderConfig, default_checkpoint
+from rsir.model.images import decode_image
+from rsir.model.precision import Precision
+from rsir.search.engine import EngineConfig, Hit, QueryOptions, SearchEngine
+from rsir.search.options import Target
 
 
 @dataclass(frozen=True)

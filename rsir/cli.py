@@ -14,16 +14,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from model.errors import RsirError
-from model.metrics import Captionless
-from model.precision import Precision
-from search.options import HashPpsr, Recall, Rerank, Sar
+from rsir.model.errors import RsirError
+from rsir.model.metrics import Captionless
+from rsir.model.precision import Precision
+from rsir.search.options import HashPpsr, Recall, Rerank, Sar
 
 if TYPE_CHECKING:
-    from index_builder.build import BuildReport
-    from index_builder.chips import ChipConfig
-    from index_builder.config import BuildConfig
-    from model.encoders import ClipEncoder
+    from rsir.index_builder.build import BuildReport
+    from rsir.index_builder.chips import ChipConfig
+    from rsir.index_builder.config import BuildConfig
+    from rsir.model.encoders import ClipEncoder
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Remote-sensing image-text retrieval.")
 _err = Console(stderr=True)
@@ -99,15 +99,21 @@ def eval_cmd(
     ] = 0,
 ) -> None:
     """Recall@1/5/10 both ways and mR of a caption dataset, searched through the engine."""
-    from index.extras import build_extras
-    from index.gallery import Gallery
-    from index.versions import load_index
-    from model.datasets import load_dataset
-    from model.encoders import default_hash_heads
-    from model.ftf import FTFParams
-    from model.hashing import HashHeads
-    from search.engine import EngineConfig, SearchEngine
-    from search.evaluate import MethodOptions, OrderSpread, embed_dataset, evaluate, evaluate_caption_orders
+    from rsir.index.extras import build_extras
+    from rsir.index.gallery import Gallery
+    from rsir.index.versions import load_index
+    from rsir.model.datasets import load_dataset
+    from rsir.model.encoders import default_hash_heads
+    from rsir.model.ftf import FTFParams
+    from rsir.model.hashing import HashHeads
+    from rsir.search.engine import EngineConfig, SearchEngine
+    from rsir.search.evaluate import (
+        MethodOptions,
+        OrderSpread,
+        embed_dataset,
+        evaluate,
+        evaluate_caption_orders,
+    )
 
     if (dataset is None) == (index is None):
         raise typer.BadParameter("give exactly one of --dataset and --index", param_hint="--dataset")
@@ -173,7 +179,7 @@ def synth_cmd(
     workers: Annotated[int, typer.Option(help="processes; the output does not depend on it")] = 1,
 ) -> None:
     """Generate SynthRS: aerial-looking scenes with five true RSICD-style captions each."""
-    from synthrs import SynthConfig, write_dataset
+    from rsir.synthrs import SynthConfig, write_dataset
 
     report = write_dataset(SynthConfig(n=n, seed=seed, size=size, workers=workers), out)
     Console().print(
@@ -199,9 +205,9 @@ def train_hash_cmd(
     """Train CFITR hash heads (ALGORITHMS.md §3) on a model's frozen global vectors of a dataset."""
     import time
 
-    from model.datasets import load_dataset
-    from model.hashing import train_hash_heads
-    from search.evaluate import embed_dataset
+    from rsir.model.datasets import load_dataset
+    from rsir.model.hashing import train_hash_heads
+    from rsir.search.evaluate import embed_dataset
 
     encoder = _encoder(model, checkpoint, device, 64)
     ds = load_dataset(data, None, None if split == "all" else split)
@@ -281,8 +287,8 @@ def train_cmd(
     resume: Annotated[bool, typer.Option(help="continue from OUT/last.pt when present")] = True,
 ) -> None:
     """Train with the FTF loss (L_inter + L_intra); export fp16 open_clip weights as safetensors."""
-    from model.datasets import load_dataset
-    from model.train import TrainConfig, train
+    from rsir.model.datasets import load_dataset
+    from rsir.model.train import TrainConfig, train
 
     config = TrainConfig(
         arch=arch,
@@ -364,7 +370,7 @@ def _build_options(
     chips: ChipConfig | None = None,
     bands: str = "rgb",
 ) -> BuildConfig:
-    from index_builder.config import BuildConfig
+    from rsir.index_builder.config import BuildConfig
 
     return BuildConfig(
         chips=chips,
@@ -387,7 +393,7 @@ def _chip_config(
     chip_size: int | None, overlap: float, gsd: float | None, max_nodata: float
 ) -> ChipConfig | None:
     """Chipping when any chip option is given (``--chip-size`` alone, or with its defaults)."""
-    from index_builder.chips import ChipConfig
+    from rsir.index_builder.chips import ChipConfig
 
     if chip_size is None and overlap == 0 and gsd is None and max_nodata == 0.5:
         return None
@@ -409,7 +415,7 @@ def _report_build(report: BuildReport) -> None:
     for row in report.extra.get("scenes_missing", [])[:10]:
         _err.print(f"  {row['id']}: indexed without {row['missing']}")
     if report.skipped:
-        from index.versions import SKIPPED
+        from rsir.index.versions import SKIPPED
 
         where = report.version / SKIPPED
         _err.print(f"[bold yellow]{len(report.skipped)} files skipped[/]; reasons in {where}")
@@ -448,7 +454,7 @@ def build_index_cmd(
     Exit status: 0 when every file was indexed, 3 when the index was built but some files were
     skipped (listed with reasons in the version's skipped.json), 2 on an error.
     """
-    from index_builder.build import build
+    from rsir.index_builder.build import build
 
     encoder = _encoder(model, checkpoint, device, batch_size)
     config = _build_options(
@@ -497,9 +503,9 @@ def index_add_cmd(
     """Publish a new version holding the current one plus the archive's images it lacks (by id).
 
     Scenes are cut as the current version's were unless chip options are given."""
-    from index.versions import Manifest, resolve_version
-    from index_builder.build import add
-    from index_builder.chips import ChipConfig
+    from rsir.index.versions import Manifest, resolve_version
+    from rsir.index_builder.build import add
+    from rsir.index_builder.chips import ChipConfig
 
     encoder = _encoder(model, checkpoint, device, batch_size)
     current = Manifest.read(resolve_version(index))
@@ -532,7 +538,7 @@ def index_delete_cmd(
     ids_file: Annotated[Path | None, typer.Option(help="a file with one id per line")] = None,
 ) -> None:
     """Publish a new version in which these image ids are tombstoned (never returned by search)."""
-    from index_builder.build import delete
+    from rsir.index_builder.build import delete
 
     wanted = list(ids or [])
     if ids_file is not None:
@@ -545,7 +551,7 @@ def index_delete_cmd(
 @index_app.command("list")
 def index_list_cmd(index: Annotated[Path, typer.Option(help="index root")]) -> None:
     """The versions of an index root; the served one is marked."""
-    from index.versions import Manifest, list_versions, read_tombstones, resolve_version
+    from rsir.index.versions import Manifest, list_versions, read_tombstones, resolve_version
 
     current = resolve_version(index).name
     table = Table()
@@ -572,7 +578,7 @@ def index_use_cmd(
 ) -> None:
     """Point CURRENT at another complete version, after checking its files against its manifest (a
     broken version is refused with exit 2, and CURRENT is left as it was)."""
-    from index.versions import MANIFEST, switch_current, validate_version
+    from rsir.index.versions import MANIFEST, switch_current, validate_version
 
     if not (index / version / MANIFEST).is_file():
         switch_current(index, version)  # raises, listing the versions there are
@@ -595,12 +601,12 @@ def serve_cmd(
     import uvicorn
     from pydantic import ValidationError
 
-    from index.versions import load_index
-    from service.app import create_app, engine_config, load_encoder
-    from service.logs import configure_logging
-    from service.server import uvicorn_config
-    from service.serving_index import ServingIndex
-    from service.settings import Settings
+    from rsir.index.versions import load_index
+    from rsir.service.app import create_app, engine_config, load_encoder
+    from rsir.service.logs import configure_logging
+    from rsir.service.server import uvicorn_config
+    from rsir.service.serving_index import ServingIndex
+    from rsir.service.settings import Settings
 
     given = {"index": index, "host": host, "port": port, "redis_url": redis_url, "dtype": dtype}
     try:
@@ -627,7 +633,7 @@ def serve_cmd(
 
 
 def _encoder(model: str, checkpoint: Path | None, device: str, batch_size: int) -> ClipEncoder:
-    from model.encoders import ClipEncoder, EncoderConfig, default_checkpoint
+    from rsir.model.encoders import ClipEncoder, EncoderConfig, default_checkpoint
 
     weights = checkpoint or default_checkpoint(model)
     return ClipEncoder(EncoderConfig(arch=model, checkpoint=weights, device=device, batch_size=batch_size))

@@ -336,7 +336,7 @@ for _ in $(seq 60); do
     sleep 2
 done
 if [ "$api_health" = healthy ]; then
-    pass "api container healthy (compose healthcheck: service.healthcheck --ready)"
+    pass "api container healthy (compose healthcheck: rsir.service.healthcheck --ready)"
 else
     fail "api container health: $api_health"
 fi
@@ -360,7 +360,7 @@ rm -rf "$WORK/demo-synth"
 "$DOCKER" cp "$(cid api):/index/demo-synth" "$WORK/demo-synth" > /dev/null
 load() {  # $1: label
     rm -rf "$WORK/locust-$1"
-    (cd "$REPO" && PYTHONPATH="$REPO" "$PY" -m loadtest.run --host "$URL" --users "$LOAD_USERS" --time "$LOAD_TIME" \
+    (cd "$REPO" && PYTHONPATH="$REPO" "$PY" -m rsir.loadtest.run --host "$URL" --users "$LOAD_USERS" --time "$LOAD_TIME" \
         --out "$WORK/locust-$1" --queries "$WORK/demo-synth" --images "$WORK/demo-synth/images" --max-failures 0) \
         > "$WORK/logs/locust-$1.log" 2>&1
 }

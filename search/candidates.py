@@ -15,13 +15,13 @@ from typing import TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from index.dense import by_score, in_tie_order
-from index.extras import HashHeads
-from model import ppsr
-from model.errors import InvalidInputError
-from search.config import EngineConfig
-from search.plan import Plan, ppsr_term
-from search.side import Found, Side
+from rsir.index.dense import by_score, in_tie_order
+from rsir.index.extras import HashHeads
+from rsir.model import ppsr
+from rsir.model.errors import InvalidInputError
+from rsir.search.config import EngineConfig
+from rsir.search.plan import Plan, ppsr_term
+from rsir.search.side import Found, Side
 
 # PPSR's first fetch, in multiples of the cut's depth; it deepens until the cut is exact.
 PPSR_FETCH = 2

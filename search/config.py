@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from model import ftf
-from model.precision import Precision
-from search.options import HashPpsr
+from rsir.model import ftf
+from rsir.model.precision import Precision
+from rsir.search.options import HashPpsr
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class EngineConfig:
     # PPSR over hash recall: "hamming" corrects minus the Hamming distance (ALGORITHMS.md §3, CFITR);
     # "cosine" corrects the cosines of the Hamming order's candidates (the earlier variant).
     hash_ppsr: HashPpsr = "hamming"
-    # IVF lists visited per query by dense recall (None: index.dense.DEFAULT_NPROBE); exact indexes
+    # IVF lists visited per query by dense recall (None: rsir.index.dense.DEFAULT_NPROBE); exact indexes
     # ignore it. BENCHMARKS.md (recall at scale) has recall@100 against exact search by nprobe.
     nprobe: int | None = None
     # rerank="exhaustive" runs the block over the whole gallery: for measurement (rsir eval); a server

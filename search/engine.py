@@ -4,9 +4,9 @@ One entry point, :meth:`SearchEngine.search`, takes a batch of queries of one mo
 images, or their encodings) and one :class:`QueryOptions` per query (or one for all). Text queries
 search the images; image queries search the images (coarse only: the FTF block scores text-image
 pairs) or the captions (reranked by the same block in the other direction). Options are checked once,
-at this boundary (:meth:`SearchEngine.validate`, :mod:`search.plan`); the stages below read plans:
-:mod:`search.candidates` (recall, PPSR), :mod:`search.rerank` (the rerank modes, SAR, exhaustive),
-each over a :class:`search.side.Side`.
+at this boundary (:meth:`SearchEngine.validate`, :mod:`rsir.search.plan`); the stages below read plans:
+:mod:`rsir.search.candidates` (recall, PPSR), :mod:`rsir.search.rerank` (the rerank modes, SAR, exhaustive),
+each over a :class:`rsir.search.side.Side`.
 """
 
 from __future__ import annotations
@@ -22,22 +22,22 @@ import torch
 from numpy.typing import NDArray
 from PIL import Image
 
-from index.columns import MetadataColumns
-from index.dense import DenseRecall
-from index.extras import HashHeads, SideExtras
-from index.gallery import Gallery
-from index.versions import LoadedIndex
-from model.encoders import ClipEncoder, resolve_device
-from model.errors import InvalidInputError
-from model.features import ImageFeatures, TextFeatures
-from model.precision import resolve_dtype
-from search.candidates import Recaller
-from search.config import EngineConfig
-from search.filters import Filters, filter_mask
-from search.options import EXHAUSTIVE, Modality, QueryOptions, Recall, Target
-from search.plan import Bounds, Plan, check, ppsr_term
-from search.rerank import RERANKERS, Query, Ranking, Scorer, exhaustive, final_order
-from search.side import Side, gallery_sides
+from rsir.index.columns import MetadataColumns
+from rsir.index.dense import DenseRecall
+from rsir.index.extras import HashHeads, SideExtras
+from rsir.index.gallery import Gallery
+from rsir.index.versions import LoadedIndex
+from rsir.model.encoders import ClipEncoder, resolve_device
+from rsir.model.errors import InvalidInputError
+from rsir.model.features import ImageFeatures, TextFeatures
+from rsir.model.precision import resolve_dtype
+from rsir.search.candidates import Recaller
+from rsir.search.config import EngineConfig
+from rsir.search.filters import Filters, filter_mask
+from rsir.search.options import EXHAUSTIVE, Modality, QueryOptions, Recall, Target
+from rsir.search.plan import Bounds, Plan, check, ppsr_term
+from rsir.search.rerank import RERANKERS, Query, Ranking, Scorer, exhaustive, final_order
+from rsir.search.side import Side, gallery_sides
 
 _T = TypeVar("_T")
 
@@ -116,7 +116,7 @@ class SearchEngine:
     def from_index(
         cls, index: LoadedIndex, encoder: ClipEncoder | None, config: EngineConfig
     ) -> SearchEngine:
-        """An engine over an opened index directory (see :func:`index.versions.load_index`)."""
+        """An engine over an opened index directory (see :func:`rsir.index.versions.load_index`)."""
         return cls(
             index.gallery,
             encoder,

@@ -15,15 +15,15 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from index.gallery import Gallery, gallery_from_features, permute_captions
-from model.datasets import CaptionDataset, ImageRecord
-from model.encoders import ClipEncoder
-from model.errors import DatasetError, ImageDecodeError, InvalidInputError
-from model.features import ImageFeatures, TextFeatures
-from model.images import decode_image
-from model.metrics import KS, Captionless, QueryHits, RecallReport, query_hits
-from search.engine import QueryOptions, SearchEngine
-from search.options import Recall, Rerank, Sar, uses_recall_depth
+from rsir.index.gallery import Gallery, gallery_from_features, permute_captions
+from rsir.model.datasets import CaptionDataset, ImageRecord
+from rsir.model.encoders import ClipEncoder
+from rsir.model.errors import DatasetError, ImageDecodeError, InvalidInputError
+from rsir.model.features import ImageFeatures, TextFeatures
+from rsir.model.images import decode_image
+from rsir.model.metrics import KS, Captionless, QueryHits, RecallReport, query_hits
+from rsir.search.engine import QueryOptions, SearchEngine
+from rsir.search.options import Recall, Rerank, Sar, uses_recall_depth
 
 # Query encoding is timed on a sample of captions: it does not depend on the mode or the gallery.
 ENCODE_SAMPLE = 256

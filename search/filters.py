@@ -23,8 +23,8 @@ import shapely
 from numpy.typing import NDArray
 from shapely.validation import explain_validity
 
-from index.columns import TIME_UNKNOWN, MetadataColumns
-from model.errors import InvalidInputError
+from rsir.index.columns import TIME_UNKNOWN, MetadataColumns
+from rsir.model.errors import InvalidInputError
 
 RANGE_OPS = ("gt", "gte", "lt", "lte")
 

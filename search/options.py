@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from search.filters import Filters
+from rsir.search.filters import Filters
 
 Rerank = Literal["none", "ftf", "local", "exhaustive"]
 """``none``: the coarse order; ``ftf``: the FTF block over the recalled top K, fused with the coarse
@@ -45,7 +45,8 @@ COARSE: Rerank = "none"
 EXHAUSTIVE: Rerank = "exhaustive"
 CANDIDATE_RERANKS: tuple[str, ...] = tuple(r for r in RERANKS if r not in (COARSE, EXHAUSTIVE))
 """The reranks that rescore recall's top ``recall_k`` candidates (every mode but the coarse order and
-the whole-gallery measurement): a new one is added to :data:`Rerank` and to ``search.rerank.RERANKERS``."""
+the whole-gallery measurement): a new one is added to :data:`Rerank` and to
+``rsir.search.rerank.RERANKERS``."""
 
 
 def uses_recall_depth(rerank: Rerank) -> bool:

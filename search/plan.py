@@ -13,12 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from index.columns import MetadataColumns
-from index.extras import HashHeads
-from model.errors import InvalidInputError
-from search.config import EngineConfig
-from search.filters import filter_mask
-from search.options import (
+from rsir.index.columns import MetadataColumns
+from rsir.index.extras import HashHeads
+from rsir.model.errors import InvalidInputError
+from rsir.search.config import EngineConfig
+from rsir.search.filters import filter_mask
+from rsir.search.options import (
     COARSE,
     EXHAUSTIVE,
     RECALLS,
@@ -31,7 +31,7 @@ from search.options import (
     default_rerank,
     uses_recall_depth,
 )
-from search.side import Side
+from rsir.search.side import Side
 
 
 @dataclass(frozen=True, eq=False)

@@ -15,13 +15,13 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from index.dense import by_score
-from model import ftf, local_score, sar
-from model.errors import InvalidInputError
-from model.features import ImageFeatures, TextFeatures
-from search.config import EngineConfig
-from search.plan import Plan
-from search.side import Side
+from rsir.index.dense import by_score
+from rsir.model import ftf, local_score, sar
+from rsir.model.errors import InvalidInputError
+from rsir.model.features import ImageFeatures, TextFeatures
+from rsir.search.config import EngineConfig
+from rsir.search.plan import Plan
+from rsir.search.side import Side
 
 Query = TextFeatures | ImageFeatures
 """Queries on the engine's device: text tokens or image patches in the rerank's dtype, global
@@ -89,7 +89,7 @@ def _local(
 
 
 RERANKERS: dict[str, Reranker] = {"ftf": _ftf, "local": _local}
-"""Each of :data:`search.options.CANDIDATE_RERANKS`: its scores of the recalled candidates ``ids``
+"""Each of :data:`rsir.search.options.CANDIDATE_RERANKS`: its scores of the recalled candidates ``ids``
 given their ``coarse`` scores (``attention``: return the block's attention if the mode has one)."""
 
 

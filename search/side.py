@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from index.dense import DenseRecall, exact_subset, in_tie_order, pair_cosines
-from index.extras import SideExtras
-from index.gallery import Gallery
-from model.errors import InvalidInputError
-from search.options import Target
+from rsir.index.dense import DenseRecall, exact_subset, in_tie_order, pair_cosines
+from rsir.index.extras import SideExtras
+from rsir.index.gallery import Gallery
+from rsir.model.errors import InvalidInputError
+from rsir.search.options import Target
 
 # One search's rows: (the method's own score, the cosine, ids), each [Q, k], in the method's order.
 Found = tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]

@@ -1,1 +1,1 @@
-"""The FastAPI search service, a thin shell over search.engine.SearchEngine (service issue)."""
+"""The FastAPI search service, a thin shell over rsir.search.engine.SearchEngine (service issue)."""

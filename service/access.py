@@ -17,7 +17,7 @@ from typing import Literal
 import redis.asyncio as aioredis
 import structlog
 
-from service.breaker import CircuitBreaker
+from rsir.service.breaker import CircuitBreaker
 
 log = structlog.get_logger(__name__)
 WINDOW_S = 60

@@ -1,7 +1,7 @@
-"""The FastAPI app factory: a thin HTTP shell over :class:`search.engine.SearchEngine`.
+"""The FastAPI app factory: a thin HTTP shell over :class:`rsir.search.engine.SearchEngine`.
 
 ``create_app(settings)`` loads the model and index at start-up (lifespan), wires cache, batchers and
-limits into one :class:`service.runtime.Runtime`, and watches the index root for new versions.
+limits into one :class:`rsir.service.runtime.Runtime`, and watches the index root for new versions.
 Tests pass their own ``encoder`` (random weights) instead of loading the shipped one.
 """
 
@@ -19,17 +19,17 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from pydantic.json_schema import models_json_schema
 
-from model.encoders import ClipEncoder, EncoderConfig, default_checkpoint
-from model.ftf import FTFParams
-from search.engine import EngineConfig
-from service import docs, errors
-from service.metrics import Metrics
-from service.middleware import RequestContext
-from service.routes import images, ops, scenes, search
-from service.runtime import build_runtime
-from service.schemas import ImageSearchRequest
-from service.serving_index import IndexHolder, ServingIndex
-from service.settings import Settings
+from rsir.model.encoders import ClipEncoder, EncoderConfig, default_checkpoint
+from rsir.model.ftf import FTFParams
+from rsir.search.engine import EngineConfig
+from rsir.service import docs, errors
+from rsir.service.metrics import Metrics
+from rsir.service.middleware import RequestContext
+from rsir.service.routes import images, ops, scenes, search
+from rsir.service.runtime import build_runtime
+from rsir.service.schemas import ImageSearchRequest
+from rsir.service.serving_index import IndexHolder, ServingIndex
+from rsir.service.settings import Settings
 
 log = structlog.get_logger(__name__)
 

@@ -15,8 +15,8 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 import structlog
 
-from service.breaker import CircuitBreaker
-from service.metrics import Metrics
+from rsir.service.breaker import CircuitBreaker
+from rsir.service.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 

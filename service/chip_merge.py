@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from shapely.affinity import translate
 from shapely.geometry.base import BaseGeometry
 
-from service.antimeridian import unwrap
+from rsir.service.antimeridian import unwrap
 
 MERGE_IOU = 0.1
 

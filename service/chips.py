@@ -3,7 +3,7 @@ metadata (``scene``, ``window``, ``footprint``) and ``sources.json`` for the Geo
 pixels and the scene overview.
 
 A chip is an image whose metadata has a ``window`` and a ``scene`` the version's ``scenes.json``
-records: its pixels are that window read as the build read it (:func:`index.scenes.read_window`: the
+records: its pixels are that window read as the build read it (:func:`rsir.index.scenes.read_window`: the
 same bands, nodata, reflectance rule or stretch). An image without a window (a plain tile) is served
 from its original bytes as before.
 
@@ -23,9 +23,9 @@ from typing import Any
 from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
 
-from index.scenes import Scene, is_remote, locate_scene
-from service.chip_merge import Place
-from service.serving_index import ServingIndex
+from rsir.index.scenes import Scene, is_remote, locate_scene
+from rsir.service.chip_merge import Place
+from rsir.service.serving_index import ServingIndex
 
 
 @dataclass(frozen=True)

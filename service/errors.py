@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from model.errors import ImageDecodeError, ImageTooLargeError, InvalidInputError, UnsupportedImageError
+from rsir.model.errors import ImageDecodeError, ImageTooLargeError, InvalidInputError, UnsupportedImageError
 
 log = structlog.get_logger(__name__)
 

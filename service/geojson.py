@@ -12,7 +12,7 @@ Leaflet rely on:
 
 Properties are flat where they can be (QGIS shows nested values as text): the hit's ``id``,
 ``rank``, scores, URLs, ``scene``, ``datetime`` and its metadata, and ``merged`` listing the hits
-folded into it (:mod:`service.chip_merge`).
+folded into it (:mod:`rsir.service.chip_merge`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from shapely.geometry import MultiPolygon, Polygon, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.geometry.polygon import orient
 
-from service.antimeridian import bbox, split, union_bbox, unwrap
-from service.chip_merge import Place, merge_overlapping
+from rsir.service.antimeridian import bbox, split, union_bbox, unwrap
+from rsir.service.chip_merge import Place, merge_overlapping
 
 MEDIA_TYPE = "application/geo+json"
 DECIMALS = 7
@@ -63,7 +63,7 @@ def feature_collection(
     """Hits in rank order (the JSON answer's ``results``) and each one's :class:`Place` -> a
     FeatureCollection, one Feature per hit kept.
 
-    Overlapping chips of one scene are merged (:func:`service.chip_merge.merge_overlapping`): the
+    Overlapping chips of one scene are merged (:func:`rsir.service.chip_merge.merge_overlapping`): the
     best-ranked keeps its Feature and lists the others under ``merged`` (``id``, ``rank``, ``score``).
     ``merge_iou=None`` takes that module's default threshold; a negative one merges nothing.
     ``members`` are added to the collection as foreign members (e.g. ``index_version``).

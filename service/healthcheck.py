@@ -1,4 +1,4 @@
-"""Container health check without curl: ``python -m service.healthcheck [--ready] [--url URL]``.
+"""Container health check without curl: ``python -m rsir.service.healthcheck [--ready] [--url URL]``.
 
 Exits 0 when the service on this host answers 200 on ``/healthz`` (``/readyz`` with ``--ready``: model
 and index loaded), 1 otherwise. The images' ``HEALTHCHECK`` and compose's health checks run it. It
@@ -32,7 +32,7 @@ def probe(url: str, timeout_s: float) -> tuple[bool, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service.healthcheck", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m rsir.service.healthcheck", description=__doc__)
     parser.add_argument("--ready", action="store_true", help="probe /readyz instead of /healthz")
     parser.add_argument(
         "--url", help=f"base URL (default: http://127.0.0.1:$RSIR_PORT, port {DEFAULT_PORT} when unset)"

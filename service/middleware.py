@@ -13,8 +13,8 @@ import uuid
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import BodyTimeoutError, BodyTooLargeError
-from service.metrics import Metrics
+from rsir.service.errors import BodyTimeoutError, BodyTooLargeError
+from rsir.service.metrics import Metrics
 
 log = structlog.get_logger("rsir.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

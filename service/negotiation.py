@@ -14,11 +14,11 @@ from typing import Any
 
 from fastapi import Request
 
-from service.chips import place_of, row_of
-from service.errors import ApiError
-from service.geojson import MEDIA_TYPE, feature_collection
-from service.schemas import ErrorResponse, SearchResponse
-from service.serving_index import ServingIndex
+from rsir.service.chips import place_of, row_of
+from rsir.service.errors import ApiError
+from rsir.service.geojson import MEDIA_TYPE, feature_collection
+from rsir.service.schemas import ErrorResponse, SearchResponse
+from rsir.service.serving_index import ServingIndex
 
 JSON = "application/json"
 GEOJSON = MEDIA_TYPE

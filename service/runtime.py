@@ -14,16 +14,16 @@ import redis.asyncio as aioredis
 from fastapi import Request
 from PIL import Image
 
-from model.encoders import ClipEncoder
-from search.engine import Plan, SearchResult
-from service.access import Access, InFlight, RateLimiter
-from service.batcher import MicroBatcher
-from service.breaker import CircuitBreaker
-from service.cache import LRUCache, RedisCache, ResultCache
-from service.metrics import Metrics
-from service.serving_index import IndexHolder, ServingIndex
-from service.settings import Settings
-from service.signing import UrlSigner
+from rsir.model.encoders import ClipEncoder
+from rsir.search.engine import Plan, SearchResult
+from rsir.service.access import Access, InFlight, RateLimiter
+from rsir.service.batcher import MicroBatcher
+from rsir.service.breaker import CircuitBreaker
+from rsir.service.cache import LRUCache, RedisCache, ResultCache
+from rsir.service.metrics import Metrics
+from rsir.service.serving_index import IndexHolder, ServingIndex
+from rsir.service.settings import Settings
+from rsir.service.signing import UrlSigner
 
 # Each job carries the index version its request took, so a switch mid-batch changes no answer.
 TextJob = tuple[ServingIndex, str, Plan]

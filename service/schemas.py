@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from search.options import Recall, Rerank, Sar, Target
-from service.text import lone_surrogate
+from rsir.search.options import Recall, Rerank, Sar, Target
+from rsir.service.text import lone_surrogate
 
 
 class Strict(BaseModel):

@@ -16,9 +16,9 @@ import numpy as np
 import structlog
 from numpy.typing import NDArray
 
-from index.originals import Sources, read_sources
-from index.scenes import Scene, read_scenes
-from index.versions import (
+from rsir.index.originals import Sources, read_sources
+from rsir.index.scenes import Scene, read_scenes
+from rsir.index.versions import (
     CorruptIndexError,
     IndexFormatError,
     LoadedIndex,
@@ -26,12 +26,12 @@ from index.versions import (
     load_index,
     resolve_version,
 )
-from model.encoders import ClipEncoder
-from model.errors import RsirError
-from model.images import DEFAULT_MAX_PIXELS
-from search.engine import EngineConfig, Plan, QueryOptions, SearchEngine, SearchResult
-from search.filters import Filters
-from search.options import Modality, Recall, Target
+from rsir.model.encoders import ClipEncoder
+from rsir.model.errors import RsirError
+from rsir.model.images import DEFAULT_MAX_PIXELS
+from rsir.search.engine import EngineConfig, Plan, QueryOptions, SearchEngine, SearchResult
+from rsir.search.filters import Filters
+from rsir.search.options import Modality, Recall, Target
 
 log = structlog.get_logger(__name__)
 

@@ -17,9 +17,9 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from model.encoders import DEFAULT_ARCH
-from model.precision import Precision
-from search.options import HashPpsr, Recall, Rerank, Sar
+from rsir.model.encoders import DEFAULT_ARCH
+from rsir.model.precision import Precision
+from rsir.search.options import HashPpsr, Recall, Rerank, Sar
 
 
 class Settings(BaseSettings):

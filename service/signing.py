@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from urllib.parse import quote
 
-from service.schemas import CaptionHit, ImageHit
+from rsir.service.schemas import CaptionHit, ImageHit
 
 _SIG_HEX = 32  # 128 bits of HMAC-SHA256: enough against forgery, short in a URL
 

@@ -11,11 +11,11 @@ Public API::
     texts = captions_for(scene, seed, index) # five captions, all true of the scene
 """
 
-from synthrs.captions import captions_for
-from synthrs.dataset import SynthConfig, SynthReport, write_dataset
-from synthrs.render import render_scene
-from synthrs.sampler import CLASS_NAMES, make_scene, split_of
-from synthrs.scene import Group, Relation, Scene
+from rsir.synthrs.captions import captions_for
+from rsir.synthrs.dataset import SynthConfig, SynthReport, write_dataset
+from rsir.synthrs.render import render_scene
+from rsir.synthrs.sampler import CLASS_NAMES, make_scene, split_of
+from rsir.synthrs.scene import Group, Relation, Scene
 
 __all__ = [
     "CLASS_NAMES",

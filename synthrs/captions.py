@@ -1,7 +1,7 @@
 """Five RSICD-style captions per scene: lower case, plain vocabulary, `` .`` at the end.
 
 Each class has a list of templates written in the style of RSICD (not copied from it). A template gets a
-:class:`~synthrs.phrases.Phraser` and returns a sentence, or ``None`` when the scene lacks what it
+:class:`~rsir.synthrs.phrases.Phraser` and returns a sentence, or ``None`` when the scene lacks what it
 talks about (e.g. boats). The five captions are then picked so that at least two state exact counts,
 one a colour and one a position, when the scene has such facts: these are the details that tell the
 twins of a family apart.
@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from synthrs.phrases import Phraser
-from synthrs.scene import Scene
+from rsir.synthrs.phrases import Phraser
+from rsir.synthrs.scene import Scene
 
 Template = Callable[[Phraser], str | None]
 N_CAPTIONS = 5

@@ -5,10 +5,10 @@ from __future__ import annotations
 import itertools
 import math
 
-from synthrs.geometry import blob, darker, frame_box, framed, grid_slots, place, scatter, tint, wavy
-from synthrs.parts import house, road, ship, trees
-from synthrs.scene import Attrs, Builder, ClassSpec, Pt
-from synthrs.vocab import BARE, FIELDS, FOLIAGE, GRASS, OPPOSITE, SANDS, SIDES, SOLID, WATER
+from rsir.synthrs.geometry import blob, darker, frame_box, framed, grid_slots, place, scatter, tint, wavy
+from rsir.synthrs.parts import house, road, ship, trees
+from rsir.synthrs.scene import Attrs, Builder, ClassSpec, Pt
+from rsir.synthrs.vocab import BARE, FIELDS, FOLIAGE, GRASS, OPPOSITE, SANDS, SIDES, SOLID, WATER
 
 _MUTED_ROOF = (170, 158, 140)
 

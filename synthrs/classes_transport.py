@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import math
 
-from synthrs.geometry import frame_box, framed, grid_slots, place, rect, scatter, tint, wavy
-from synthrs.parts import buildings_in, car, plane, plane_radius, road, ship, trees
-from synthrs.scene import Attrs, Builder, ClassSpec, Pt
-from synthrs.vocab import BARE, FOLIAGE, GRASS, OPPOSITE, SIDES, SOLID, URBAN, WATER
+from rsir.synthrs.geometry import frame_box, framed, grid_slots, place, rect, scatter, tint, wavy
+from rsir.synthrs.parts import buildings_in, car, plane, plane_radius, road, ship, trees
+from rsir.synthrs.scene import Attrs, Builder, ClassSpec, Pt
+from rsir.synthrs.vocab import BARE, FOLIAGE, GRASS, OPPOSITE, SIDES, SOLID, URBAN, WATER
 
 _COUNTS = tuple(range(1, 7))
 # Nose/bow direction per side that points from a group towards the image centre (radians, y down).

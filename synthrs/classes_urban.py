@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 
-from synthrs.geometry import frame_box, framed, grid_slots, pie, place, rect, scatter, stadium, tint
-from synthrs.parts import buildings_in, house, house_radius, road, tank, trees
-from synthrs.scene import Attrs, Builder, ClassSpec
-from synthrs.vocab import BARE, FOLIAGE, GRASS, OPPOSITE, SIDES, SOLID, URBAN, Box
+from rsir.synthrs.geometry import frame_box, framed, grid_slots, pie, place, rect, scatter, stadium, tint
+from rsir.synthrs.parts import buildings_in, house, house_radius, road, tank, trees
+from rsir.synthrs.scene import Attrs, Builder, ClassSpec
+from rsir.synthrs.vocab import BARE, FOLIAGE, GRASS, OPPOSITE, SIDES, SOLID, URBAN, Box
 
 _COUNTS = tuple(range(1, 7))
 _ROOFS = ("red", "grey", "white", "blue", "brown")

@@ -1,5 +1,5 @@
 """Write a SynthRS dataset folder: ``images/synth_{index:06d}.png``, a Karpathy-style ``dataset.json``
-and ``metadata.jsonl`` (footprint, time, sensor, tags per image; see :mod:`synthrs.metadata`).
+and ``metadata.jsonl`` (footprint, time, sensor, tags per image; see :mod:`rsir.synthrs.metadata`).
 
 Every image depends only on ``(seed, index, size)``, so workers render disjoint indices in any order
 and the files are byte-identical whatever the worker count; results are gathered in index order.
@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 from rich.progress import track
 
-from model.errors import InvalidInputError
-from synthrs.captions import captions_for
-from synthrs.metadata import metadata_jsonl
-from synthrs.png import encode_png
-from synthrs.render import render_scene
-from synthrs.sampler import make_scene, split_of
+from rsir.model.errors import InvalidInputError
+from rsir.synthrs.captions import captions_for
+from rsir.synthrs.metadata import metadata_jsonl
+from rsir.synthrs.png import encode_png
+from rsir.synthrs.render import render_scene
+from rsir.synthrs.sampler import make_scene, split_of
 
 DATASET_NAME = "synthrs"
 _CHUNK = 16  # indices per task: amortises inter-process overhead (~10 ms of work per image)

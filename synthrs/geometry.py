@@ -10,8 +10,8 @@ import math
 
 import numpy as np
 
-from synthrs.scene import Pt
-from synthrs.vocab import RGB, Box, shrink
+from rsir.synthrs.scene import Pt
+from rsir.synthrs.vocab import RGB, Box, shrink
 
 
 def place(outline: tuple[Pt, ...], c: Pt, scale: float, angle: float) -> tuple[Pt, ...]:

@@ -10,9 +10,9 @@ import math
 
 import numpy as np
 
-from synthrs.geometry import CAR, PLANE, SHIP, darker, place, rect, tint
-from synthrs.scene import Builder, Pt
-from synthrs.vocab import ASPHALT, RGB, SOLID, Box
+from rsir.synthrs.geometry import CAR, PLANE, SHIP, darker, place, rect, tint
+from rsir.synthrs.scene import Builder, Pt
+from rsir.synthrs.vocab import ASPHALT, RGB, SOLID, Box
 
 
 def trees(

@@ -1,6 +1,6 @@
 """Phrase builders that turn a scene's groups into caption fragments, recording which facts they state.
 
-Every fragment is built from the scene's :class:`~synthrs.scene.Group` data, never from the class's
+Every fragment is built from the scene's :class:`~rsir.synthrs.scene.Group` data, never from the class's
 sampled attributes, so that a caption can only state what the scene description says. A
 :class:`Phraser` also records which kinds of fact (``count``, ``colour``, ``pos``, ``rel``) the current
 sentence states, so that the caption picker can make sure the five captions cover the hard-negative
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from synthrs.scene import Group, Scene
-from synthrs.vocab import number_word
+from rsir.synthrs.scene import Group, Scene
+from rsir.synthrs.vocab import number_word
 
 # (singular, plural) synonyms per object type. Uncountable scene words ("airport", "forest") are written
 # into templates directly and never carry a number or a colour.

@@ -1,4 +1,4 @@
-"""Rasterise a :class:`~synthrs.scene.Scene` to an RGB image that looks vaguely like an aerial tile.
+"""Rasterise a :class:`~rsir.synthrs.scene.Scene` to an RGB image that looks vaguely like an aerial tile.
 
 Pipeline (all at the output size, no supersampling, for speed): value-noise textured ground, flat
 primitives with offset shadows (PIL ``ImageDraw``), a multiplicative grain texture so that flat shapes
@@ -14,8 +14,8 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
-from synthrs.scene import Prim, Scene
-from synthrs.vocab import RGB
+from rsir.synthrs.scene import Prim, Scene
+from rsir.synthrs.vocab import RGB
 
 _TEXTURE_STREAM, _NOISE_STREAM = 3, 4
 _SOFTEN = ImageFilter.BoxBlur(0.5)

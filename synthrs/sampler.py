@@ -15,17 +15,17 @@ import math
 
 import numpy as np
 
-from model.errors import InvalidInputError
-from synthrs.classes_nature import BEACH, FARMLAND, FOREST, POND, RIVER
-from synthrs.classes_transport import AIRPORT, BRIDGE, PARKING_LOT, PORT, ROUNDABOUT
-from synthrs.classes_urban import (
+from rsir.model.errors import InvalidInputError
+from rsir.synthrs.classes_nature import BEACH, FARMLAND, FOREST, POND, RIVER
+from rsir.synthrs.classes_transport import AIRPORT, BRIDGE, PARKING_LOT, PORT, ROUNDABOUT
+from rsir.synthrs.classes_urban import (
     BASEBALL_FIELD,
     DENSE_RESIDENTIAL,
     PLAYGROUND,
     SPARSE_RESIDENTIAL,
     STORAGE_TANKS,
 )
-from synthrs.scene import Attr, Attrs, Builder, ClassSpec, Scene
+from rsir.synthrs.scene import Attr, Attrs, Builder, ClassSpec, Scene
 
 CLASSES: tuple[ClassSpec, ...] = (
     AIRPORT,

@@ -1,6 +1,6 @@
 """Scene description of SynthRS: drawing primitives plus the semantic facts that captions may state.
 
-A :class:`Scene` carries two views of one picture. ``prims`` is what :mod:`synthrs.render` draws, in
+A :class:`Scene` carries two views of one picture. ``prims`` is what :mod:`rsir.synthrs.render` draws, in
 normalised coordinates. ``groups`` and ``relations`` are what captions are allowed to say; they are
 derived from the primitives themselves (bounding boxes), so a stated position is true of the pixels.
 """
@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from synthrs.vocab import RGB, Box
+from rsir.synthrs.vocab import RGB, Box
 
 Pt = tuple[float, float]
 Attr = int | str

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from model.errors import InvalidInputError
+from rsir.model.errors import InvalidInputError
 
 # surface form -> (object type, plural?)
 _NOUN_FORMS: dict[str, tuple[str, tuple[str, ...]]] = {

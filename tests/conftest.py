@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from model.encoders import ClipEncoder, EncoderConfig, build_model
+from rsir.model.encoders import ClipEncoder, EncoderConfig, build_model
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_CONFIGS = Path(__file__).parent / "fixtures" / "model_configs"

@@ -13,9 +13,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import Request
 
-from service.access import Identity, Refusal
-from service.errors import ApiError
-from service.runtime import Runtime, runtime
+from rsir.service.access import Identity, Refusal
+from rsir.service.errors import ApiError
+from rsir.service.runtime import Runtime, runtime
 
 
 def _refuse(rt: Runtime, refusal: Refusal) -> ApiError:

@@ -25,18 +25,18 @@ from fastapi.responses import Response
 from numpy.typing import NDArray
 from PIL import Image
 
-from index.originals import Original, OriginalChangedError, OriginalUnavailableError, read_original
-from index.scenes import read_window
-from model.errors import DatasetError, InvalidInputError
-from model.images import decode_image
-from service.chips import ChipRef, chip_of
-from service.errors import ApiError
-from service.overlay import overlay, to_jpeg, to_png
-from service.routes.admission import admitted, image_access
-from service.runtime import Runtime, runtime
-from service.schemas import ErrorResponse
-from service.serving_index import ServingIndex
-from service.text import query_problem
+from rsir.index.originals import Original, OriginalChangedError, OriginalUnavailableError, read_original
+from rsir.index.scenes import read_window
+from rsir.model.errors import DatasetError, InvalidInputError
+from rsir.model.images import decode_image
+from rsir.service.chips import ChipRef, chip_of
+from rsir.service.errors import ApiError
+from rsir.service.overlay import overlay, to_jpeg, to_png
+from rsir.service.routes.admission import admitted, image_access
+from rsir.service.runtime import Runtime, runtime
+from rsir.service.schemas import ErrorResponse
+from rsir.service.serving_index import ServingIndex
+from rsir.service.text import query_problem
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["images"], dependencies=[Depends(image_access)])

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.routes.admission import ops_access
-from service.runtime import runtime
-from service.schemas import ServedIndex, VersionResponse
+from rsir.service.routes.admission import ops_access
+from rsir.service.runtime import runtime
+from rsir.service.schemas import ServedIndex, VersionResponse
 
 router = APIRouter(tags=["operations"])
 

@@ -15,14 +15,14 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from PIL import Image, ImageDraw
 
-from index.scenes import read_window
-from service.chips import ChipRef, chip_of
-from service.errors import ApiError
-from service.overlay import to_png
-from service.routes.admission import authenticate
-from service.routes.images import on_image_thread, served_original
-from service.runtime import runtime
-from service.schemas import ErrorResponse
+from rsir.index.scenes import read_window
+from rsir.service.chips import ChipRef, chip_of
+from rsir.service.errors import ApiError
+from rsir.service.overlay import to_png
+from rsir.service.routes.admission import authenticate
+from rsir.service.routes.images import on_image_thread, served_original
+from rsir.service.runtime import runtime
+from rsir.service.schemas import ErrorResponse
 
 router = APIRouter(tags=["images"], dependencies=[Depends(authenticate)])
 _ERRORS: dict[int | str, dict[str, Any]] = {

@@ -21,18 +21,18 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from model.images import decode_image
-from search.engine import Plan, QueryOptions, SearchResult
-from search.filters import Filters
-from search.options import RECALLS, RERANKS, SARS, TARGETS, Target
-from service.batcher import MicroBatcher
-from service.cache import cache_key, normalise_query
-from service.errors import ApiError, validation_message
-from service.negotiation import GEOJSON, GEOJSON_RESPONSES, geojson_body, negotiate, wants_geojson
-from service.routes.admission import admitted, authenticate
-from service.routes.images import on_image_thread
-from service.runtime import Runtime, runtime
-from service.schemas import (
+from rsir.model.images import decode_image
+from rsir.search.engine import Plan, QueryOptions, SearchResult
+from rsir.search.filters import Filters
+from rsir.search.options import RECALLS, RERANKS, SARS, TARGETS, Target
+from rsir.service.batcher import MicroBatcher
+from rsir.service.cache import cache_key, normalise_query
+from rsir.service.errors import ApiError, validation_message
+from rsir.service.negotiation import GEOJSON, GEOJSON_RESPONSES, geojson_body, negotiate, wants_geojson
+from rsir.service.routes.admission import admitted, authenticate
+from rsir.service.routes.images import on_image_thread
+from rsir.service.runtime import Runtime, runtime
+from rsir.service.schemas import (
     CaptionHit,
     ErrorResponse,
     Explanation,
@@ -44,9 +44,9 @@ from service.schemas import (
     SearchResults,
     TextSearchRequest,
 )
-from service.serving_index import ServingIndex
-from service.signing import sign_results
-from service.text import query_problem
+from rsir.service.serving_index import ServingIndex
+from rsir.service.signing import sign_results
+from rsir.service.text import query_problem
 
 log = structlog.get_logger(__name__)
 _LARGE_BODY = 64 * 1024  # cached bodies parsed off the event loop from this size (explain answers)
@@ -221,7 +221,7 @@ def _plan(
 ) -> Plan:
     """The engine's plan for a text or an image query: the server's defaults fill what the request
     leaves out, and the engine checks the options against its bounds (the server's, through
-    ``service.app.engine_config``) once, here: a 422 now, not from inside a batch.
+    ``rsir.service.app.engine_config``) once, here: a 422 now, not from inside a batch.
 
     The FTF block, PPSR and SAR score text-image pairs: an image query over images (no text on
     either side) defaults to none of them, every other query to the server's defaults."""
@@ -368,7 +368,7 @@ def _response(
 async def _in_media(
     request: Request, index: ServingIndex, response: SearchResponse
 ) -> SearchResponse | Response:
-    """The answer in the media type the request accepts (:mod:`service.negotiation`): the response
+    """The answer in the media type the request accepts (:mod:`rsir.service.negotiation`): the response
     model as JSON, or the same model's hits as a GeoJSON FeatureCollection (built off the event loop:
     footprints are reprojected, split and merged per hit)."""
     if wants_geojson(request):

@@ -10,8 +10,8 @@ import pytest
 
 from bench import statistics
 from bench.statistics import bootstrap_mr
-from model.errors import InvalidInputError
-from model.metrics import KS, QueryHits, i2t_recall, ranks_from_similarity, report_from_similarity
+from rsir.model.errors import InvalidInputError
+from rsir.model.metrics import KS, QueryHits, i2t_recall, ranks_from_similarity, report_from_similarity
 
 NO_HIT = int(np.iinfo(np.int64).max)
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from service.settings import Settings
+from rsir.service.settings import Settings
 from tests.conftest import REPO
 from tests.deploy.support import run, tool
 
@@ -105,7 +105,7 @@ def test_api_waits_for_redis_and_the_index_build(api: str, builder: str) -> None
         builder: {"condition": "service_completed_successfully"},
     }
     assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
-    assert services[api]["healthcheck"]["test"][:4] == ["CMD", "python", "-m", "service.healthcheck"]
+    assert services[api]["healthcheck"]["test"][:4] == ["CMD", "python", "-m", "rsir.service.healthcheck"]
     assert services[builder].get("restart") == "no", "a one-shot job"
     assert services[builder]["command"] == ["rsir-demo-index"]
 

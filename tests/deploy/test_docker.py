@@ -15,9 +15,11 @@ from tests.conftest import REPO
 from tests.deploy.support import DOCKER, Dockerfile, arg_default, read_dockerfile, run, tool
 
 DOCKERFILES = {"cpu": DOCKER / "Dockerfile.cpu", "gpu": DOCKER / "Dockerfile.gpu"}
-PACKAGES: list[str] = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["hatch"]["build"][
-    "targets"
-]["wheel"]["packages"]
+# The wheel's packages and the folders its rsir/ links bring in (rsir.model is model/, ...).
+WHEEL: list[str] = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"][
+    "wheel"
+]["packages"]
+PACKAGES = WHEEL + sorted(p.name for p in (REPO / "rsir").iterdir() if p.is_symlink())
 
 
 @pytest.fixture(scope="module", params=sorted(DOCKERFILES))
@@ -67,7 +69,7 @@ def test_multi_stage_non_root_with_a_health_check(image: tuple[str, Dockerfile])
 
     (health,) = final.all("HEALTHCHECK")
     cmd = json.loads(health[health.index("CMD") + 3 :].strip())
-    assert cmd == ["python", "-m", "service.healthcheck"], "liveness: /healthz, standard library only"
+    assert cmd == ["python", "-m", "rsir.service.healthcheck"], "liveness: /healthz, standard library only"
     assert final.all("EXPOSE") == ["8000"]
     (command,) = final.all("CMD")
     assert json.loads(command) == ["rsir", "serve", "--host", "0.0.0.0", "--port", "8000"]

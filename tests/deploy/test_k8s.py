@@ -21,9 +21,9 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
-from service.metrics import Metrics
-from service.routes.ops import router as ops_router
-from service.settings import Settings
+from rsir.service.metrics import Metrics
+from rsir.service.routes.ops import router as ops_router
+from rsir.service.settings import Settings
 from tests.conftest import REPO
 from tests.deploy.support import (
     K8S,

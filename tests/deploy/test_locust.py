@@ -1,6 +1,6 @@
 """The deployment path end to end on this machine, without containers: the images' index job
 (docker/demo-index.sh) builds a small demo index, ``rsir serve`` serves it as the image's command does,
-the images' health check probes it, and a 20 s headless Locust run (``python -m loadtest.run``, the
+the images' health check probes it, and a 20 s headless Locust run (``python -m rsir.loadtest.run``, the
 mixed traffic of loadtest/locustfile.py) must finish with zero failed requests."""
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def test_index_archive_script_builds_a_users_archive_once(demo: Demo, tmp_path: 
 
 def healthcheck(*args: str, port: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "service.healthcheck", *args],
+        [sys.executable, "-m", "rsir.service.healthcheck", *args],
         env=clean_env(RSIR_PORT=port),
         capture_output=True,
         text=True,
@@ -177,7 +177,7 @@ def test_the_image_health_check_probes_the_server(server: str) -> None:
 def test_locust_run_has_no_failures(server: str, demo: Demo, tmp_path: Path) -> None:
     out = tmp_path / "locust"
     argv = [
-        sys.executable, "-m", "loadtest.run", "--host", server, "--users", str(LOAD_USERS),
+        sys.executable, "-m", "rsir.loadtest.run", "--host", server, "--users", str(LOAD_USERS),
         "--time", LOAD_TIME, "--out", str(out), "--queries", str(demo.archive),
         "--images", str(demo.archive / "images"), "--max-failures", "0",
     ]  # fmt: skip

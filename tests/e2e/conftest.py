@@ -21,11 +21,11 @@ import pytest
 import uvicorn
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
-from index_builder.demo import DemoIndex, build_demo_index, shipped_encoder
-from model.encoders import ClipEncoder
-from service.app import create_app
-from service.server import uvicorn_config
-from service.settings import Settings
+from rsir.index_builder.demo import DemoIndex, build_demo_index, shipped_encoder
+from rsir.model.encoders import ClipEncoder
+from rsir.service.app import create_app
+from rsir.service.server import uvicorn_config
+from rsir.service.settings import Settings
 from tests.conftest import REPO
 
 if TYPE_CHECKING:

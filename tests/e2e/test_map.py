@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from index_builder.demo import DemoIndex
-from model.encoders import ClipEncoder
+from rsir.index_builder.demo import DemoIndex
+from rsir.model.encoders import ClipEncoder
 from tests.e2e.conftest import LiveServer, _serve, screenshot
 from tests.e2e.test_page import expect, rendered, sent_json
 from tests.service.geo_index import GeoIndex, build_geo_index

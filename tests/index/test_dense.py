@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index.dense import DenseRecall, auto_factory, exact_subset, gpu_count
-from model.errors import InvalidInputError
+from rsir.index.dense import DenseRecall, auto_factory, exact_subset, gpu_count
+from rsir.model.errors import InvalidInputError
 
 
 def _unit(n: int, d: int, seed: int) -> np.ndarray:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-import index.hash_codes as hr
-from index.hash_codes import HashRecall, hamming_subset
-from model.errors import InvalidInputError
-from model.hashing import hamming_reference
+import rsir.index.hash_codes as hr
+from rsir.index.hash_codes import HashRecall, hamming_subset
+from rsir.model.errors import InvalidInputError
+from rsir.model.hashing import hamming_reference
 
 
 def _codes(n: int, nbytes: int, seed: int, values: int = 256) -> NDArray[np.uint8]:

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index.columns import TIME_UNKNOWN, MetadataColumns
-from index.metadata import load_metadata
-from index.versions import IndexFormatError
-from index_builder.metadata import read_metadata, write_metadata
-from search.filters import Filters, filter_mask
+from rsir.index.columns import TIME_UNKNOWN, MetadataColumns
+from rsir.index.metadata import load_metadata
+from rsir.index.versions import IndexFormatError
+from rsir.index_builder.metadata import read_metadata, write_metadata
+from rsir.search.filters import Filters, filter_mask
 
 
 def test_builder_metadata_loads_in_gallery_order_with_unknowns(tmp_path: Path) -> None:

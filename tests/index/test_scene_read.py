@@ -1,4 +1,4 @@
-"""index.scenes.read_window (the one read of a chip, the builder's and the service's) on small GeoTIFFs
+"""rsir.index.scenes.read_window (the one read of a chip, the builder's and the service's) on small GeoTIFFs
 written here, opened as a build opens them: a mask band, a float scene with NaN nodata, windows that
 do not fit and files that do not read, against numpy on the arrays written; and scenes.json's record
 read back as the scene it was written from."""
@@ -12,10 +12,10 @@ import pytest
 import rasterio
 from rasterio.transform import Affine
 
-from index.originals import Sources
-from index.scenes import Scene, locate_scene, read_scenes, read_window, write_scenes
-from index_builder.scenes import PRESETS, open_scene
-from model.errors import DatasetError
+from rsir.index.originals import Sources
+from rsir.index.scenes import Scene, locate_scene, read_scenes, read_window, write_scenes
+from rsir.index_builder.scenes import PRESETS, open_scene
+from rsir.model.errors import DatasetError
 
 
 def write(path: Path, pixels: np.ndarray, nodata: float | None = None, mask: np.ndarray | None = None) -> str:

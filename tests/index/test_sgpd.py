@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from index.sgpd import SGPDRecall, select_clusters, sparse_codes
-from model.errors import InvalidInputError
+from rsir.index.sgpd import SGPDRecall, select_clusters, sparse_codes
+from rsir.model.errors import InvalidInputError
 
 NEG = -np.inf
 

@@ -9,12 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from index.gallery import Gallery, gallery_from_features
-from index.tokens import Codec, dequantize_int8, quantize_int8
-from index.versions import IndexFormatError, Manifest, load_gallery, save_gallery
-from model.errors import InvalidInputError
-from model.features import ImageFeatures, TextFeatures
-from search.engine import EngineConfig, QueryOptions, SearchEngine
+from rsir.index.gallery import Gallery, gallery_from_features
+from rsir.index.tokens import Codec, dequantize_int8, quantize_int8
+from rsir.index.versions import IndexFormatError, Manifest, load_gallery, save_gallery
+from rsir.model.errors import InvalidInputError
+from rsir.model.features import ImageFeatures, TextFeatures
+from rsir.search.engine import EngineConfig, QueryOptions, SearchEngine
 
 ENCODER = {"arch": "a", "checkpoint_sha256": "abc", "dim": 16, "grid": [2, 3]}
 
@@ -91,7 +91,7 @@ def test_incomplete_or_mismatched_index_is_refused(tmp_path: Path) -> None:
 
 
 def test_npy_appender_and_read_rows_round_trip_with_padding(tmp_path: Path) -> None:
-    from index.tokens import NpyAppender, npy_shape, read_rows
+    from rsir.index.tokens import NpyAppender, npy_shape, read_rows
 
     rng = np.random.default_rng(0)
     parts = [rng.normal(size=(3, 2, 4)), rng.normal(size=(0, 1, 4)), rng.normal(size=(4, 5, 4))]

@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from index.originals import read_sources
-from index.versions import CURRENT, list_versions, load_index, switch_current
-from index_builder.build import BuildInterruptedError, add, build, delete
-from index_builder.config import BuildConfig
-from index_builder.metadata import read_metadata_table
-from model.encoders import ClipEncoder
-from model.errors import InvalidInputError
-from search.engine import EngineConfig, QueryOptions, SearchEngine
+from rsir.index.originals import read_sources
+from rsir.index.versions import CURRENT, list_versions, load_index, switch_current
+from rsir.index_builder.build import BuildInterruptedError, add, build, delete
+from rsir.index_builder.config import BuildConfig
+from rsir.index_builder.metadata import read_metadata_table
+from rsir.model.encoders import ClipEncoder
+from rsir.model.errors import InvalidInputError
+from rsir.search.engine import EngineConfig, QueryOptions, SearchEngine
 from tests.index_builder.conftest import add_bad_files, write_folder, write_tar_shards
 
 SMALL = BuildConfig(shard_size=4, batch_size=3, workers=0, progress=False)

@@ -8,9 +8,9 @@ import shapely
 from pyproj import Transformer
 from rasterio.transform import from_origin
 
-from index_builder import chips
-from index_builder.chips import ChipConfig
-from model.errors import DatasetError
+from rsir.index_builder import chips
+from rsir.index_builder.chips import ChipConfig
+from rsir.model.errors import DatasetError
 
 
 def test_grid_matches_hand_computed_offsets() -> None:

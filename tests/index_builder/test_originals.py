@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from index.originals import (
+from rsir.index.originals import (
     Original,
     OriginalChangedError,
     OriginalUnavailableError,
@@ -19,10 +19,10 @@ from index.originals import (
     read_original,
     read_sources,
 )
-from index.versions import load_index
-from index_builder.build import add, build, delete
-from index_builder.config import BuildConfig
-from model.encoders import ClipEncoder
+from rsir.index.versions import load_index
+from rsir.index_builder.build import add, build, delete
+from rsir.index_builder.config import BuildConfig
+from rsir.model.encoders import ClipEncoder
 from tests.index_builder.conftest import add_bad_files, write_folder, write_tar_shards
 
 SMALL = BuildConfig(shard_size=4, batch_size=3, workers=0, progress=False)

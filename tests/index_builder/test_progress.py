@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from index_builder.progress import ProgressLog
+from rsir.index_builder.progress import ProgressLog
 from tests.index_builder.conftest import add_bad_files, write_folder
 
 

@@ -23,17 +23,17 @@ from PIL import Image
 from pyproj import Transformer
 from rasterio.transform import from_origin
 
-from index.originals import read_sources
-from index.versions import load_index
-from index_builder.build import BuildInterruptedError, add, build
-from index_builder.chipper import list_folder
-from index_builder.chips import ChipConfig
-from index_builder.config import BuildConfig
-from index_builder.listing import list_archive
-from index_builder.scenes import PRESETS, read_chip
-from model.encoders import ClipEncoder
-from model.errors import DatasetError
-from search.filters import Filters, filter_mask
+from rsir.index.originals import read_sources
+from rsir.index.versions import load_index
+from rsir.index_builder.build import BuildInterruptedError, add, build
+from rsir.index_builder.chipper import list_folder
+from rsir.index_builder.chips import ChipConfig
+from rsir.index_builder.config import BuildConfig
+from rsir.index_builder.listing import list_archive
+from rsir.index_builder.scenes import PRESETS, read_chip
+from rsir.model.encoders import ClipEncoder
+from rsir.model.errors import DatasetError
+from rsir.search.filters import Filters, filter_mask
 from tests.index_builder.geo import stac_catalog, write_scene
 
 CHIPS = ChipConfig(chip_size=64, overlap=0.25, max_nodata=0.5)

@@ -11,11 +11,11 @@ import rasterio
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
-from index.scenes import is_remote, read_window
-from index_builder.chipper import list_folder
-from index_builder.chips import ChipConfig
-from index_builder.scenes import PRESETS, open_scene, parse_bands
-from model.errors import DatasetError
+from rsir.index.scenes import is_remote, read_window
+from rsir.index_builder.chipper import list_folder
+from rsir.index_builder.chips import ChipConfig
+from rsir.index_builder.scenes import PRESETS, open_scene, parse_bands
+from rsir.model.errors import DatasetError
 from tests.index_builder.geo import write_scene
 
 

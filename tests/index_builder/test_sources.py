@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from index_builder.metadata import read_metadata, read_metadata_table, write_metadata
-from index_builder.sources import scan_archive
-from model.errors import DatasetError
-from model.images import decode_image
+from rsir.index_builder.metadata import read_metadata, read_metadata_table, write_metadata
+from rsir.index_builder.sources import scan_archive
+from rsir.model.errors import DatasetError
+from rsir.model.images import decode_image
 from tests.index_builder.conftest import write_folder, write_tar_shards
 
 

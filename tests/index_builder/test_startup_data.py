@@ -10,12 +10,12 @@ import faiss
 import numpy as np
 import pytest
 
-from index.extras import SGPD_FILES
-from index.sgpd import SGPDRecall
-from index.versions import load_index, resolve_version
-from index_builder.build import build
-from index_builder.config import BuildConfig
-from model.encoders import ClipEncoder
+from rsir.index.extras import SGPD_FILES
+from rsir.index.sgpd import SGPDRecall
+from rsir.index.versions import load_index, resolve_version
+from rsir.index_builder.build import build
+from rsir.index_builder.config import BuildConfig
+from rsir.model.encoders import ClipEncoder
 from tests.index_builder.conftest import write_tar_shards
 
 SMALL = BuildConfig(shard_size=8, batch_size=4, workers=0, progress=False)

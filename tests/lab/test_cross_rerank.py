@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lab.cross_rerank import CrossConfig, CrossReranker, group_loss
-from model.errors import InvalidInputError
+from rsir.model.errors import InvalidInputError
 
 CFG = CrossConfig(dim=16, patches=4, width=32, layers=2, heads=2, max_words=8)
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from lab.cross_rerank import group_loss
 from lab.kernel_rerank import MUS, KernelConfig, KernelReranker
-from model.errors import InvalidInputError
+from rsir.model.errors import InvalidInputError
 
 CFG = KernelConfig(dim=8, grid=(2, 3), word_width=4, hidden=16)
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from model.datasets import (
+from rsir.model.datasets import (
     CaptionDataset,
     ImageRecord,
     load_dataset,
@@ -17,7 +17,7 @@ from model.datasets import (
     load_karpathy,
     missing_images,
 )
-from model.errors import DatasetError
+from rsir.model.errors import DatasetError
 from tests.conftest import require_shared
 
 

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from model import towers
-from model.encoders import ClipEncoder, EncoderConfig, build_model
-from model.errors import CheckpointError, InvalidInputError, UnsupportedModelError
-from model.features import TextFeatures
+from rsir.model import towers
+from rsir.model.encoders import ClipEncoder, EncoderConfig, build_model
+from rsir.model.errors import CheckpointError, InvalidInputError, UnsupportedModelError
+from rsir.model.features import TextFeatures
 from tests.conftest import TINY_ARCH, random_images
 
 ARCH = "ViT-B-32-quickgelu"
@@ -180,7 +180,7 @@ def test_unsupported_architectures_fail_clearly() -> None:
 
 
 def test_shipped_default_model_loads_through_the_common_loader() -> None:
-    from model.encoders import DEFAULT_ARCH, DEFAULT_WEIGHTS, default_checkpoint
+    from rsir.model.encoders import DEFAULT_ARCH, DEFAULT_WEIGHTS, default_checkpoint
 
     if not DEFAULT_WEIGHTS.is_file():
         pytest.skip(f"no shipped weights at {DEFAULT_WEIGHTS}")

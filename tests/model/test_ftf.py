@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from model.errors import InvalidInputError
-from model.ftf import FTFParams, fuse, image_to_text, interaction, text_to_image
+from rsir.model.errors import InvalidInputError
+from rsir.model.ftf import FTFParams, fuse, image_to_text, interaction, text_to_image
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:

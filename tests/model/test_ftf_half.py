@@ -23,7 +23,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.ftf import image_to_text, text_to_image
+from rsir.model.ftf import image_to_text, text_to_image
 
 HALF = [pytest.param(torch.float16, id="float16"), pytest.param(torch.bfloat16, id="bfloat16")]
 TAU, D = 0.05, 128

@@ -10,9 +10,9 @@ import pytest
 import torch
 from numpy.typing import NDArray
 
-from index.hash_codes import HashRecall
-from model.errors import CheckpointError, InvalidInputError
-from model.hashing import (
+from rsir.index.hash_codes import HashRecall
+from rsir.model.errors import CheckpointError, InvalidInputError
+from rsir.model.hashing import (
     HashHead,
     HashHeads,
     hamming_reference,

@@ -10,8 +10,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from model.errors import ImageDecodeError
-from model.images import array_to_rgb, decode_image
+from rsir.model.errors import ImageDecodeError
+from rsir.model.images import array_to_rgb, decode_image
 from tests.conftest import require_shared
 
 

@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from model.datasets import load_dataset
-from model.encoders import ClipEncoder, EncoderConfig, build_model
-from model.errors import InvalidInputError
-from model.ker import IGNORE_INDEX, KERDecoder, build_keyword_vocab, ker_loss, mask_keywords
-from model.train import TrainConfig, train
+from rsir.model.datasets import load_dataset
+from rsir.model.encoders import ClipEncoder, EncoderConfig, build_model
+from rsir.model.errors import InvalidInputError
+from rsir.model.ker import IGNORE_INDEX, KERDecoder, build_keyword_vocab, ker_loss, mask_keywords
+from rsir.model.train import TrainConfig, train
 from tests.conftest import TINY_ARCH
 from tests.model.test_train import _config, _dataset
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from model.errors import InvalidInputError
-from model.local_score import image_to_text_local, local_score, text_to_image_local
+from rsir.model.errors import InvalidInputError
+from rsir.model.local_score import image_to_text_local, local_score, text_to_image_local
 
 
 def naive_pair(W: torch.Tensor, mask: torch.Tensor, P: torch.Tensor) -> float:

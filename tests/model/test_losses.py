@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.eba import EBAFilter
-from model.errors import InvalidInputError
-from model.ftf import text_to_image
-from model.losses import ftf_loss, info_nce, paired_views
-from model.train import TrainConfig
+from rsir.model.eba import EBAFilter
+from rsir.model.errors import InvalidInputError
+from rsir.model.ftf import text_to_image
+from rsir.model.losses import ftf_loss, info_nce, paired_views
+from rsir.model.train import TrainConfig
 
 
 def _features(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model import metrics
-from model.errors import InvalidInputError
-from model.metrics import (
+from rsir.model import metrics
+from rsir.model.errors import InvalidInputError
+from rsir.model.metrics import (
     KS,
     RecallReport,
     i2t_recall,

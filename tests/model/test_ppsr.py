@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.errors import InvalidInputError
-from model.ppsr import csls, gallery_term, query_term
+from rsir.model.errors import InvalidInputError
+from rsir.model.ppsr import csls, gallery_term, query_term
 
 NEG = -np.inf
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.errors import InvalidInputError
-from model.precision import PRECISIONS, Precision, parse_precision, resolve_dtype
+from rsir.model.errors import InvalidInputError
+from rsir.model.precision import PRECISIONS, Precision, parse_precision, resolve_dtype
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)  # a device object needs no GPU
 

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from model.errors import InvalidInputError
-from model.sar import reference_profiles, reverse_ranks, sar_order, sar_soft
+from rsir.model.errors import InvalidInputError
+from rsir.model.sar import reference_profiles, reverse_ranks, sar_order, sar_soft
 
 NEG = -np.inf
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from model.datasets import load_dataset
-from model.encoders import ClipEncoder, EncoderConfig
-from model.train import TrainConfig, batch_groups, epoch_order, train
+from rsir.model.datasets import load_dataset
+from rsir.model.encoders import ClipEncoder, EncoderConfig
+from rsir.model.train import TrainConfig, batch_groups, epoch_order, train
 from tests.conftest import TINY_ARCH, random_images
 
 COLOURS = ["red", "grey", "white", "green"]

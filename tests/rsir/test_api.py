@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 import rsir
-from index.versions import load_index
-from index_builder.demo import build_demo_index, shipped_encoder
-from model.encoders import ClipEncoder
-from model.errors import InvalidInputError
-from search.engine import EngineConfig, QueryOptions, SearchEngine
-from search.filters import Filters
+from rsir.index.versions import load_index
+from rsir.index_builder.demo import build_demo_index, shipped_encoder
+from rsir.model.encoders import ClipEncoder
+from rsir.model.errors import InvalidInputError
+from rsir.search.engine import EngineConfig, QueryOptions, SearchEngine
+from rsir.search.filters import Filters
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,12 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from PIL import Image
 
-from index.columns import MetadataColumns
-from index.gallery import Gallery, gallery_from_features
-from model.encoders import ClipEncoder
-from model.features import ImageFeatures, TextFeatures
-from search.engine import EngineConfig, SearchEngine
-from search.filters import Filters
+from rsir.index.columns import MetadataColumns
+from rsir.index.gallery import Gallery, gallery_from_features
+from rsir.model.encoders import ClipEncoder
+from rsir.model.features import ImageFeatures, TextFeatures
+from rsir.search.engine import EngineConfig, SearchEngine
+from rsir.search.filters import Filters
 
 
 def random_text_features(gen: torch.Generator, n: int, n_words: int, dim: int) -> TextFeatures:

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from model.encoders import ClipEncoder
-from model.errors import InvalidInputError
-from model.features import ImageFeatures, TextFeatures
-from model.ftf import FTFParams, fuse, image_to_text, text_to_image
-from search.engine import EngineConfig, QueryOptions, SearchEngine
+from rsir.model.encoders import ClipEncoder
+from rsir.model.errors import InvalidInputError
+from rsir.model.features import ImageFeatures, TextFeatures
+from rsir.model.ftf import FTFParams, fuse, image_to_text, text_to_image
+from rsir.search.engine import EngineConfig, QueryOptions, SearchEngine
 from tests.conftest import random_images
 from tests.search.fakes import encoded_engine, random_gallery, random_image_features, random_text_features
 

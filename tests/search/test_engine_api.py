@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-import search.engine as engine_module
-from model.errors import InvalidInputError
-from model.features import ImageFeatures, TextFeatures
-from search.engine import EngineConfig, QueryOptions, SearchEngine
-from search.options import CANDIDATE_RERANKS, RERANKS, uses_recall_depth
-from search.plan import check
-from search.rerank import RERANKERS
+import rsir.search.engine as engine_module
+from rsir.model.errors import InvalidInputError
+from rsir.model.features import ImageFeatures, TextFeatures
+from rsir.search.engine import EngineConfig, QueryOptions, SearchEngine
+from rsir.search.options import CANDIDATE_RERANKS, RERANKS, uses_recall_depth
+from rsir.search.plan import check
+from rsir.search.rerank import RERANKERS
 from tests.search.fakes import fake_engine, random_gallery, random_image_features, random_text_features
 
 N_IMAGES, N_CAPTIONS, GRID, DIM = 12, 30, (2, 3), 8

@@ -11,16 +11,16 @@ import pytest
 import torch
 from numpy.typing import NDArray
 
-import search.side as side_module
-from index.dense import DenseRecall, exact_subset
-from index.gallery import Gallery
-from model.encoders import ClipEncoder
-from model.errors import InvalidInputError
-from model.features import ImageFeatures, TextFeatures
-from model.ftf import FTFParams, image_to_text, text_to_image
-from search.engine import EngineConfig, QueryOptions, SearchEngine, SearchResult
-from search.filters import Filters
-from search.options import Rerank
+import rsir.search.side as side_module
+from rsir.index.dense import DenseRecall, exact_subset
+from rsir.index.gallery import Gallery
+from rsir.model.encoders import ClipEncoder
+from rsir.model.errors import InvalidInputError
+from rsir.model.features import ImageFeatures, TextFeatures
+from rsir.model.ftf import FTFParams, image_to_text, text_to_image
+from rsir.search.engine import EngineConfig, QueryOptions, SearchEngine, SearchResult
+from rsir.search.filters import Filters
+from rsir.search.options import Rerank
 from tests.conftest import random_images
 from tests.search.fakes import (
     encoded_engine,

@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from index.gallery import Gallery, gallery_from_features
-from model.errors import InvalidInputError
-from model.features import ImageFeatures, TextFeatures
-from model.ftf import FTFParams, image_to_text
-from search.engine import EngineConfig, QueryOptions, SearchEngine
+from rsir.index.gallery import Gallery, gallery_from_features
+from rsir.model.errors import InvalidInputError
+from rsir.model.features import ImageFeatures, TextFeatures
+from rsir.model.ftf import FTFParams, image_to_text
+from rsir.search.engine import EngineConfig, QueryOptions, SearchEngine
 
 N_IMAGES, N_CAPTIONS, N_TEXTS, GRID, DIM, N_WORDS = 30, 120, 9, (2, 3), 16, 5
 TAU, LAM = 0.1, 0.5

@@ -15,12 +15,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from index.gallery import gallery_from_features
-from model.features import ImageFeatures, TextFeatures
-from model.ftf import FTFParams
-from model.precision import Precision
-from search.engine import EngineConfig, QueryOptions, SearchEngine, SearchResult
-from search.options import Rerank
+from rsir.index.gallery import gallery_from_features
+from rsir.model.features import ImageFeatures, TextFeatures
+from rsir.model.ftf import FTFParams
+from rsir.model.precision import Precision
+from rsir.search.engine import EngineConfig, QueryOptions, SearchEngine, SearchResult
+from rsir.search.options import Rerank
 
 N_IMAGES, N_CAPTIONS, GRID, DIM, N_WORDS = 60, 150, (7, 7), 64, 10
 N_TEXT_QUERIES, N_IMAGE_QUERIES, RECALL_K, TOP = 24, 12, 40, 10

@@ -11,14 +11,14 @@ import pytest
 import torch
 from numpy.typing import NDArray
 
-from index.extras import SideExtras, build_extras
-from index.gallery import Gallery
-from model.errors import InvalidInputError
-from model.features import ImageFeatures, TextFeatures
-from model.ftf import FTFParams, text_to_image
-from model.hashing import HashHead, HashHeads, hamming_reference
-from search.engine import EngineConfig, QueryOptions, SearchEngine, SearchResult
-from search.evaluate import MethodOptions, evaluate
+from rsir.index.extras import SideExtras, build_extras
+from rsir.index.gallery import Gallery
+from rsir.model.errors import InvalidInputError
+from rsir.model.features import ImageFeatures, TextFeatures
+from rsir.model.ftf import FTFParams, text_to_image
+from rsir.model.hashing import HashHead, HashHeads, hamming_reference
+from rsir.search.engine import EngineConfig, QueryOptions, SearchEngine, SearchResult
+from rsir.search.evaluate import MethodOptions, evaluate
 from tests.search.fakes import fake_engine, only, random_gallery, random_image_features, random_text_features
 
 N_IMAGES, N_CAPTIONS, GRID, DIM, N_WORDS = 40, 90, (3, 4), 16, 6

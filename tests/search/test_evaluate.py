@@ -14,15 +14,15 @@ import torch
 from typer.testing import CliRunner
 
 from bench.statistics import tie_aware_hits
-from index.gallery import Gallery, gallery_from_features, permute_captions
-from model.datasets import load_dataset
-from model.encoders import ClipEncoder
-from model.errors import InvalidInputError
-from model.features import ImageFeatures, TextFeatures
 from rsir.cli import app
-from search.engine import EngineConfig, QueryOptions, SearchEngine
-from search.evaluate import embed_dataset, evaluate, evaluate_caption_orders
-from search.options import Rerank
+from rsir.index.gallery import Gallery, gallery_from_features, permute_captions
+from rsir.model.datasets import load_dataset
+from rsir.model.encoders import ClipEncoder
+from rsir.model.errors import InvalidInputError
+from rsir.model.features import ImageFeatures, TextFeatures
+from rsir.search.engine import EngineConfig, QueryOptions, SearchEngine
+from rsir.search.evaluate import embed_dataset, evaluate, evaluate_caption_orders
+from rsir.search.options import Rerank
 from tests.conftest import TINY_ARCH, random_images, require_shared
 
 KEYS = {"t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10", "mR", "mode", "K", "ms_per_query"}
@@ -76,7 +76,7 @@ def test_rsir_eval_reports_bad_input_without_traceback(tmp_path: Path) -> None:
     dataset = _tiny_dataset(tmp_path)
     result = CliRunner().invoke(app, ["eval", "--dataset", str(dataset), "--rerank", "magic"])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    # the choices come from the one vocabulary (search.options), whatever the console's wrapping
+    # the choices come from the one vocabulary (rsir.search.options), whatever the console's wrapping
     flat = " ".join(result.output.replace("│", " ").split())
     assert "'magic' is not one of 'none', 'ftf', 'local', 'exhaustive'" in flat
 
@@ -160,7 +160,7 @@ def test_permute_captions_moves_every_array_together() -> None:
 
 
 def test_mean_over_caption_orders_is_the_tie_aware_expectation() -> None:
-    # Independent expectation: the closed form over the full coarse score matrix (model.metrics),
+    # Independent expectation: the closed form over the full coarse score matrix (rsir.model.metrics),
     # against the engine's i2t searches over 300 random storage orders of the same captions.
     g = _gallery_with_repeated_strings()
     assert g.captions is not None

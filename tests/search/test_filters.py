@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from index.columns import TIME_UNKNOWN, MetadataColumns
-from model.errors import InvalidInputError
-from search.filters import Filters, filter_mask
+from rsir.index.columns import TIME_UNKNOWN, MetadataColumns
+from rsir.model.errors import InvalidInputError
+from rsir.search.filters import Filters, filter_mask
 
 SENSORS = ("s2", "wv3", "aerial")
 TAGS = ("port", "ship", "road", "field")

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import shapely
 
-from index.columns import TIME_UNKNOWN, MetadataColumns
-from model.errors import InvalidInputError
-from search.filters import Filters, filter_mask
+from rsir.index.columns import TIME_UNKNOWN, MetadataColumns
+from rsir.model.errors import InvalidInputError
+from rsir.search.filters import Filters, filter_mask
 
 
 def _columns(

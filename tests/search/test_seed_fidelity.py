@@ -18,12 +18,12 @@ import pytest
 import torch
 from numpy.typing import NDArray
 
-from index.extras import load_extras
-from index_builder.extras import write_extras
-from model import ppsr
-from model.features import ImageFeatures, TextFeatures
-from model.hashing import hamming_reference
-from search.engine import QueryOptions, SearchEngine, SearchResult
+from rsir.index.extras import load_extras
+from rsir.index_builder.extras import write_extras
+from rsir.model import ppsr
+from rsir.model.features import ImageFeatures, TextFeatures
+from rsir.model.hashing import hamming_reference
+from rsir.search.engine import QueryOptions, SearchEngine, SearchResult
 from tests.search.fakes import fake_engine, only
 from tests.search.test_engine_methods import N_CAPTIONS, N_IMAGES, World
 

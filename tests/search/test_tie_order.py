@@ -15,12 +15,12 @@ import pytest
 import torch
 from numpy.typing import NDArray
 
-from index.dense import DenseRecall, exact_subset
-from index.gallery import Gallery, gallery_from_features
-from model.features import ImageFeatures, TextFeatures
-from model.ftf import FTFParams, image_to_text, text_to_image
-from model.precision import Precision
-from search.engine import EngineConfig, QueryOptions, SearchEngine, SearchResult
+from rsir.index.dense import DenseRecall, exact_subset
+from rsir.index.gallery import Gallery, gallery_from_features
+from rsir.model.features import ImageFeatures, TextFeatures
+from rsir.model.ftf import FTFParams, image_to_text, text_to_image
+from rsir.model.precision import Precision
+from rsir.search.engine import EngineConfig, QueryOptions, SearchEngine, SearchResult
 from tests.search.fakes import random_image_features, random_text_features
 
 GRID, DIM, N_WORDS = (2, 3), 12, 5

@@ -28,14 +28,14 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
-from index.versions import load_index
-from index_builder.build import build
-from index_builder.config import BuildConfig
-from model.encoders import ClipEncoder
-from search.engine import SearchEngine
-from service.app import create_app, engine_config
-from service.server import uvicorn_config
-from service.settings import Settings
+from rsir.index.versions import load_index
+from rsir.index_builder.build import build
+from rsir.index_builder.config import BuildConfig
+from rsir.model.encoders import ClipEncoder
+from rsir.search.engine import SearchEngine
+from rsir.service.app import create_app, engine_config
+from rsir.service.server import uvicorn_config
+from rsir.service.settings import Settings
 from tests.conftest import random_images
 
 N_IMAGES = 40

@@ -28,21 +28,21 @@ from rasterio.enums import Resampling
 from rasterio.transform import Affine
 from rasterio.warp import transform as warp_transform
 
-from index.originals import Original, Sources, write_sources
-from index.scenes import write_scenes
-from index.versions import resolve_version
-from index_builder import metadata as metadata_writer
-from index_builder.build import build
-from index_builder.config import BuildConfig
-from index_builder.metadata import write_metadata
-from index_builder.scenes import PRESETS, open_scene
-from model.encoders import ClipEncoder
+from rsir.index.originals import Original, Sources, write_sources
+from rsir.index.scenes import write_scenes
+from rsir.index.versions import resolve_version
+from rsir.index_builder import metadata as metadata_writer
+from rsir.index_builder.build import build
+from rsir.index_builder.config import BuildConfig
+from rsir.index_builder.metadata import write_metadata
+from rsir.index_builder.scenes import PRESETS, open_scene
+from rsir.model.encoders import ClipEncoder
 
 CHIP = 112
 STRIDE = 84  # round(112 * (1 - 0.25))
 NODATA_COLS = 30  # the uint8 scene's left border
 # A metadata writer with the scene schema's typed columns (window as 4 ints) once that lands; before
-# it, extra columns are text, and a window is written as JSON text (service.chips reads both).
+# it, extra columns are text, and a window is written as JSON text (rsir.service.chips reads both).
 TYPED = hasattr(metadata_writer, "GEOMETRY")
 
 

@@ -11,8 +11,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from service.access import key_digest
-from service.signing import UrlSigner
+from rsir.service.access import key_digest
+from rsir.service.signing import UrlSigner
 from tests.service.conftest import ServerFactory, TinyIndex, assert_error, wait_clear_of_minute_boundary
 
 

@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import pytest
 
-from service.batcher import BatchStats, MicroBatcher
+from rsir.service.batcher import BatchStats, MicroBatcher
 
 T = TypeVar("T")
 POISON = -1

@@ -16,11 +16,11 @@ import rasterio
 from numpy.typing import NDArray
 from PIL import Image
 
-from index.versions import load_index
-from index_builder.build import build
-from index_builder.chips import ChipConfig
-from index_builder.config import BuildConfig
-from model.encoders import ClipEncoder
+from rsir.index.versions import load_index
+from rsir.index_builder.build import build
+from rsir.index_builder.chips import ChipConfig
+from rsir.index_builder.config import BuildConfig
+from rsir.model.encoders import ClipEncoder
 from tests.index_builder.geo import write_scene
 from tests.service.conftest import LiveServer, make_settings
 

@@ -11,13 +11,13 @@ import torch
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from index.versions import load_index
-from model.encoders import ClipEncoder
-from model.precision import Precision
 from rsir.cli import app
-from search.engine import QueryOptions, SearchEngine
-from service.app import engine_config
-from service.settings import Settings
+from rsir.index.versions import load_index
+from rsir.model.encoders import ClipEncoder
+from rsir.model.precision import Precision
+from rsir.search.engine import QueryOptions, SearchEngine
+from rsir.service.app import engine_config
+from rsir.service.settings import Settings
 from tests.service.conftest import LiveServer, TinyIndex, make_settings
 
 

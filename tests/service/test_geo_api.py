@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 from shapely.geometry import box, shape
 
-from model.encoders import ClipEncoder
-from service.geojson import MEDIA_TYPE
+from rsir.model.encoders import ClipEncoder
+from rsir.service.geojson import MEDIA_TYPE
 from tests.conftest import REPO
 from tests.service.conftest import LiveServer, assert_error, make_settings
 from tests.service.geo_index import NODATA_COLS, GeoIndex, build_geo_index, stretched

@@ -12,9 +12,9 @@ import pytest
 from shapely.geometry import Polygon, box, shape
 from shapely.validation import explain_validity
 
-from service.antimeridian import union_bbox
-from service.chip_merge import Place, merge_overlapping, overlap
-from service.geojson import feature_collection, geometry_and_bbox
+from rsir.service.antimeridian import union_bbox
+from rsir.service.chip_merge import Place, merge_overlapping, overlap
+from rsir.service.geojson import feature_collection, geometry_and_bbox
 from tests.conftest import REPO
 
 SCHEMA = json.loads((REPO / "tests/fixtures/geojson/FeatureCollection.json").read_text())

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from PIL import Image
 
-import service
+from rsir import service
 from tests.conftest import random_images
 from tests.service.conftest import LiveServer, ServerFactory, TinyIndex, png_bytes
 

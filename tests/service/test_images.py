@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from index_builder.build import delete
+from rsir.index_builder.build import delete
 from tests.service.conftest import ServerFactory, TinyIndex, assert_error
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from index.versions import (
+from rsir.index.versions import (
     CorruptIndexError,
     IndexFormatError,
     load_index,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from index.versions import resolve_version
-from model.encoders import ClipEncoder
+from rsir.index.versions import resolve_version
+from rsir.model.encoders import ClipEncoder
 from tests.service.conftest import ServerFactory, TinyIndex, assert_error
 
 

@@ -8,9 +8,9 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from index.versions import load_index
-from model.images import decode_image
-from search.engine import QueryOptions, SearchEngine
+from rsir.index.versions import load_index
+from rsir.model.images import decode_image
+from rsir.search.engine import QueryOptions, SearchEngine
 from tests.service.conftest import ServerFactory, TinyIndex, assert_error
 
 QUERY = "boats beside a harbour in tile 7"

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from index.versions import resolve_version
-from model.encoders import ClipEncoder
+from rsir.index.versions import resolve_version
+from rsir.model.encoders import ClipEncoder
 from tests.service.conftest import LiveServer, TinyIndex, assert_error
 
 

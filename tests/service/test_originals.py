@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from index_builder.build import build
-from index_builder.config import BuildConfig
-from model.encoders import ClipEncoder
+from rsir.index_builder.build import build
+from rsir.index_builder.config import BuildConfig
+from rsir.model.encoders import ClipEncoder
 from tests.service.conftest import ServerFactory, TinyIndex, assert_error, metric
 
 CONFIG = BuildConfig(shard_size=16, batch_size=8, workers=0, progress=False)

@@ -9,7 +9,7 @@ import pytest
 from numpy.typing import NDArray
 from PIL import Image
 
-from service.overlay import _RAMP, centre_square, colourise, overlay, to_jpeg, to_png
+from rsir.service.overlay import _RAMP, centre_square, colourise, overlay, to_jpeg, to_png
 
 RED, GREEN, BLUE = (220, 20, 30), (10, 200, 40), (30, 40, 210)
 

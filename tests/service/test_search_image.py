@@ -9,8 +9,8 @@ import httpx
 import numpy as np
 import pytest
 
-from model.images import decode_image
-from search.engine import QueryOptions, SearchEngine
+from rsir.model.images import decode_image
+from rsir.search.engine import QueryOptions, SearchEngine
 from tests.service.conftest import TinyIndex, assert_error
 
 

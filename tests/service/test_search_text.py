@@ -17,10 +17,10 @@ import pytest
 import shapely
 from PIL import Image
 
-from index.versions import load_index
-from model.encoders import ClipEncoder
-from search.engine import QueryOptions, SearchEngine
-from search.filters import Filters
+from rsir.index.versions import load_index
+from rsir.model.encoders import ClipEncoder
+from rsir.search.engine import QueryOptions, SearchEngine
+from rsir.search.filters import Filters
 from tests.service.conftest import ServerFactory, TinyIndex, assert_error, metric
 
 QUERIES = ("harbour beside boats", "a forest near the river in tile 3", "planes parked on a runway")

@@ -14,8 +14,8 @@ import httpx
 import pytest
 import structlog
 
-from index.atomic import write_text
-from index_builder.build import delete
+from rsir.index.atomic import write_text
+from rsir.index_builder.build import delete
 from tests.service.conftest import ServerFactory, TinyIndex, metric
 
 WORKERS = 4

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from index_builder.metadata import read_metadata
-from index_builder.sources import scan_archive
-from model.errors import InvalidInputError
-from synthrs import (
+from rsir.index_builder.metadata import read_metadata
+from rsir.index_builder.sources import scan_archive
+from rsir.model.errors import InvalidInputError
+from rsir.synthrs import (
     CLASS_NAMES,
     SynthConfig,
     captions_for,
@@ -25,10 +25,10 @@ from synthrs import (
     split_of,
     write_dataset,
 )
-from synthrs.metadata import FOOTPRINT_DEG, REGION, SENSORS
-from synthrs.png import encode_png
-from synthrs.sampler import CLASSES, sample_attributes
-from synthrs.truth import COLOURS, NUMBERS, check_caption, parse_caption, true_of, truth_matrix
+from rsir.synthrs.metadata import FOOTPRINT_DEG, REGION, SENSORS
+from rsir.synthrs.png import encode_png
+from rsir.synthrs.sampler import CLASSES, sample_attributes
+from rsir.synthrs.truth import COLOURS, NUMBERS, check_caption, parse_caption, true_of, truth_matrix
 
 N_SMALL = 24  # > one family per class is not needed here; 24 images take well under a second
 
