@@ -12,6 +12,18 @@ index stores them, and includes their conversion to the dtype (what ``rsir.searc
 
 "max abs diff" compares the block's fine scores with a float64 per-pair loop of ALGORITHMS.md §2 on
 the same tokens (rounded to the dtype first, so it measures the block's arithmetic, not the storage).
+
+The bound (issue 24): each round also times a 2048^3 float32 GEMM (the machine's GEMM rate in
+GFLOP/s) and a read of a 256 MiB tensor (memory bandwidth), in the same rounds as the block, so load
+from other processes falls on all three. The block's two products cost ``4 n M d`` FLOPs a pair
+(``W P^T`` and ``a P``; the rest is ``O(n M (n + 1))``), and a text query's candidates bring ``M d``
+token values each from memory: the table gives the block's GFLOP/s, its fraction of the GEMM rate,
+and the roofline ``min(GEMM rate / FLOPs, bandwidth / bytes)`` pairs/s; for text queries also the
+two products alone at the block's shapes (what the block would reach if everything else were free).
+Rates come from wall time
+and from CPU time (``time.process_time``); at ``--threads 1`` the CPU-time rate is what the machine
+gives one core, time slices lost to other processes left out (on a shared machine the wall rate of
+an OpenMP team is set by its slowest thread's time slices).
 """
 
 from __future__ import annotations
@@ -34,6 +46,8 @@ from rsir.model.precision import Precision, resolve_dtype
 
 LOOP_PAIRS = 20  # the loop is slow: it times a slice of the candidates, reported per pair
 TAU = 0.05
+GEMM_N = 2048
+STREAM_BYTES = 256 * 2**20
 
 
 def per_pair(W: torch.Tensor, P: torch.Tensor, tau: float) -> torch.Tensor:
@@ -52,11 +66,59 @@ def _sync(device: torch.device) -> None:
 
 
 def _once(fn: Callable[[], object], device: torch.device) -> float:
+    return _timed(fn, device)[0]
+
+
+def _timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one call."""
     _sync(device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     fn()
     _sync(device)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+class _Bound:
+    """The machine's float32 GEMM rate and memory read bandwidth, timed once per round."""
+
+    def __init__(self, device: torch.device) -> None:
+        gen = torch.Generator().manual_seed(1)
+        self.device = device
+        self.a, self.b = (torch.randn(GEMM_N, GEMM_N, generator=gen).to(device) for _ in range(2))
+        self.stream = torch.ones(STREAM_BYTES // 4, device=device)
+        self.gemm: list[tuple[float, float]] = []
+        self.read: list[tuple[float, float]] = []
+
+        self.products: list[tuple[float, float]] = []
+
+    def round(self, products: Callable[[], object] | None) -> None:
+        self.gemm.append(_timed(lambda: self.a @ self.b, self.device))
+        self.read.append(_timed(self.stream.sum, self.device))
+        if products:
+            self.products.append(_timed(products, self.device))
+
+    def figures(self) -> dict[str, float]:
+        flops, out = 2 * GEMM_N**3, {}
+        for i, clock in enumerate(("wall", "cpu")):
+            out[f"gemm_gflops_{clock}"] = flops / statistics.median(t[i] for t in self.gemm[1:]) / 1e9
+            out[f"read_gbps_{clock}"] = STREAM_BYTES / statistics.median(t[i] for t in self.read[1:]) / 1e9
+            if self.products:
+                out[f"products_s_{clock}"] = statistics.median(t[i] for t in self.products[1:])
+        return out
+
+
+def _products(W: torch.Tensor, P: torch.Tensor) -> Callable[[], object]:
+    """The t2i block's two products alone, at its shapes, query by query: ``W P^T`` as one GEMM over
+    the candidates and ``a P`` as a batch of ``[n, M] x [M, d]`` products (``a`` random weights)."""
+    Q, K, M, d = P.shape
+    a = torch.rand(Q, K, W.shape[1], M, generator=torch.Generator().manual_seed(2)).to(P)
+
+    def run() -> None:
+        for q in range(Q):
+            W[q] @ P[q].reshape(K * M, d).T
+            torch.bmm(a[q], P[q])
+
+    return run
 
 
 def _case(
@@ -119,12 +181,15 @@ class _Store:
 
 
 def measure(args: argparse.Namespace, M: int, device: torch.device) -> list[dict[str, Any]]:
-    """One row per dtype at ``M`` patches: the dtypes' repeats interleaved, medians reported."""
+    """One row per dtype at ``M`` patches: the dtypes' repeats (and the bound's) interleaved, medians
+    reported."""
     W32, mask, P32, lengths = _case(args, M, device)
     dtypes = [resolve_dtype(Precision(name), device) for name in args.dtype]
     tokens = {dt: (W32.to(dt), P32.to(dt)) for dt in dtypes}
-    seconds: dict[torch.dtype, list[float]] = {dt: [] for dt in dtypes}
+    timings: dict[torch.dtype, list[tuple[float, float]]] = {dt: [] for dt in dtypes}
     Q, K = args.queries, args.k
+    bound = _Bound(device) if args.bound else None
+    products = _products(W32, P32) if args.direction == "t2i" and not args.from_store else None
     with torch.inference_mode():
         store = _Store(W32, P32, args.direction) if args.from_store else None
         for _ in range(args.repeats + 1):  # the first round warms up
@@ -135,8 +200,11 @@ def measure(args: argparse.Namespace, M: int, device: torch.device) -> list[dict
                     if store
                     else partial(_block, args.direction, W, mask, P)
                 )
-                seconds[dt].append(_once(run, device))
-        seconds = {dt: s[1:] for dt, s in seconds.items()}
+                timings[dt].append(_timed(run, device))
+            if bound:
+                bound.round(products)
+        timings = {dt: s[1:] for dt, s in timings.items()}
+        seconds = {dt: [t[0] for t in s] for dt, s in timings.items()}
         rows = []
         for dt in dtypes:
             W, P = tokens[dt]
@@ -157,9 +225,12 @@ def measure(args: argparse.Namespace, M: int, device: torch.device) -> list[dict
                 "dtype": str(dt).removeprefix("torch."),
                 "pairs_per_s": Q * K / statistics.median(seconds[dt]),
                 "seconds": seconds[dt],
+                "cpu_pairs_per_s": Q * K / statistics.median(t[1] for t in timings[dt]),
                 "max_abs_diff": float((fast - ref).abs().max()),
                 "finite": bool(torch.isfinite(fast).all()),
             }
+            if bound:
+                row |= _roofline(args, M, dt, row, bound.figures())
             if args.loop:
                 pairs = min(K, LOOP_PAIRS)
 
@@ -171,6 +242,26 @@ def measure(args: argparse.Namespace, M: int, device: torch.device) -> list[dict
                 row["loop_pairs_per_s"] = Q * pairs / _once(loop, device)
             rows.append(row)
     return rows
+
+
+def _roofline(
+    args: argparse.Namespace, M: int, dtype: torch.dtype, row: dict[str, Any], bound: dict[str, float]
+) -> dict[str, Any]:
+    """The block's GFLOP/s against the GEMM rate, and the roofline pairs/s, on each clock."""
+    n, d = args.words, args.dim
+    flops = 4 * n * M * d  # W P^T and a P
+    # what each pair brings from memory: a text query's candidate patches (an image query's captions)
+    tokens = (M if args.direction == "t2i" else n) * d
+    pair_bytes = tokens * (2 if args.from_store else dtype.itemsize)
+    out: dict[str, Any] = {"flops_per_pair": flops, "bytes_per_pair": pair_bytes} | bound
+    for clock, key in (("wall", "pairs_per_s"), ("cpu", "cpu_pairs_per_s")):
+        gemm, read = bound[f"gemm_gflops_{clock}"], bound[f"read_gbps_{clock}"]
+        out[f"gflops_{clock}"] = row[key] * flops / 1e9
+        out[f"of_gemm_{clock}"] = row[key] * flops / 1e9 / gemm
+        out[f"roofline_pairs_per_s_{clock}"] = min(gemm * 1e9 / flops, read * 1e9 / pair_bytes)
+        if f"products_s_{clock}" in bound:
+            out[f"products_pairs_per_s_{clock}"] = args.queries * args.k / bound[f"products_s_{clock}"]
+    return out
 
 
 def main() -> None:
@@ -200,7 +291,13 @@ def main() -> None:
         help="time the gather of float16 candidate tokens by id and their conversion too, as the engine does",
     )
     parser.add_argument("--json", action="store_true", help="one JSON line per dtype instead of a table")
+    parser.add_argument(
+        "--no-bound", dest="bound", action="store_false", help="skip timing the GEMM rate and bandwidth"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible to torch")
     device = torch.device(args.device)
@@ -230,14 +327,33 @@ def main() -> None:
         return
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, {threads} threads, {where}, {args.direction}, d = {args.dim}")
-    print("| M (patches) | dtype | Q x K pairs | batched pairs/s | loop pairs/s | max abs diff vs f64 |")
+    print(
+        "| M (patches) | dtype | Q x K pairs | batched pairs/s (CPU-time rate) | loop pairs/s "
+        "| max abs diff vs f64 |"
+    )
     print("|---|---|---|---|---|---|")
     for r in rows:
         loop = f"{r['loop_pairs_per_s']:,.0f}" if "loop_pairs_per_s" in r else "-"
         print(
-            f"| {r['patches']} | {r['dtype']} | {args.queries} x {args.k} | {r['pairs_per_s']:,.0f} | {loop} "
-            f"| {r['max_abs_diff']:.1e} |"
+            f"| {r['patches']} | {r['dtype']} | {args.queries} x {args.k} | {r['pairs_per_s']:,.0f} "
+            f"({r['cpu_pairs_per_s']:,.0f}) | {loop} | {r['max_abs_diff']:.1e} |"
         )
+    if args.bound:
+        print()
+        print(
+            "| M | dtype | clock | block GFLOP/s | GEMM GFLOP/s | block / GEMM | read GB/s "
+            "| FLOPs, bytes a pair | roofline pairs/s | products alone pairs/s | pairs/s |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            for clock, key in (("wall", "pairs_per_s"), ("cpu", "cpu_pairs_per_s")):
+                print(
+                    f"| {r['patches']} | {r['dtype']} | {clock} | {r[f'gflops_{clock}']:.1f} "
+                    f"| {r[f'gemm_gflops_{clock}']:.1f} | {r[f'of_gemm_{clock}']:.2f} "
+                    f"| {r[f'read_gbps_{clock}']:.1f} | {r['flops_per_pair'] / 1e6:.2f} M, "
+                    f"{r['bytes_per_pair'] / 1e3:.0f} kB | {r[f'roofline_pairs_per_s_{clock}']:,.0f} "
+                    f"| {r.get(f'products_pairs_per_s_{clock}', float('nan')):,.0f} | {r[key]:,.0f} |"
+                )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import redis
 
+from rsir.loadtest.queries import load_queries
 from rsir.loadtest.run import run as locust_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +50,7 @@ def scrape(url: str) -> dict[str, float]:
     return out
 
 
-def serve(index: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+def serve(index: Path, env: dict[str, str], timeout_s: float = 120) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
@@ -58,7 +59,7 @@ def serve(index: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], st
         cwd=REPO,
         stdout=subprocess.DEVNULL,
     )
-    deadline = time.time() + 120
+    deadline = time.time() + timeout_s
     while time.time() < deadline:
         try:
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
@@ -67,7 +68,35 @@ def serve(index: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], st
             pass
         time.sleep(0.5)
     proc.kill()
-    raise SystemExit("server did not become ready in 120 s")
+    raise SystemExit(f"server did not become ready in {timeout_s:.0f} s")
+
+
+def server_memory(pid: int) -> dict[str, float]:
+    """The server's resident memory after the run, MiB: peak, now, private (anon) and mapped files."""
+    keys = {"VmHWM": "server_peak_rss_mib", "VmRSS": "server_rss_mib", "RssAnon": "server_anon_mib",
+            "RssFile": "server_file_mib"}  # fmt: skip
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in keys:
+            out[keys[key]] = round(int(value.split()[0]) / 1024, 1)
+    return out
+
+
+def profile(url: str, queries: list[str], k: int = 10) -> dict[str, float]:
+    """Where one request's time goes, unloaded: the engine's stages (``timings_ms``) averaged over
+    ``queries`` sent one at a time, and the rest of the round trip (HTTP, validation, JSON) beside it."""
+    sums: dict[str, float] = {}
+    for q in queries:
+        t0 = time.perf_counter()
+        body = httpx.post(f"{url}/search/text", json={"query": q, "k": k}, timeout=60).json()
+        total = 1000 * (time.perf_counter() - t0)
+        stages = {f"{name}_ms": float(v) for name, v in body.get("timings_ms", {}).items()}
+        stages["round_trip_ms"] = total
+        stages["outside_engine_ms"] = total - float(body.get("timings_ms", {}).get("total", 0.0))
+        for name, v in stages.items():
+            sums[name] = sums.get(name, 0.0) + v
+    return {name: round(v / len(queries), 2) for name, v in sums.items()}
 
 
 def main() -> None:
@@ -81,15 +110,20 @@ def main() -> None:
     p.add_argument("--batch-wait-ms", type=float, default=2.0)
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "load_service.json")
+    p.add_argument(
+        "--configs", default="off,on,redis", help="which runs: a comma list of off, on (batching), redis"
+    )
+    p.add_argument("--profile", type=int, default=0, help="after each run, this many timed single queries")
     args = p.parse_args()
 
     no_cache = {"RSIR_CACHE_LRU_ENTRIES": "0"}
     batching = {"RSIR_BATCH_MAX": str(args.batch_max), "RSIR_BATCH_WAIT_MS": str(args.batch_wait_ms)}
-    configs: list[tuple[str, dict[str, str]]] = [
-        ("batching off, no cache", {**no_cache, "RSIR_BATCH_MAX": "1"}),
-        ("batching on, no cache", {**no_cache, **batching}),
-        ("batching on, Redis cache", {**batching, "RSIR_REDIS_URL": args.redis_url}),
-    ]
+    every: dict[str, tuple[str, dict[str, str]]] = {
+        "off": ("batching off, no cache", {**no_cache, "RSIR_BATCH_MAX": "1"}),
+        "on": ("batching on, no cache", {**no_cache, **batching}),
+        "redis": ("batching on, Redis cache", {**batching, "RSIR_REDIS_URL": args.redis_url}),
+    }
+    configs = [every[c] for c in args.configs.split(",") if c]
     load_env = {"RSIR_LOAD_REPEAT": str(args.repeat), "RSIR_LOAD_MIX": "text"}
     if args.queries:
         load_env["RSIR_LOAD_QUERIES"] = str(args.queries.resolve())
@@ -104,8 +138,12 @@ def main() -> None:
             folder = REPO / "logs" / "load" / name.replace(" ", "_").replace(",", "")
             summary = locust_run(url, args.users, args.time, folder, env=load_env)
             agg = summary["Aggregated"]
-            rows.append({"config": name, **agg, **scrape(url)})
-            print(f"{name}: {agg}", file=sys.stderr)
+            row = {"config": name, **agg, **scrape(url), **server_memory(proc.pid)}
+            if args.profile:
+                texts = load_queries(Path(load_env.get("RSIR_LOAD_QUERIES", REPO.parent / "shared" / "data")))
+                row["profile"] = profile(url, texts[: args.profile])
+            rows.append(row)
+            print(f"{name}: {agg} {row.get('profile', '')}", file=sys.stderr)
         finally:
             proc.terminate()
             proc.wait(timeout=30)

@@ -74,7 +74,10 @@ CANDIDATE_QUERIES = 200  # queries whose SGPD candidate counts are averaged
 _GEN_CHUNK = 100_000
 _RESCORE_CHUNK = 100
 _TRAIN_THREADS = torch.get_num_threads()
-METHODS = ("ivf", "hash", "sgpd")
+METHODS = ("ivf", "hash", "sgpd", "pq", "hnsw")
+PQ_SHORTLIST = 1000  # IVF-PQ candidates re-scored by exact inner product
+HNSW_M = 32
+HNSW_EF = (64, 128, 256)
 
 F32 = NDArray[np.float32]
 I64 = NDArray[np.int64]
@@ -293,6 +296,52 @@ def run_ivf(case: Case) -> None:
                      "float32 vectors + int64 id + centroids", scanned)  # fmt: skip
 
 
+def run_pq(case: Case) -> None:
+    """IVF-PQ and OPQ + IVF-PQ (``d/8`` bytes a vector, ``sqrt(N)`` lists, the default nprobe and 4x),
+    alone and with their top-``PQ_SHORTLIST`` re-scored by exact inner product over the float32
+    vectors (which a version keeps on disk anyway: the shortlist reads 1,000 rows a query)."""
+    sub = case.dim // 8
+    for factory in (f"IVF{case.nlist},PQ{sub}", f"OPQ{sub},IVF{case.nlist},PQ{sub}"):
+        t0 = time.perf_counter()
+        pq = DenseRecall(case.gallery, factory, seed=case.seed, use_gpu=False)
+        build = time.perf_counter() - t0
+        code_bytes = sub + 8 + case.nlist * case.dim * 4 / case.n
+        for nprobe in (DEFAULT_NPROBE, 4 * DEFAULT_NPROBE):
+            t0 = time.perf_counter()
+            _, ids = pq.search(case.queries, K, nprobe=nprobe)
+            batch = time.perf_counter() - t0
+            single = single_ms(lambda q, p=nprobe, r=pq: r.search(q, K, nprobe=p), case.queries)  # type: ignore[misc]
+            case.add(f"{factory} nprobe={nprobe}", ids, batch, single, build, code_bytes,
+                     "PQ codes + int64 id + centroids", None)  # fmt: skip
+
+            def shortlist(q: F32, p: int = nprobe, r: DenseRecall = pq) -> tuple[None, I64]:
+                return None, rescore(case.gallery, q, r.search(q, PQ_SHORTLIST, nprobe=p)[1])
+
+            t0 = time.perf_counter()
+            _, ids = shortlist(case.queries)
+            batch = time.perf_counter() - t0
+            single = single_ms(shortlist, case.queries)
+            note = "PQ codes + int64 id + centroids (+ float32 rows read)"
+            name = f"{factory} nprobe={nprobe} + exact top-{PQ_SHORTLIST}"
+            case.add(name, ids, batch, single, build, code_bytes, note, PQ_SHORTLIST)
+
+
+def run_hnsw(case: Case) -> None:
+    """HNSW (``M = 32``, FAISS's default construction depth) at several search depths."""
+    t0 = time.perf_counter()
+    graph = DenseRecall(case.gallery, f"HNSW{HNSW_M}", seed=case.seed, use_gpu=False)
+    build = time.perf_counter() - t0
+    hnsw_bytes = 4 * case.dim + 2 * HNSW_M * 4 * 1.05  # vectors + level-0 links (+ upper levels)
+    for ef in HNSW_EF:
+        faiss.downcast_index(graph.index).hnsw.efSearch = ef  # type: ignore[attr-defined]
+        t0 = time.perf_counter()
+        _, ids = graph.search(case.queries, K)
+        batch = time.perf_counter() - t0
+        single = single_ms(lambda q: graph.search(q, K), case.queries)
+        case.add(f"HNSW{HNSW_M} efSearch={ef}", ids, batch, single, build, hnsw_bytes,
+                 "float32 vectors + graph links", None)  # fmt: skip
+
+
 def run_hash(case: Case, heads: HashHeads, train_s: float) -> None:
     """CFITR hash: Hamming top-100, and Hamming top-1000 re-scored exactly (build includes training)."""
     t0 = time.perf_counter()
@@ -352,7 +401,7 @@ def evaluate(
     data: str,
     gallery: F32,
     queries: F32,
-    heads: HashHeads,
+    heads: HashHeads | None,
     hash_train_s: float,
     seed: int,
     owners: I64 | None = None,
@@ -364,10 +413,14 @@ def evaluate(
     truth = run_exact(case) | {"load_average_1min_at_start": load_start}
     if "ivf" in methods:
         run_ivf(case)
-    if "hash" in methods:
+    if "hash" in methods and heads is not None:
         run_hash(case, heads, hash_train_s)
     if "sgpd" in methods:
         run_sgpd(case)
+    if "pq" in methods:
+        run_pq(case)
+    if "hnsw" in methods:
+        run_hnsw(case)
     truth["peak_rss_gib"] = peak_rss_gib()
     truth["load_average_1min_at_end"] = os.getloadavg()[0]
     return case.rows, truth
@@ -489,19 +542,22 @@ def main() -> None:
         del gallery, queries, texts
 
     world = World(args.dim, args.seed, args.clusters, args.items_per_cluster)
-    train_items = world.items(HASH_TRAIN_ITEMS, np.random.default_rng([args.seed, 3]))
-    train_texts = noisy_copies(train_items, np.random.default_rng([args.seed, 3, 1]))
     print("generated vectors", flush=True)
-    heads, secs, losses = train_heads(
-        train_items, train_texts, np.arange(HASH_TRAIN_ITEMS, dtype=np.int64), args.hash_epochs, args.seed
-    )
-    meta["generated"] |= {"hash_train_s": secs, "hash_losses": losses}
-    del train_items, train_texts
+    gen_heads: HashHeads | None = None
+    secs = 0.0
+    if "hash" in methods:  # the heads' training is the hash rows' cost only
+        train_items = world.items(HASH_TRAIN_ITEMS, np.random.default_rng([args.seed, 3]))
+        train_texts = noisy_copies(train_items, np.random.default_rng([args.seed, 3, 1]))
+        gen_heads, secs, losses = train_heads(
+            train_items, train_texts, np.arange(HASH_TRAIN_ITEMS, dtype=np.int64), args.hash_epochs, args.seed
+        )
+        meta["generated"] |= {"hash_train_s": secs, "hash_losses": losses}
+        del train_items, train_texts
     for n in args.sizes:
         (gallery, queries, source), gen_s = timed(lambda n=n: generate(world, n, args.queries, args.seed))  # type: ignore[misc]
         print(f" N={n:,}: generated in {gen_s:.1f} s", flush=True)
         got, truth = evaluate(
-            "generated", gallery, queries, heads, secs, args.seed, owners=source, methods=methods
+            "generated", gallery, queries, gen_heads, secs, args.seed, owners=source, methods=methods
         )
         rows += got
         truths.append(truth | {"generate_s": gen_s})

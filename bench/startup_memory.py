@@ -3,13 +3,20 @@ API does at start and at every index switch) on a synthetic version of N images.
 
     python bench/startup_memory.py make --n 50000 --out /tmp/startup-index
     python bench/startup_memory.py compare /tmp/startup-index --before /tmp/old-checkout --rounds 2
+    python -m bench.startup_memory measure /work/scale-data/vitb32-1m --model ViT-B-32
+    python -m bench.startup_memory ready /work/scale-data/vitb32-1m --model ViT-B-32
+
+(``bench/scale_index.py`` writes versions of 10^5-10^6 items at a real model's shapes.)
 
 ``make`` writes a version with the shipped model's shapes (dim 256, 7x7 patches, 2 captions per image,
 fp16 tokens) from random unit vectors, through the builder's own writers (FAISS indexes, the methods'
 extras, and SGPD's clusters when the checkout stores them). ``compare`` opens it in fresh processes,
 alternating the code in ``--before`` (another checkout, on PYTHONPATH) and this one, and prints each
 run's seconds and memory: peak RSS, and the resident anonymous (private) and file-backed (page cache,
-shared, evictable) memory after the open. The model is loaded before the clock starts.
+shared, evictable) memory after the open. The model is loaded before the clock starts. ``measure``
+also opens the version a second time while holding the first, as an index switch does, and reports
+what that second open added. ``ready`` times ``rsir serve`` from process start to ``/readyz`` answering
+200 (model load included) and reads the server's resident memory from ``/proc/<pid>/status`` then.
 """
 
 from __future__ import annotations
@@ -84,35 +91,60 @@ def make(n: int, out: Path, seed: int = 0) -> None:
     switch_current(out, "v0001")
 
 
-def _status() -> dict[str, float]:
-    """RssAnon / RssFile of this process, MiB (Linux /proc)."""
+def _status(pid: int | str = "self") -> dict[str, float]:
+    """RssAnon / RssFile / VmRSS / VmHWM of a process, MiB (Linux /proc)."""
     out = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
-        if key in ("RssAnon", "RssFile"):
+        if key in ("RssAnon", "RssFile", "VmRSS", "VmHWM"):
             out[key] = int(value.split()[0]) / 1024
     return out
 
 
-def measure(index: Path) -> dict[str, float]:
+def measure(index: Path, model: str = "rsir-vit-tiny", checkpoint: Path | None = None) -> dict[str, float]:
     from rsir.cli import _encoder
     from rsir.search.engine import EngineConfig
     from rsir.service.serving_index import open_serving_index
 
-    encoder = _encoder("rsir-vit-tiny", None, "cpu", 64)
+    encoder = _encoder(model, checkpoint, "cpu", 64)
     before = _status()
     t0 = time.perf_counter()
     served = open_serving_index(index, encoder, EngineConfig(device="cpu"))
     seconds = time.perf_counter() - t0
     after = _status()
     assert served.images > 0
+    # An index switch: the next version opens while requests still hold this one.
+    t0 = time.perf_counter()
+    switched = open_serving_index(index, encoder, EngineConfig(device="cpu"))
+    switch_seconds = time.perf_counter() - t0
+    both = _status()
+    assert switched.images == served.images
     return {
         "seconds": round(seconds, 2),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "anon_mib_added": round(after["RssAnon"] - before["RssAnon"], 1),
         "file_mib_added": round(after["RssFile"] - before["RssFile"], 1),
         "model_rss_mib": round(before["RssAnon"] + before["RssFile"], 1),
+        "switch_seconds": round(switch_seconds, 2),
+        "switch_anon_mib_added": round(both["RssAnon"] - after["RssAnon"], 1),
+        "switch_file_mib_added": round(both["RssFile"] - after["RssFile"], 1),
     }
+
+
+def ready(index: Path, model: str, checkpoint: Path | None, timeout_s: float = 600) -> dict[str, float]:
+    """Seconds from starting ``rsir serve`` to ``/readyz`` answering 200, and its memory then."""
+    from bench.load_service import serve
+
+    env = {"RSIR_MODEL": model} | ({"RSIR_CHECKPOINT": str(checkpoint)} if checkpoint is not None else {})
+    t0 = time.perf_counter()
+    proc, _ = serve(index, env, timeout_s)
+    try:
+        seconds = time.perf_counter() - t0
+        status = _status(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return {"ready_seconds": round(seconds, 1), **{f"{k}_mib": round(v, 1) for k, v in status.items()}}
 
 
 def compare(index: Path, before: Path, rounds: int) -> list[dict[str, Any]]:
@@ -142,6 +174,11 @@ def main() -> None:
     p_make.add_argument("--out", type=Path, required=True)
     p_measure = sub.add_parser("measure")
     p_measure.add_argument("index", type=Path)
+    p_ready = sub.add_parser("ready")
+    p_ready.add_argument("index", type=Path)
+    for p_model in (p_measure, p_ready):
+        p_model.add_argument("--model", default="rsir-vit-tiny")
+        p_model.add_argument("--checkpoint", type=Path, default=None)
     p_compare = sub.add_parser("compare")
     p_compare.add_argument("index", type=Path)
     p_compare.add_argument("--before", type=Path, required=True)
@@ -150,7 +187,9 @@ def main() -> None:
     if args.cmd == "make":
         make(args.n, args.out)
     elif args.cmd == "measure":
-        sys.stdout.write(json.dumps(measure(args.index)) + "\n")
+        sys.stdout.write(json.dumps(measure(args.index, args.model, args.checkpoint)) + "\n")
+    elif args.cmd == "ready":
+        sys.stdout.write(json.dumps(ready(args.index, args.model, args.checkpoint)) + "\n")
     else:
         json.dump(compare(args.index, args.before, args.rounds), sys.stdout, indent=1)
         sys.stdout.write("\n")

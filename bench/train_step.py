@@ -39,7 +39,7 @@ def step_seconds(arch: str, bf16: bool, batch: int, steps: int, warmup: int) -> 
     torch.manual_seed(0)
     model = build_model(arch).train()
     tokenizer = open_clip.get_tokenizer(arch)
-    specials, causal = special_ids(tokenizer), towers.is_causal(model)
+    specials, truncate = special_ids(tokenizer), towers.truncatable(model)
     visual: Any = model.visual
     size = visual.image_size
     side = int(size[0] if isinstance(size, (tuple, list)) else size)
@@ -50,7 +50,7 @@ def step_seconds(arch: str, bf16: bool, batch: int, steps: int, warmup: int) -> 
     times = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
-        v, p, t, w, m = batch_features(model, pixels, ids, specials, causal, autocast)
+        v, p, t, w, m = batch_features(model, pixels, ids, specials, truncate, autocast)
         loss = ftf_loss(v, p, t, w, m).total
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]

@@ -9,6 +9,8 @@ The FAISS index type comes from a factory string. ``"auto"`` picks exact search 
 from __future__ import annotations
 
 import math
+import os
+import threading
 from pathlib import Path
 
 import faiss
@@ -95,9 +97,16 @@ class DenseRecall:
             self.index = faiss.index_gpu_to_cpu(work)
 
     @classmethod
-    def load(cls, path: Path) -> DenseRecall:
+    def load(cls, path: Path, mmap: bool = False) -> DenseRecall:
+        """Read a saved index. ``mmap``: map its vectors and lists from the file instead of reading
+        them into private memory (a server's choice: its pages are the kernel's cache, shared with
+        the next version and evictable, and opening costs no read). A mapped index is read-only:
+        FAISS aborts the whole process on ``add`` to it, so a builder that extends an index loads it
+        without ``mmap``."""
         self = cls.__new__(cls)
-        self.index = faiss.read_index(str(path))
+        self.index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC if mmap else 0)
+        if mmap:
+            prefetch(Path(path))
         self.dim = int(self.index.d)
         self.factory = "loaded"
         return self
@@ -171,6 +180,30 @@ class DenseRecall:
         """One bit per id, set for ``include`` minus ``exclude``: FAISS tests a bit in O(1) whatever the
         set's size, where a hash set (``IDSelectorBatch``) of a million survivors costs its building."""
         return np.packbits(allowed_mask(self.size, include, exclude), bitorder="little")
+
+
+def prefetch(path: Path) -> None:
+    """Ask the kernel to read ``path`` into its page cache, in the background: a mapped index's first
+    queries then scan lists from memory instead of waiting on the disk (every IVF query reads ~2% of
+    the lists: ~48 MB at 1M vectors of d = 512). Nothing is read into this process's memory, and
+    opening does not wait for it; where the call is missing (not Linux) nothing happens."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is None:
+        return
+
+    def run() -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            advise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    threading.Thread(target=run, name=f"prefetch {path.name}", daemon=True).start()
 
 
 def allowed_mask(

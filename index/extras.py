@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from rsir.index.gallery import Gallery
@@ -24,6 +25,8 @@ __all__ = ["HashHeads", "SideExtras", "build_extras", "reference_sample"]
 
 # SGPD's k-means as a version stores it (centroids [C, d] float32, assignments [N] int), per side prefix.
 SGPD_FILES = ("sgpd_centroids.npy", "sgpd_assignments.npy")
+# SGPD's inverted index as CSR arrays (values float32, item ids int32, list offsets int64), mapped at load.
+SGPD_POSTINGS = ("sgpd_postings_data.npy", "sgpd_postings_indices.npy", "sgpd_postings_indptr.npy")
 
 # SAR's reference set: a seeded sample of the other modality's items. N x R profile entries are
 # stored per side (fp16), so R bounds the memory: 512 -> 1 KB per gallery item.
@@ -115,8 +118,25 @@ def load_extras(
 
 
 def _sgpd(folder: Path, prefix: str, vectors: NDArray[np.float32], seed: int) -> SGPDRecall:
+    """SGPD over what the build stored (clusters, inverted index); what a version lacks is computed."""
     paths = [folder / f"{prefix}{name}" for name in SGPD_FILES]
     clusters = None
     if all(p.is_file() for p in paths):
         clusters = (np.load(paths[0]), np.load(paths[1]))
-    return SGPDRecall(np.asarray(vectors, np.float32), seed=seed, clusters=clusters)
+    lists = [folder / f"{prefix}{name}" for name in SGPD_POSTINGS]
+    postings = None
+    if all(p.is_file() for p in lists):
+        data, ids, offsets = (np.load(p, mmap_mode="r") for p in lists)
+        # Mapped arrays of the dtypes scipy keeps as they are: no copy, nothing read at load.
+        postings = sp.csr_matrix((data, ids, offsets), shape=(2 * vectors.shape[1], len(vectors)), copy=False)
+    return SGPDRecall(np.asarray(vectors, np.float32), seed=seed, clusters=clusters, postings=postings)
+
+
+def postings_arrays(sgpd: SGPDRecall) -> tuple[NDArray[np.float32], NDArray[np.int32], NDArray[np.int64]]:
+    """SGPD's inverted index as the three arrays :data:`SGPD_POSTINGS` name, in their stored dtypes."""
+    inv = sgpd.inverted
+    return (
+        np.asarray(inv.data, np.float32),
+        np.asarray(inv.indices, np.int32),
+        np.asarray(inv.indptr, np.int64),
+    )

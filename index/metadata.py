@@ -35,6 +35,11 @@ _KNOWN = frozenset(
         "window",
     }
 )
+_NO_TAGS: frozenset[str] = frozenset()
+
+
+def _tag_key(tags: list[str] | None) -> tuple[str, ...]:
+    return tuple(tags) if tags else ()
 
 
 def load_metadata(folder: Path, n_images: int) -> MetadataColumns:
@@ -72,9 +77,15 @@ def columns_from_table(table: pa.Table) -> MetadataColumns:
     if "time" in names:
         seconds = pc.cast(table.column("time"), pa.timestamp("s", tz="UTC")).cast(pa.int64())
         time = np.asarray(seconds.fill_null(TIME_UNKNOWN).to_numpy(zero_copy_only=False), dtype=np.int64)
-    tags: list[frozenset[str]] = [frozenset()] * n
-    if "tags" in names:
-        tags = [frozenset(t or ()) for t in table.column("tags").to_pylist()]
+    tags: list[frozenset[str]] = [_NO_TAGS] * n
+    column = table.column("tags") if "tags" in names else None
+    if column is not None and column.null_count < n:  # all null (no tags given): nothing to convert
+        # Equal tag sets share one frozenset, and untagged rows the empty one: a million rows of a
+        # few distinct sets cost a dict lookup each, not a set each.
+        seen: dict[tuple[str, ...], frozenset[str]] = {(): _NO_TAGS}
+        tags = [
+            seen.get(key) or seen.setdefault(key, frozenset(key)) for key in map(_tag_key, column.to_pylist())
+        ]
     footprint = None
     if "footprint" in names:
         try:

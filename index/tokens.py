@@ -156,7 +156,16 @@ class TokenWriter:
         if self.scale is None:
             self.values.append(tokens)
             return
-        codes, scale = quantize_int8(tokens)
+        self.append_int8(*quantize_int8(tokens))
+
+    def append_int8(self, codes: NDArray[np.int8], scale: NDArray[np.float16]) -> None:
+        """Rows already in the int8 codec (:func:`quantize_int8`'s output), written as they are."""
+        if self.scale is None:
+            raise InvalidInputError(f"{self.values.path.name}: int8 codes given to an fp16 token store")
+        if codes.dtype != np.int8 or codes.shape[:-1] != scale.shape:
+            raise InvalidInputError(
+                f"int8 codes {codes.dtype} {codes.shape} and scales {scale.shape} disagree"
+            )
         self.values.append(codes)
         self.scale.append(scale)
 

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from rsir.index.atomic import write_text
 from rsir.index.dense import DenseRecall
-from rsir.index.tokens import Codec, NpyAppender, TokenWriter, npy_shape, read_rows
+from rsir.index.tokens import Codec, npy_shape, read_rows
 from rsir.index.versions import (
     CAPTION_RECALL,
     IMAGE_RECALL,
@@ -29,6 +29,7 @@ from rsir.index.versions import (
     write_ids,
     write_tombstones,
 )
+from rsir.index.writer import VersionArrays
 from rsir.index_builder import shards
 from rsir.index_builder.metadata import write_metadata
 
@@ -112,36 +113,31 @@ def assemble(
     m = grid[0] * grid[1]
     n_words = max((p.width("caption_tokens") for p in parts if "caption_tokens" in p.arrays), default=0)
 
-    vectors = NpyAppender(staged / "image_vectors.npy", np.float32, (len(ids), dim))
-    patches = TokenWriter(staged, "patches", (len(ids), m, dim), codec)
-    cap_vectors = NpyAppender(staged / "caption_vectors.npy", np.float32, (len(texts), dim))
-    cap_tokens = TokenWriter(staged, "caption_tokens", (len(texts), n_words, dim), codec)
-    cap_mask = NpyAppender(staged / "caption_mask.npy", np.bool_, (len(texts), n_words))
+    arrays = VersionArrays(
+        staged, n_images=len(ids), n_captions=len(texts), dim=dim, m=m, n_words=n_words, codec=codec
+    )
     cap_image = np.zeros(len(texts), np.int64)
     row = cap_row = 0
     for part in parts:
         n, nc = len(part.ids), len(part.captions)
         for s in range(0, n, chunk):
             e = min(s + chunk, n)
-            vectors.append(part.rows("vectors", s, e))
-            patches.append(part.rows("patches", s, e))
+            arrays.add_images(part.rows("vectors", s, e), part.rows("patches", s, e))
         for s in range(0, nc, chunk):
             e = min(s + chunk, nc)
-            cap_vectors.append(part.rows("caption_vectors", s, e))
-            cap_tokens.append(part.rows("caption_tokens", s, e))
-            cap_mask.append(part.rows("caption_mask", s, e))
+            arrays.add_captions(
+                part.rows("caption_vectors", s, e),
+                part.rows("caption_tokens", s, e),
+                part.rows("caption_mask", s, e),
+            )
         if nc:
             cap_image[cap_row : cap_row + nc] = part.rows("caption_image", 0, nc) + row
         row, cap_row = row + n, cap_row + nc
-    for writer in (vectors, patches, cap_vectors, cap_tokens, cap_mask):
-        writer.close()
+    arrays.close()
 
     write_ids(staged, ids)
     write_captions(staged, texts, cap_image.tolist())
-    _write_recall(staged, IMAGE_RECALL, "image_vectors.npy", base.image_recall if base else None, factory)
-    if texts:
-        old = base.caption_recall if base else None
-        _write_recall(staged, CAPTION_RECALL, "caption_vectors.npy", old, factory)
+    write_recall(staged, factory, base.folder if base is not None else None)
     write_metadata(staged / "metadata.parquet", ids, metadata)
     skipped = [*left_out, *(s for p in parts for s in p.skipped)]
     write_text(staged / SKIPPED, json.dumps(skipped, indent=1))
@@ -161,12 +157,18 @@ def assemble(
     return manifest, skipped
 
 
-def _write_recall(staged: Path, name: str, source: str, base: DenseRecall | None, factory: str) -> None:
-    """A new FAISS index, or the base version's extended with the new rows (no retraining)."""
-    vectors = np.load(staged / source, mmap_mode="r")
-    if base is None:
-        recall = DenseRecall(np.asarray(vectors), factory)
-    else:
-        recall = base
-        recall.index.add(np.ascontiguousarray(vectors[recall.size :], dtype=np.float32))
-    recall.save(staged / name)
+def write_recall(staged: Path, factory: str, base: Path | None = None) -> None:
+    """The FAISS indexes of a version whose vector files are written: new ones, or the ``base``
+    version's extended with the new rows (no retraining)."""
+    sides = [(IMAGE_RECALL, "image_vectors.npy"), (CAPTION_RECALL, "caption_vectors.npy")]
+    for name, source in sides:
+        vectors = np.load(staged / source, mmap_mode="r") if (staged / source).is_file() else None
+        if vectors is None or not len(vectors):
+            continue
+        if base is None or not (base / name).is_file():
+            recall = DenseRecall(np.asarray(vectors), factory)
+        else:
+            # A private copy: the served base maps its index read-only (FAISS aborts on adding to it).
+            recall = DenseRecall.load(base / name)
+            recall.index.add(np.ascontiguousarray(vectors[recall.size :], dtype=np.float32))
+        recall.save(staged / name)

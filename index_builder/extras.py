@@ -10,6 +10,8 @@
 - ``sgpd_centroids.npy`` + ``sgpd_assignments.npy`` (and ``caption_``): SGPD's k-means, so a server
   loads the clusters instead of recomputing them at every start and index switch (37.6 s at 1M
   vectors); versions without them still work, computing them at load as before.
+- ``sgpd_postings_{data,indices,indptr}.npy`` (and ``caption_``): SGPD's inverted index (the sparse
+  codes), memory-mapped at load instead of coding every vector at every start.
 
 They are recomputed from the whole version's vectors on every build, add and delete is left alone
 (delete hard-links them: tombstones do not change any item's vector).
@@ -19,11 +21,13 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from rsir.index.atomic import save_npy
-from rsir.index.extras import SGPD_FILES, reference_sample, side_data
+from rsir.index.extras import SGPD_FILES, SGPD_POSTINGS, postings_arrays, reference_sample, side_data
 from rsir.index.sgpd import SGPDRecall
 from rsir.model.ppsr import hamming_gallery_term
 
@@ -47,6 +51,9 @@ def write_extras(staged: Path, hash_heads: Path | None, seed: int = 0) -> None:
         centroids, assignments = SGPD_FILES
         save_npy(staged / f"{prefix}{centroids}", sgpd.centroids)
         save_npy(staged / f"{prefix}{assignments}", sgpd.assignments)
+        lists: tuple[NDArray[Any], ...] = postings_arrays(sgpd)
+        for name, array in zip(SGPD_POSTINGS, lists, strict=True):
+            save_npy(staged / f"{prefix}{name}", array)
     if hash_heads is not None:
         from rsir.model.hashing import HashHeads
 

@@ -48,18 +48,30 @@ def default_hash_heads(arch: str, checkpoint: Path | None) -> Path | None:
     return DEFAULT_HASH_HEADS if arch == DEFAULT_ARCH and shipped and DEFAULT_HASH_HEADS.is_file() else None
 
 
+# The text tower's dtype: "auto" is the encoder's (float16 on CUDA, float32 on the CPU). bfloat16 on
+# the CPU is a choice, not the default: lab/HISTORY.md ("Text encoding and the rerank near their
+# limits") measured it against float32.
+TEXT_DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
 @dataclass(frozen=True)
 class EncoderConfig:
-    """Which model to run and where. ``device="auto"`` picks CUDA when present."""
+    """Which model to run and where. ``device="auto"`` picks CUDA when present; ``text_dtype`` is one
+    of :data:`TEXT_DTYPES` (the text tower only; images always run in the encoder's dtype)."""
 
     arch: str = DEFAULT_ARCH
     checkpoint: Path | None = None
     device: str = "auto"
     batch_size: int = 64
+    text_dtype: str = "auto"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise InvalidInputError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.text_dtype not in TEXT_DTYPES:
+            raise InvalidInputError(
+                f"text_dtype must be one of {', '.join(TEXT_DTYPES)}; got {self.text_dtype!r}"
+            )
 
 
 def resolve_device(device: str) -> torch.device:
@@ -123,6 +135,9 @@ class ClipEncoder:
         base = model if model is not None else build_model(config.arch, config.checkpoint)
         towers.check_supported(base, config.arch)
         self.model = base.to(self.device, self.dtype).eval()
+        self.text_dtype = TEXT_DTYPES[config.text_dtype] or self.dtype
+        if self.text_dtype != self.dtype:
+            towers.cast_text_tower(self.model, self.text_dtype)
         self.checkpoint_sha256 = file_sha256(config.checkpoint) if config.checkpoint else None
         self.tokenizer: Callable[..., torch.Tensor] = open_clip.get_tokenizer(config.arch)
         self._special_ids = special_ids(self.tokenizer)
@@ -136,7 +151,7 @@ class ClipEncoder:
             mean=preprocess_cfg.get("mean"),
             std=preprocess_cfg.get("std"),
         )
-        self._causal_text = towers.is_causal(self.model)
+        self._truncate_text = towers.truncatable(self.model)
 
     @property
     def dim(self) -> int:
@@ -210,9 +225,10 @@ class ClipEncoder:
     def encode_token_ids(self, token_ids: torch.Tensor) -> TextFeatures:
         """``[B,L]`` ids -> features; word tokens are trimmed to the batch's longest text."""
         vectors, words, mask = towers.text_features(
-            self.model, token_ids.to(self.device), self._special_ids, self._causal_text
+            self.model, token_ids.to(self.device), self._special_ids, self._truncate_text
         )
-        return TextFeatures(vectors, words, mask)
+        # features leave in the encoder's dtype, whatever the text tower ran in
+        return TextFeatures(vectors.to(self.dtype), words.to(self.dtype), mask)
 
 
 def special_ids(tokenizer: Any) -> tuple[int, ...]:

@@ -9,13 +9,15 @@ For one (text, image) pair with word tokens ``W`` (n x d, masked) and patch toke
   ``s_vt = mean_j cos(p_j, what_j)``;
 - ``s_f = (s_tv + s_vt) / 2``; fused with the coarse score by :func:`fuse`.
 
-Everything is computed for ``Q`` queries x ``K`` candidates at once. Both directions of search use
-the same function: a text query broadcasts ``W`` over its ``K`` image candidates, an image query
-broadcasts ``P`` over its ``K`` caption candidates.
+Everything is computed for ``Q`` queries x ``K`` candidates at once (the attended vectors in chunks
+of pairs, ``_CHUNK_BYTES``). Both directions of search use the same
+function: a text query broadcasts ``W`` over its ``K`` image candidates, an image query broadcasts
+``P`` over its ``K`` caption candidates.
 
 Precision: tokens may be float16 or bfloat16. The products of token sets (``W P^T``, ``a P``, ``W W^T``)
-run in that dtype; softmaxes, norms and means run in float32 (:func:`accumulation_dtype`), and the
-scores (and attention) come back in float32. Padding words never change a score, whatever they hold.
+run in that dtype (``|a P|`` of an image query in float32, from ``P P^T``); softmaxes, norms and means
+run in float32 (:func:`accumulation_dtype`), and the scores (and attention) come back in float32.
+Padding words never change a score, whatever they hold.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ DEFAULT_TAU = 0.05
 DEFAULT_LAMBDA = 0.5
 # Applied in the accumulation dtype only: in float16 1e-8 rounds to 0, and 0 / 0 is NaN.
 _EPS = 1e-8
+# The attended vectors a_i P ([pairs, n, d], the block's largest tensor) are formed and reduced to their
+# norms in chunks of pairs whose patches and vectors take about this many bytes, which bounds the
+# block's peak memory for any batch. Not smaller: each chunk is two more parallel ops, and on a loaded
+# 2-core machine every op waits for both threads (lab/HISTORY.md, "Rerank near its limit").
+_CHUNK_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -80,15 +87,20 @@ def interaction(
     _check_inputs(words, word_mask, patches, tau)
     mask = word_mask.to(torch.bool)
     acc = accumulation_dtype(words.dtype, patches.dtype)
+    scale = 1.0 / tau
+    valid = mask.unsqueeze(-1)  # [Qw,Kw,n,1]
     # The GEMM runs in the tokens' dtype; everything after it in ``acc``. Padding rows of A are zeroed
     # so that garbage in padding words (even inf or NaN products) reaches no reduction: the visual to
     # text direction multiplies them by a zero weight, and 0 * inf would be NaN.
-    A = _match(words, patches).to(acc).masked_fill(~mask.unsqueeze(-1), 0.0)  # [Q,K,n,M]
-    logits = A * (1.0 / tau)
+    A = torch.where(valid, _match(words, patches).to(acc), 0.0)  # [Q,K,n,M]
+
+    # Softmaxes are written out (max, exp, sum): torch.softmax copies a non-contiguous input, and A
+    # keeps the layout its GEMM gave (patches innermost).
 
     # Text to visual: each word attends over the patches. w_i . vhat_i = sum_j a_ij A_ij, so only the
     # norm of vhat_i needs the [.., n, d] product.
-    a = torch.softmax(logits, dim=-1)
+    e = torch.sub(A, A.amax(-1, keepdim=True)).mul_(scale).exp_()
+    a = e.div_(e.sum(-1, keepdim=True))
     # vhat_i is formed from a rounded to the patches' dtype; the dot takes the same rounded weights, so
     # the cosine sees one vector and the rounding's change of scale cancels (a no-op in float32).
     a_low = a.to(patches.dtype)
@@ -101,9 +113,10 @@ def interaction(
 
     # Visual to text: each patch attends over the valid words only. what_j = sum_i b_ji w_i would be a
     # [Q,K,M,d] tensor; its dot with p_j is sum_i b_ji A_ij and its squared norm is b_j^T (W W^T) b_j,
-    # so only [Q,K,M,n] tensors are formed (n words << d dims).
-    b = torch.softmax(logits.masked_fill(~mask.unsqueeze(-1), float("-inf")), dim=-2)  # [Q,K,n,M]
-    bt = b.transpose(-1, -2)  # [Q,K,M,n]
+    # so only [Q,K,n,M] tensors are formed (n words << d dims).
+    logits_vt = torch.where(valid, A, float("-inf"))
+    eb = logits_vt.sub_(logits_vt.amax(-2, keepdim=True)).mul_(scale).exp_()  # padding rows: 0
+    b = eb.div_(eb.sum(-2, keepdim=True))  # [Q,K,n,M]
     dot_vt = (b * A).sum(-2)  # [Q,K,M]
     pair = mask.unsqueeze(-1) & mask.unsqueeze(-2)
     gram = torch.matmul(words, words.transpose(-1, -2)).to(acc).masked_fill(~pair, 0.0)  # [Qw,Kw,n,n]
@@ -111,7 +124,7 @@ def interaction(
         # The diagonal |w_i|^2 scales every patch's what_j alike, so its rounding to the tokens' dtype
         # would not average out over the patches; the float32 norms are already at hand.
         gram.diagonal(dim1=-2, dim2=-1).copy_(torch.where(mask, word_norm.square(), 0.0))
-    what_norm = (torch.matmul(bt, gram) * bt).sum(-1).clamp_min(0).sqrt().clamp_min(_EPS)
+    what_norm = (_gram_times(gram, b) * b).sum(-2).clamp_min(0).sqrt().clamp_min(_EPS)
     s_vt = (dot_vt / (_norm(patches, acc).clamp_min(_EPS) * what_norm)).mean(-1)  # [Q,K]
 
     return FTFOutput(
@@ -163,11 +176,9 @@ def _match(words: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
     """
     (Qw, Kw, n, d), (Qp, Kp, M, _) = words.shape, patches.shape
     if Kw == 1 and Kp > 1 and Qw == Qp:  # text queries, each over its own candidates
-        return (
-            (patches.reshape(Qp, Kp * M, d) @ words[:, 0].transpose(-1, -2))
-            .view(Qp, Kp, M, n)
-            .transpose(-1, -2)
-        )
+        # [Q, n, K*M]: the patch axis stays innermost, as the softmax over patches wants it
+        flat = words[:, 0] @ patches.reshape(Qp, Kp * M, d).transpose(-1, -2)
+        return flat.view(Qp, n, Kp, M).transpose(1, 2)
     if Kw == 1 and Qp == 1:  # text queries, all over the same candidates (exhaustive)
         flat = patches[0].reshape(Kp * M, d) @ words[:, 0].reshape(Qw * n, d).T
         return flat.view(Kp, M, Qw, n).permute(2, 0, 3, 1)
@@ -182,19 +193,41 @@ def _match(words: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
 def _attended_norm(a: torch.Tensor, patches: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
     """``|a_i P|`` as ``[Q,K,n]`` in ``acc`` for ``a [Q,K,n,M]``; avoids expanding a shared ``patches``.
 
-    The product is as large as ``W P^T``, so it runs in the patches' dtype (``a`` is in it already);
-    only the norm is in ``acc``.
+    One image per query (its captions as candidates): ``|a_i P|^2 = a_i (P P^T) a_i^T`` with the
+    ``[M, M]`` Gram formed once per query in ``acc``, an ``n M^2`` product per pair in place of
+    ``n M d``. Otherwise the ``[.., n, d]`` product runs in the patches' dtype (``a`` is in it
+    already); only the norm is in ``acc``.
     """
     Q, K, n, M = a.shape
     Qp, Kp, _, _d = patches.shape
-    if Qp == 1 and Kp == K and Q > 1:  # the same candidates for every query
+    if Kp == 1 and Qp == Q:  # one image per query, many captions
+        P = patches[:, 0].to(acc)
+        weights = a.to(acc).reshape(Q, K * n, M)
+        squared = (torch.matmul(weights, P @ P.transpose(-1, -2)) * weights).sum(-1)
+        norm: torch.Tensor = squared.clamp_min(0).sqrt().view(Q, K, n)
+    elif Qp == 1 and Kp == K and Q > 1:  # the same candidates for every query
         shared = a.permute(1, 0, 2, 3).reshape(K, Q * n, M) @ patches[0]
-        norm: torch.Tensor = _norm(shared, acc).view(K, Q, n).permute(1, 0, 2)
-    elif Kp == 1 and K > 1 and Qp == Q:  # one image per query, many captions
-        norm = _norm(a.reshape(Q, K * n, M) @ patches[:, 0], acc).view(Q, K, n)
+        norm = _norm(shared, acc).view(K, Q, n).permute(1, 0, 2)
+    elif Qp == Q and Kp == K:  # each pair its own image: [n, M] x [M, d] products, in chunks
+        pairs = a.reshape(Q * K, n, M)
+        flat = patches.reshape(Q * K, M, _d)
+        step = max(1, _CHUNK_BYTES // ((M + n) * _d * patches.element_size()))
+        norm = torch.cat(
+            [_norm(torch.bmm(pairs[i : i + step], flat[i : i + step]), acc) for i in range(0, Q * K, step)]
+        ).view(Q, K, n)
     else:
         norm = _norm(torch.matmul(a, patches), acc)
     return norm
+
+
+def _gram_times(gram: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``gram @ b`` as ``[Q,K,n,M]`` for ``gram [Qw,Kw,n,n]``; one GEMM per query when every
+    candidate shares the query's words (``Kw == 1``) instead of ``Q K`` products of ``n x n``."""
+    Q, K, n, M = b.shape
+    if gram.shape[1] == 1 and K > 1 and gram.shape[0] == Q:
+        flat = b.transpose(1, 2).reshape(Q, n, K * M)  # a view when A came from _match's t2i GEMM
+        return torch.matmul(gram[:, 0], flat).view(Q, n, K, M).transpose(1, 2)
+    return torch.matmul(gram, b)
 
 
 def accumulation_dtype(*dtypes: torch.dtype) -> torch.dtype:

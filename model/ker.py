@@ -217,7 +217,7 @@ class KERObjective:
         token_ids: torch.Tensor,
         patches: torch.Tensor,
         special_ids: tuple[int, ...],
-        causal: bool,
+        truncate: bool,
         step: int,
     ) -> torch.Tensor:
         """Unweighted KER loss of a batch: mask ``token_ids [B,L]``, run the text tower on the masked
@@ -232,7 +232,7 @@ class KERObjective:
         masked, targets = mask_keywords(
             token_ids.cpu(), self.vocab.token_ids, self.vocab.mask_token_id, generator, self.probability
         )
-        _, words, word_mask = towers.text_features(model, masked.to(patches.device), special_ids, causal)
+        _, words, word_mask = towers.text_features(model, masked.to(patches.device), special_ids, truncate)
         # words are positions 1..n (after the start token); the mask token is a word, so n is unchanged
         targets = targets[:, 1 : 1 + words.shape[1]].to(patches.device)
         return ker_loss(self.decoder(words, word_mask, patches), targets)

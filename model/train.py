@@ -206,7 +206,7 @@ def train(config: TrainConfig, dataset: CaptionDataset, out_dir: Path, resume: b
     model = build_model(config.arch, config.init_checkpoint, seed=config.seed).to(device).train()
     tokenizer = open_clip.get_tokenizer(config.arch)
     specials = special_ids(tokenizer)
-    causal = towers.is_causal(model)
+    truncate = towers.truncatable(model)
     visual: Any = model.visual
     preprocess = open_clip.image_transform(
         visual.image_size,
@@ -287,7 +287,7 @@ def train(config: TrainConfig, dataset: CaptionDataset, out_dir: Path, resume: b
                 if state["step"] >= stop_at:
                     break
                 pixels, ids = pixels.to(device), ids.to(device)
-                v, p, t, w, m = batch_features(model, pixels, ids, specials, causal, autocast)
+                v, p, t, w, m = batch_features(model, pixels, ids, specials, truncate, autocast)
                 anchors = None
                 if eba is not None:
                     anchors = eba.anchors((t * v).sum(-1).detach(), state["epoch"] >= config.eba_start_epoch)
@@ -300,7 +300,7 @@ def train(config: TrainConfig, dataset: CaptionDataset, out_dir: Path, resume: b
                 extra: dict[str, float] = {}
                 if ker is not None:
                     with autocast:
-                        ker_term = ker.loss(model, ids, p, specials, causal, int(state["step"])).float()
+                        ker_term = ker.loss(model, ids, p, specials, truncate, int(state["step"])).float()
                     total = total + config.ker_weight * ker_term
                     extra["ker"] = float(ker_term.detach())
                     extra["loss"] = float(total.detach())
@@ -355,7 +355,7 @@ def batch_features(
     pixels: torch.Tensor,
     ids: torch.Tensor,
     specials: Any,
-    causal: bool,
+    truncate: bool,
     autocast: torch.autocast,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One training batch through both towers: (v, patches, t, words, word mask), float32 for the loss.
@@ -365,7 +365,7 @@ def batch_features(
     """
     with autocast:
         v, p = towers.image_features(model, pixels)
-        t, w, m = towers.text_features(model, ids, specials, causal)
+        t, w, m = towers.text_features(model, ids, specials, truncate)
     return v.float(), p.float(), t.float(), w.float(), m
 
 

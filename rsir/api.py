@@ -41,7 +41,7 @@ class Index:
         return self.loaded.folder.name
 
     def __len__(self) -> int:
-        return len(self.loaded.gallery)
+        return self.engine.n_images
 
     def search_text(self, query: str, k: int = 10, **options: Any) -> list[Hit]:
         """Images for a sentence, best first (``rerank="ftf"`` over the top ``recall_k`` by default)."""

@@ -215,6 +215,11 @@ class SearchEngine:
     def image_id(self, index: int) -> str:
         return self.gallery.ids[index]
 
+    @property
+    def image_ids(self) -> Sequence[str]:
+        """Every image's id in gallery order (one read for a caller's id -> position map)."""
+        return self.gallery.ids
+
     def metadata_row(self, index: int) -> dict[str, Any]:
         """Image ``index``'s metadata, JSON-ready (:meth:`MetadataColumns.row`)."""
         return self.metadata.row(index)

@@ -55,7 +55,10 @@ def engine_config(settings: Settings) -> EngineConfig:
 
 def load_encoder(settings: Settings) -> ClipEncoder:
     checkpoint = settings.checkpoint or default_checkpoint(settings.model)
-    return ClipEncoder(EncoderConfig(arch=settings.model, checkpoint=checkpoint, device=settings.device))
+    config = EncoderConfig(
+        arch=settings.model, checkpoint=checkpoint, device=settings.device, text_dtype=settings.text_dtype
+    )
+    return ClipEncoder(config)
 
 
 def _version() -> str:

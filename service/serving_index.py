@@ -56,7 +56,7 @@ class ServingIndex:
         self._engine = engine
         self.sources = sources
         self._scenes = dict(scenes or {})
-        self._position = {engine.image_id(i): i for i in range(engine.n_images)}
+        self._position = {image_id: i for i, image_id in enumerate(engine.image_ids)}
 
     @classmethod
     def serve(cls, loaded: LoadedIndex, encoder: ClipEncoder, config: EngineConfig) -> ServingIndex:

@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     dtype: Precision = Field(
         Precision.AUTO, description="rerank token dtype: auto (float16 on CUDA, float32 on CPU) or a dtype"
     )
+    text_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="the text tower's dtype: auto = the encoder's (float32 on the CPU); bfloat16 is "
+        "faster only on CPUs with bfloat16 instructions (lab/HISTORY.md, text encoding)",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     index_poll_s: float = Field(2.0, ge=0, description="how often CURRENT is checked; 0 = never")

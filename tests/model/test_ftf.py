@@ -162,3 +162,42 @@ def test_shared_candidates_layouts_match_pairwise() -> None:
             assert shared_i[q, k].item() == pytest.approx(
                 naive_pair(valid, images[q].tolist(), 0.05)[0], abs=1e-9
             )
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 10_000])
+@pytest.mark.parametrize("layout", ["t2i", "i2t", "shared"])
+def test_chunked_batches_give_the_whole_batch_scores(
+    monkeypatch: pytest.MonkeyPatch, layout: str, chunk_bytes: int
+) -> None:
+    # A text query's attended vectors are formed in chunks of pairs (one pair at a time with 1 byte,
+    # a few with 10,000; the other layouts take no chunks): every score, and the attention, as in one go.
+    from rsir.model import ftf
+
+    gen = torch.Generator().manual_seed(31)
+    Q, K, n, M, d = 5, 7, 4, 5, 8
+    texts, mask = _ragged_texts(gen, Q * K, n, d)
+    if layout == "t2i":
+        words, mask = texts[:Q, None], mask[:Q, None]
+        patches = _unit(torch.randn(Q, K, M, d, generator=gen, dtype=torch.float64))
+    elif layout == "i2t":
+        words, mask = texts.view(Q, K, n, d), mask.view(Q, K, n)
+        patches = _unit(torch.randn(Q, 1, M, d, generator=gen, dtype=torch.float64))
+    else:  # the same candidates for every query
+        words, mask = texts[:Q, None], mask[:Q, None]
+        patches = _unit(torch.randn(1, K, M, d, generator=gen, dtype=torch.float64))
+    whole = interaction(words, mask, patches, return_attention=True)
+    monkeypatch.setattr(ftf, "_CHUNK_BYTES", chunk_bytes)
+    chunked = interaction(words, mask, patches, return_attention=True)
+    assert chunked.fine.shape == (Q, K) and chunked.attention is not None and whole.attention is not None
+    for field in ("fine", "s_tv", "s_vt", "attention"):
+        torch.testing.assert_close(getattr(chunked, field), getattr(whole, field), atol=1e-12, rtol=0)
+    q, k = 3, 6  # and one pair against the loop, far from the first chunk
+    valid = [
+        w.tolist()
+        for w, m in zip(
+            words[q, 0 if layout != "i2t" else k], mask[q, 0 if layout != "i2t" else k], strict=True
+        )
+        if m
+    ]
+    image = patches[q if layout != "shared" else 0, k if layout != "i2t" else 0]
+    assert chunked.fine[q, k].item() == pytest.approx(naive_pair(valid, image.tolist(), 0.05)[0], abs=1e-9)

@@ -16,7 +16,7 @@ from rsir.index.versions import load_index
 from rsir.model.encoders import ClipEncoder
 from rsir.model.precision import Precision
 from rsir.search.engine import QueryOptions, SearchEngine
-from rsir.service.app import engine_config
+from rsir.service.app import engine_config, load_encoder
 from rsir.service.settings import Settings
 from tests.service.conftest import LiveServer, TinyIndex, make_settings
 
@@ -34,6 +34,17 @@ def test_rsir_dtype_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch
     assert engine_config(_from_env()).dtype is Precision.BFLOAT16
     monkeypatch.setenv("RSIR_DTYPE", "half")
     with pytest.raises(ValidationError, match="'auto', 'float32', 'float16' or 'bfloat16'"):
+        _from_env()
+
+
+def test_rsir_text_dtype_reaches_the_text_tower(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RSIR_TEXT_DTYPE", "bfloat16")
+    monkeypatch.setenv("RSIR_DEVICE", "cpu")
+    encoder = load_encoder(_from_env())
+    assert encoder.text_dtype == torch.bfloat16 and encoder.dtype == torch.float32
+    assert dict(encoder.model.named_parameters())["token_embedding.weight"].dtype == torch.bfloat16
+    monkeypatch.setenv("RSIR_TEXT_DTYPE", "float16")
+    with pytest.raises(ValidationError, match="text_dtype"):
         _from_env()
 
 
