@@ -38,7 +38,8 @@ log = structlog.get_logger(__name__)
 
 class ServingIndex:
     """One index version as the service sees it: its engine's searches and the few facts about it a
-    response needs (counts, metadata rows, captions' images, the patch grid).
+    response needs (counts, metadata rows, captions' images, the patch grid, the recorded scenes and
+    their chips).
 
     The one module of the service that talks to the engine and reads the loaded index's version facts
     (its manifest and folder name); it asks the engine through its public API only (issue 20), and
