@@ -29,7 +29,7 @@ from rsir.index.originals import Original, OriginalChangedError, OriginalUnavail
 from rsir.index.scenes import read_window
 from rsir.model.errors import DatasetError, InvalidInputError
 from rsir.model.images import decode_image
-from rsir.service.chips import ChipRef, chip_of
+from rsir.service.chips import ChipRef, chip_of, window_of
 from rsir.service.errors import ApiError
 from rsir.service.overlay import overlay, to_jpeg, to_png
 from rsir.service.routes.admission import admitted, image_access
@@ -143,6 +143,13 @@ class _Original:
         chip = chip_of(index, position, image_id, rt.settings.archive_root)
         if chip is not None:
             return _ChipOriginal(chip, index.version)
+        if window_of(index.metadata(position)) is not None:  # a chip whose scene's reading is not recorded
+            raise ApiError(
+                404,
+                "not_found",
+                f"index version {index.version} does not record how the scene of {image_id!r} was read "
+                "(no scenes.json entry); index the scenes again",
+            )
         entry = index.sources.get(image_id)
         if entry is None:
             raise ApiError(

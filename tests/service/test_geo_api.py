@@ -100,6 +100,24 @@ def test_a_changed_or_missing_scene_is_the_servers_500_naming_no_path(
         live.stop()
 
 
+def test_a_chip_whose_scene_reading_is_not_recorded_is_a_404_naming_it(
+    geo: GeoIndex, tiny_encoder: ClipEncoder, tmp_path: Path
+):
+    # A version of chips without scenes.json (written before it existed): its chips are not served as
+    # their scene file's bytes (sources.json names the file), and the answer says what is missing.
+    root = Path(shutil.copytree(geo.root, tmp_path / "index"))
+    for recorded in root.glob("v*/scenes.json"):
+        recorded.unlink()
+    live = LiveServer(make_settings(root, archive_root=geo.archive), tiny_encoder).start()
+    try:
+        with live.client() as client:
+            error = assert_error(client.get("/images/harbour/0_0.png"), 404, "not_found")
+            assert "scenes.json" in error["message"] and "'harbour/0_0.png'" in error["message"]
+            assert_error(client.get("/images/harbour/0_0.png/thumbnail"), 404, "not_found")
+    finally:
+        live.stop()
+
+
 # -- GeoJSON ---------------------------------------------------------------------------------------
 def test_accept_geojson_gives_the_same_hits_as_a_feature_collection(geo: GeoIndex, geo_client: httpx.Client):
     plain = search(geo_client, None)
