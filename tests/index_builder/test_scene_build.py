@@ -24,6 +24,7 @@ from pyproj import Transformer
 from rasterio.transform import from_origin
 
 from rsir.index.originals import read_sources
+from rsir.index.scenes import locate_scene, read_scenes
 from rsir.index.versions import load_index
 from rsir.index_builder.build import BuildInterruptedError, add, build
 from rsir.index_builder.chipper import list_folder
@@ -273,6 +274,13 @@ def test_scene_build_resumes_and_add_keeps_the_base_metadata(
         a, b = v2.metadata.footprint[i], whole.metadata.footprint[i]
         assert (a is None and b is None) or shapely.equals(a, b)
     assert v2.metadata.row(len(v2.gallery.ids) - 1)["scene"] == "more.tif"
+    # scenes.json: the base version's scenes carried, their paths under the widened archive root.
+    first = {i: locate_scene(s, read_sources(whole.folder)) for i, s in read_scenes(whole.folder).items()}
+    now = {i: locate_scene(s, read_sources(v2.folder)) for i, s in read_scenes(v2.folder).items()}
+    assert sorted(now) == ["deg/wgs.tif", "more.tif", "utm.tif"]
+    assert read_sources(v2.folder).root == str(tmp_path.resolve())
+    assert now["utm.tif"] == first["utm.tif"] and now["deg/wgs.tif"] == first["deg/wgs.tif"]
+    assert now["more.tif"].bands[0].href == str((tmp_path / "b" / "more.tif").resolve())
 
 
 @pytest.mark.slow
