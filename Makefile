@@ -13,7 +13,7 @@ DEMO_INDEX := data/demo-index
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install test lint unit bench-ftf bench-load demo demo-index clean browser compose-check
+.PHONY: install test lint unit bench-ftf bench-load demo demo-index clean browser compose-check vendor-map
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -60,6 +60,11 @@ demo: $(DEMO_INDEX)/CURRENT
 # locust (the dev install); from a fresh clone, point VENV at an existing one.
 compose-check:
 	PY="$(abspath $(PY))" scripts/compose-check.sh
+
+# The search page's map (Leaflet, topojson-client, world-atlas) from npm into service/static/vendor/,
+# which is committed: run it only to change their versions (scripts/map-vendor/package.json).
+vendor-map:
+	bash scripts/vendor-map.sh
 
 bench-load: $(STAMP)
 	$(PY) -m bench.load_service --index data/index20k

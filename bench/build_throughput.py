@@ -64,11 +64,14 @@ def forward_rate(archive: Path, n: int, batch_size: int) -> float:
     return len(files) / (time.perf_counter() - t0)
 
 
-def build_run(archive: Path, out: Path, batch_size: int, workers: int) -> dict[str, Any]:
+def build_run(
+    archive: Path, out: Path, batch_size: int, workers: int, extra: list[str] | None = None
+) -> dict[str, Any]:
+    """``rsir build-index`` (plus ``extra`` options) in a child process: its rate and peak RSS."""
     shutil.rmtree(out, ignore_errors=True)
     cmd = [
         sys.executable, "-m", "rsir.cli", "build-index", "--archive", str(archive), "--out", str(out),
-        "--device", "cpu", "--batch-size", str(batch_size), "--workers", str(workers),
+        "--device", "cpu", "--batch-size", str(batch_size), "--workers", str(workers), *(extra or []),
     ]  # fmt: skip
     log = out.with_suffix(".log")
     t0 = time.perf_counter()
@@ -91,6 +94,16 @@ def build_run(archive: Path, out: Path, batch_size: int, workers: int) -> dict[s
     }
 
 
+def result_header() -> dict[str, Any]:
+    """Date, machine and torch threads of a build measurement, with an empty ``runs`` list."""
+    return {
+        "date": str(date.today()),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, no GPU",
+        "torch_threads": torch.get_num_threads(),
+        "runs": [],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sources", type=Path, nargs="+", required=True)
@@ -101,12 +114,7 @@ def main() -> None:
     ap.add_argument("--forward-images", type=int, default=1024)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    result: dict[str, Any] = {
-        "date": str(date.today()),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, no GPU",
-        "torch_threads": torch.get_num_threads(),
-        "runs": [],
-    }
+    result = result_header()
     for n in sorted(args.sizes):
         archive = prepare(args.sources, n, args.work / f"archive{n}")
         run = build_run(archive, args.work / f"index{n}", args.batch_size, args.workers)

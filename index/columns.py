@@ -1,7 +1,8 @@
 """Per-image metadata as columns in gallery order (the in-memory form of a version's metadata.parquet).
 
-An unknown value is NaN (bbox), ``TIME_UNKNOWN`` (time) or ``None`` (sensor); filters over these
-columns live in :mod:`rsir.search.filters`.
+An unknown value is NaN (bbox, numeric properties), ``TIME_UNKNOWN`` (time) or ``None`` (sensor,
+footprint, scene); filters over these columns live in :mod:`rsir.search.filters`. A bbox whose west is
+greater than its east crosses the antimeridian (GeoJSON's convention).
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
+import shapely
 from numpy.typing import NDArray
 
 from rsir.model.errors import InvalidInputError
@@ -23,6 +26,11 @@ TIME_UNKNOWN = int(np.iinfo(np.int64).min)
 class MetadataColumns:
     """Metadata of ``n`` images: bbox corners in degrees (NaN: unknown), ``time`` in unix seconds
     (``TIME_UNKNOWN``: unknown), ``sensor`` (``None``: unknown), ``tags``, and ``extra`` string columns.
+
+    Chips of georeferenced scenes add ``footprint`` (shapely geometries in WGS84, ``None``: unknown),
+    ``scene`` (the scene's id), ``window`` (``[N,4]`` col_off, row_off, width, height in the scene's
+    pixels; -1: not a chip) and ``numeric`` float columns (``eo:cloud_cover``, ``gsd``...; NaN:
+    unknown). A version written before scenes has none of these: they load all unknown.
     """
 
     lon_min: NDArray[np.float64]
@@ -33,9 +41,17 @@ class MetadataColumns:
     sensor: NDArray[np.object_]
     tags: list[frozenset[str]]
     extra: dict[str, NDArray[np.object_]] = field(default_factory=dict)
+    footprint: NDArray[np.object_] | None = None  # None: no image has one
+    scene: NDArray[np.object_] | None = None
+    window: NDArray[np.int64] | None = None
+    numeric: dict[str, NDArray[np.float64]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.tags)
+        if self.window is not None and self.window.shape != (n, 4):
+            raise InvalidInputError(
+                f"metadata column window has shape {self.window.shape}, expected ({n}, 4)"
+            )
         arrays = {
             "lon_min": self.lon_min,
             "lat_min": self.lat_min,
@@ -44,6 +60,9 @@ class MetadataColumns:
             "time": self.time,
             "sensor": self.sensor,
             **{f"extra[{k!r}]": v for k, v in self.extra.items()},
+            **{f"numeric[{k!r}]": v for k, v in self.numeric.items()},
+            **({"footprint": self.footprint} if self.footprint is not None else {}),
+            **({"scene": self.scene} if self.scene is not None else {}),
         }
         for name, array in arrays.items():
             if array.shape != (n,):
@@ -66,6 +85,26 @@ class MetadataColumns:
     def __len__(self) -> int:
         return len(self.tags)
 
+    @cached_property
+    def shapes(self) -> NDArray[np.object_]:
+        """What ``intersects`` tests per image: its footprint, else its bbox as a box (split in two when
+        it crosses the antimeridian), else ``None``."""
+        out = np.full(len(self), None, dtype=object)
+        box = ~(
+            np.isnan(self.lon_min) | np.isnan(self.lat_min) | np.isnan(self.lon_max) | np.isnan(self.lat_max)
+        )
+        for i in np.flatnonzero(box):
+            out[i] = bbox_shape(self.lon_min[i], self.lat_min[i], self.lon_max[i], self.lat_max[i])
+        if self.footprint is not None:
+            known = np.fromiter((g is not None for g in self.footprint), np.bool_, len(self))
+            out[known] = self.footprint[known]
+        return out
+
+    @cached_property
+    def tree(self) -> shapely.STRtree:
+        """A spatial index over :attr:`shapes` (built on the first ``intersects`` filter)."""
+        return shapely.STRtree(self.shapes)
+
     def row(self, i: int) -> dict[str, Any]:
         """JSON-ready metadata of image ``i``; unknown fields are ``None`` (``tags``: ``[]``)."""
         box = [float(self.lon_min[i]), float(self.lat_min[i]), float(self.lon_max[i]), float(self.lat_max[i])]
@@ -81,7 +120,24 @@ class MetadataColumns:
         for name, column in self.extra.items():
             if column[i] is not None:
                 out[name] = str(column[i])
+        # Scene fields only where known, so a tile's row is what it was before scenes existed.
+        for name, values in self.numeric.items():
+            if not math.isnan(values[i]):
+                out[name] = float(values[i])
+        if self.scene is not None and self.scene[i] is not None:
+            out["scene"] = str(self.scene[i])
+        if self.window is not None and self.window[i, 0] >= 0:
+            out["window"] = [int(v) for v in self.window[i]]
+        if self.footprint is not None and self.footprint[i] is not None:
+            out["footprint"] = shapely.geometry.mapping(self.footprint[i])
         return out
+
+
+def bbox_shape(west: float, south: float, east: float, north: float) -> shapely.Geometry:
+    """A bbox as a geometry; west > east crosses the antimeridian and gives two boxes."""
+    if west <= east:
+        return shapely.box(west, south, east, north)
+    return shapely.MultiPolygon([shapely.box(west, south, 180, north), shapely.box(-180, south, east, north)])
 
 
 def format_time(unix: int) -> str:

@@ -1,4 +1,9 @@
-"""Reading a version's ``metadata.parquet`` (written by :mod:`rsir.index_builder.metadata`) into columns."""
+"""Reading a version's ``metadata.parquet`` (written by :mod:`rsir.index_builder.metadata`) into columns.
+
+Columns written for scenes' chips (``footprint`` WKB, ``scene``, ``window``, float properties) are
+read into :class:`MetadataColumns`' geo fields; a file without them (a version built before scenes)
+loads with them unknown.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,28 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import shapely
 from numpy.typing import NDArray
 
 from rsir.index.columns import TIME_UNKNOWN, MetadataColumns
 from rsir.index.errors import IndexFormatError
 
 METADATA_FILE = "metadata.parquet"
-_KNOWN = frozenset({"id", "lon_min", "lat_min", "lon_max", "lat_max", "time", "sensor", "tags"})
+_KNOWN = frozenset(
+    {
+        "id",
+        "lon_min",
+        "lat_min",
+        "lon_max",
+        "lat_max",
+        "time",
+        "sensor",
+        "tags",
+        "footprint",
+        "scene",
+        "window",
+    }
+)
 _NO_TAGS: frozenset[str] = frozenset()
 
 
@@ -66,6 +86,27 @@ def columns_from_table(table: pa.Table) -> MetadataColumns:
         tags = [
             seen.get(key) or seen.setdefault(key, frozenset(key)) for key in map(_tag_key, column.to_pylist())
         ]
+    footprint = None
+    if "footprint" in names:
+        try:
+            footprint = np.asarray(shapely.from_wkb(table.column("footprint").to_pylist()), dtype=object)
+        except shapely.errors.GEOSException as exc:
+            raise IndexFormatError(f"metadata footprints are not valid WKB: {exc}") from exc
+    window = None
+    if "window" in names:
+        window = np.full((n, 4), -1, np.int64)
+        for i, w in enumerate(table.column("window").to_pylist()):
+            if w is not None and len(w) == 4:
+                window[i] = w
+    numeric = {
+        name: floats(name)
+        for name in table.column_names
+        if name not in _KNOWN
+        and (
+            pa.types.is_floating(table.schema.field(name).type)
+            or pa.types.is_integer(table.schema.field(name).type)
+        )
+    }
     return MetadataColumns(
         lon_min=floats("lon_min"),
         lat_min=floats("lat_min"),
@@ -74,5 +115,11 @@ def columns_from_table(table: pa.Table) -> MetadataColumns:
         time=time,
         sensor=strings("sensor"),
         tags=tags,
-        extra={name: strings(name) for name in table.column_names if name not in _KNOWN},
+        extra={
+            name: strings(name) for name in table.column_names if name not in _KNOWN and name not in numeric
+        },
+        footprint=footprint,
+        scene=strings("scene") if "scene" in names else None,
+        window=window,
+        numeric=numeric,
     )

@@ -16,7 +16,8 @@ A built index also holds ``recall.faiss`` / ``caption_recall.faiss`` (the FAISS 
 trains nothing), ``metadata.parquet``, ``skipped.json`` (files the build left out, with reasons),
 ``tombstones.json`` (ids deleted since the build; search never returns them) and ``sources.json``
 (``{id: [path]}`` or ``{id: [tar_path, offset, size]}``: where each image's original bytes are, so
-they can be served; see :mod:`rsir.index.originals`).
+they can be served; see :mod:`rsir.index.originals`); a version of scene chips also ``scenes.json`` (how
+each scene's chips were read: bands, nodata, reflectance rule or stretch; see :mod:`rsir.index.scenes`).
 
 :func:`validate_version` checks a version's files against its manifest (presence, JSON, array
 headers, counts, dims and byte sizes; FAISS indexes readable and of the right size) without reading
@@ -191,7 +192,7 @@ def validate_version(folder: Path, check_faiss: bool = True) -> Manifest:
         _npy(folder, "caption_vectors.npy", (m.n_captions, m.dim))
         words = _tokens(folder, "caption_tokens", m.token_codec, m.n_captions, m.dim)
         _npy(folder, "caption_mask.npy", (m.n_captions, words))
-    for name, kind in ((TOMBSTONES, list), ("sources.json", dict)):
+    for name, kind in ((TOMBSTONES, list), ("sources.json", dict), ("scenes.json", dict)):
         if (folder / name).is_file():
             _json_file(folder, name, kind)
     # The methods' optional arrays: only their integrity is checked here (their shapes are theirs).

@@ -95,10 +95,12 @@ def assemble(
     base: LoadedIndex | None = None,
     extra: dict[str, Any] | None = None,
     chunk: int = 2048,
+    left_out: Sequence[dict[str, str]] = (),
 ) -> tuple[Manifest, list[dict[str, str]]]:
     """Write the version folder ``staged`` (manifest last) from ``base`` plus shards ``numbers``.
 
-    Returns the manifest and the shards' skipped files (also written to ``skipped.json``).
+    Returns the manifest and the skipped files: ``left_out`` (scenes the listing could not use) and
+    the shards' (also written to ``skipped.json``).
     """
     staged.mkdir(parents=True)
     parts = ([_Part.of_version(base)] if base is not None else []) + [
@@ -137,7 +139,7 @@ def assemble(
     write_captions(staged, texts, cap_image.tolist())
     write_recall(staged, factory, base.folder if base is not None else None)
     write_metadata(staged / "metadata.parquet", ids, metadata)
-    skipped = [s for p in parts for s in p.skipped]
+    skipped = [*left_out, *(s for p in parts for s in p.skipped)]
     write_text(staged / SKIPPED, json.dumps(skipped, indent=1))
     write_tombstones(staged, read_tombstones(base.folder) if base else [])
     manifest = Manifest(

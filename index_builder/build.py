@@ -47,6 +47,7 @@ from rsir.index.originals import (
     relative_to,
     write_sources,
 )
+from rsir.index.scenes import Scene, is_remote, locate_scene, read_scenes, write_scenes
 from rsir.index.versions import (
     MANIFEST,
     TOMBSTONES,
@@ -63,12 +64,15 @@ from rsir.index.versions import (
 )
 from rsir.index_builder import shards
 from rsir.index_builder.assemble import assemble
+from rsir.index_builder.chipper import SceneListing
 from rsir.index_builder.config import BuildConfig
 from rsir.index_builder.embed import ShardAccumulator, decode_batches, shard_batches
 from rsir.index_builder.extras import write_extras
-from rsir.index_builder.metadata import read_metadata
+from rsir.index_builder.listing import list_archive
+from rsir.index_builder.metadata import base_rows, read_metadata
 from rsir.index_builder.progress import progress_log
-from rsir.index_builder.sources import ArchiveItem, scan_archive
+from rsir.index_builder.scenes import read_chip
+from rsir.index_builder.sources import ArchiveItem
 from rsir.model.encoders import ClipEncoder, default_hash_heads
 from rsir.model.errors import DatasetError, InvalidInputError
 
@@ -106,10 +110,11 @@ def build(
         raise InvalidInputError(
             f"{root} already holds an index ({list_versions(root)}); use `rsir index add`"
         )
-    items = scan_archive(archive, config.split)
-    if not items:
-        raise DatasetError(f"archive {archive} holds no images")
-    return _run(items, root, encoder, config, metadata, None, archive)
+    listing = list_archive(archive, config)
+    if not listing.items:
+        reasons = "; ".join(f"{s['id']}: {s['reason']}" for s in listing.skipped[:3])
+        raise DatasetError(f"archive {archive} holds no images" + (f" ({reasons})" if reasons else ""))
+    return _run(listing.items, root, encoder, config, metadata, None, archive, listing)
 
 
 def add(
@@ -118,10 +123,11 @@ def add(
     """A new version: the current one plus the archive's images whose ids it does not hold yet."""
     base = load_index(root, encoder.describe())
     known = set(base.gallery.ids)
-    items = [i for i in scan_archive(archive, config.split) if i.id not in known]
+    listing = list_archive(archive, config)
+    items = [i for i in listing.items if i.id not in known]
     if not items:
         raise InvalidInputError(f"{archive} has no images that {base.folder.name} does not already hold")
-    return _run(items, Path(root), encoder, config, metadata, base, archive)
+    return _run(items, Path(root), encoder, config, metadata, base, archive, listing)
 
 
 def delete(root: Path, ids: Sequence[str]) -> Path:
@@ -155,15 +161,19 @@ def _run(
     metadata: Path | None,
     base: LoadedIndex | None,
     archive: Path,
+    listing: SceneListing,
 ) -> BuildReport:
     t0 = time.perf_counter()
     source = str(archive)
     archive_root = archive_root_of(archive)
     check_factory(encoder.dim, config.factory)
-    rows = read_metadata(metadata) if metadata is not None else {}
-    for item in items:  # metadata shipped inside tar shards, under the file's own
+    rows = base_rows(base.folder) if base is not None else {}
+    rows |= read_metadata(metadata) if metadata is not None else {}
+    for item in items:  # metadata shipped inside tar shards or read from scenes, under the file's own
         if item.meta:
-            rows[item.id] = {**{k: str(v) for k, v in item.meta.items()}, **rows.get(item.id, {})}
+            # A chip's row is typed (footprint WKB, window, numbers); a tar member's JSON is kept as text.
+            own = item.meta if item.chip is not None else {k: str(v) for k, v in item.meta.items()}
+            rows[item.id] = {**own, **rows.get(item.id, {})}
     work = root / WORK / _plan_key(items, encoder, config, base)
     work.mkdir(parents=True, exist_ok=True)
     shards.clear_partial(work)
@@ -198,13 +208,19 @@ def _run(
         metadata=rows,
         base=base,
         extra=extra,
+        left_out=listing.skipped,
     )
     if manifest.n_images == 0:
         shutil.rmtree(staged)
         raise DatasetError(f"no image of {source} could be decoded ({len(skipped)} skipped)")
     ids = read_ids(staged)
     recorded = _recorded_originals(work, range(len(bounds)))
-    write_sources(staged, version_sources(ids, items, base, recorded, config.archive_root or archive_root))
+    sources = version_sources(ids, items, base, recorded, config.archive_root or archive_root)
+    write_sources(staged, sources)
+    scenes = version_scenes(ids, items, base)
+    if scenes:  # a version of tiles only stays as it was before scenes
+        write_scenes(staged, scenes, sources.root)
+    nodata = sum(len(shards.read_shard_meta(work, n).get("nodata", [])) for n in range(len(bounds)))
     heads = config.hash_heads or default_hash_heads(encoder.config.arch, encoder.config.checkpoint)
     write_extras(staged, heads)
     version = publish(root, staged, name)
@@ -213,12 +229,13 @@ def _run(
         version=version,
         n_images=manifest.n_images,
         n_captions=manifest.n_captions,
-        n_new=len(items) - len(skipped),
+        n_new=len(items) - len(skipped) - nodata + len(listing.skipped),
         n_embedded=sum(bounds[n][1] - bounds[n][0] for n in pending),
         skipped=skipped,
         seconds=time.perf_counter() - t0,
         embed_seconds=embed_seconds,
         shards_reused=reused,
+        extra=_scene_report(items, nodata, listing) if config.chips or listing.missing else {},
     )
 
 
@@ -243,7 +260,7 @@ def version_sources(
     new_ids = {item.id for item in new}
     carried = {i: e for i, e in old.items.items() if i in wanted and i not in new_ids}
     relative_old = {i: old.locate(e) for i, e in carried.items() if not Path(e.path).is_absolute()}
-    paths = {item.id: Path(item.path).resolve() for item in new}
+    paths = {item.id: Path(item.path).resolve() for item in new if not _remote(item)}
     root = common_root(Path(root).resolve(), [*paths.values(), *relative_old.values()])
     out: dict[str, Original] = {
         i: Original(relative_to(root, relative_old[i]), e.offset, e.size, e.digest)
@@ -254,11 +271,42 @@ def version_sources(
     for item in new:
         size, hashed = recorded.get(item.id) or _size_and_digest(item)
         offset = item.span[0] if item.span is not None else None
-        out[item.id] = Original(relative_to(root, paths[item.id]), offset, int(size), str(hashed))
+        # A chip of a scene in object storage keeps its GDAL path (absolute, like format 1's entries).
+        where = (
+            item.chip.scene.bands[0].href
+            if _remote(item) and item.chip
+            else relative_to(root, paths[item.id])
+        )
+        out[item.id] = Original(where, offset, int(size), str(hashed))
     return Sources(str(root), out)
 
 
+def version_scenes(
+    ids: Sequence[str], items: Sequence[ArchiveItem], base: LoadedIndex | None
+) -> dict[str, Scene]:
+    """How each scene of a version's chips was read (the service reads a chip's pixels again by it):
+    the base version's scenes and those of the new chips among ``ids``."""
+    out = {}
+    if base is not None:
+        located = read_sources(base.folder)
+        out = {i: locate_scene(scene, located) for i, scene in read_scenes(base.folder).items()}
+    wanted = set(ids)
+    out |= {i.chip.scene.id: i.chip.scene for i in items if i.chip is not None and i.id in wanted}
+    return out
+
+
+def _scene_report(items: Sequence[ArchiveItem], nodata: int, listing: SceneListing) -> dict[str, Any]:
+    chips = sum(i.chip is not None for i in items)
+    return {"chips": chips, "chips_nodata": nodata, "scenes_missing": listing.missing}
+
+
+def _remote(item: ArchiveItem) -> bool:
+    return item.chip is not None and is_remote(item.chip.scene.bands[0].href)
+
+
 def _size_and_digest(item: ArchiveItem) -> tuple[int, str]:
+    if item.chip is not None:
+        return item.chip.file_size, read_chip(item.chip).digest
     data = item.read_bytes()
     return len(data), digest(data)
 
@@ -294,14 +342,14 @@ def _embed_local(
                 acc.add(batch)
                 progress.advance(task, len(batch))
                 if log is not None:
-                    log.advance(len(batch), sum(d.pixels is None for d in batch))
+                    log.advance(len(batch), sum(d.pixels is None and not d.nodata for d in batch))
             shards.write_shard(work, number, acc.finish())
     if log is not None:
         log.close()
 
 
 def _plan_config(config: BuildConfig) -> dict[str, Any]:
-    return {
+    plan: dict[str, Any] = {
         "shard_size": config.shard_size,
         "batch_size": config.batch_size,
         "max_pixels": config.max_pixels,
@@ -309,6 +357,9 @@ def _plan_config(config: BuildConfig) -> dict[str, Any]:
         "factory": config.factory,
         "split": config.split,
     }
+    if config.chips is not None:  # absent for tiles, so a tile build's plan is the same as before scenes
+        plan |= {"chips": dataclasses.asdict(config.chips), "bands": config.bands}
+    return plan
 
 
 def _plan_key(
@@ -323,7 +374,8 @@ def _plan_key(
     }
     h.update(json.dumps(plan, sort_keys=True).encode())
     for item in items:
-        h.update(f"{item.id}\0{item.path}\0{item.span}\0{len(item.captions)}\n".encode())
+        window = f"\0{item.chip.window}" if item.chip is not None else ""
+        h.update(f"{item.id}\0{item.path}\0{item.span}\0{len(item.captions)}{window}\n".encode())
     return h.hexdigest()[:16]
 
 

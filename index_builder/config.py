@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from rsir.index.tokens import CODECS, Codec
+from rsir.index_builder.chips import ChipConfig
 from rsir.model.errors import InvalidInputError
 from rsir.model.images import DEFAULT_MAX_PIXELS
 
@@ -36,6 +37,10 @@ class BuildConfig:
     # What sources.json paths are relative to (None: the archive folder, or the folder holding the
     # archive file); the server resolves them against RSIR_ARCHIVE_ROOT, the same folder mounted there.
     archive_root: Path | None = None
+    # Cut georeferenced scenes into chips (None: list the archive as tiles, as before scenes existed;
+    # a STAC catalog is always chipped, with ChipConfig's defaults); ``bands``: a preset or R,G,B list.
+    chips: ChipConfig | None = None
+    bands: str = "rgb"
 
     def __post_init__(self) -> None:
         if self.shard_size < 1 or self.batch_size < 1 or self.workers < 0:

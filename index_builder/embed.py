@@ -12,13 +12,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from rsir.index.originals import digest
+from rsir.index.scenes import OpenRasters
+from rsir.index_builder.scenes import Chip, read_chip
 from rsir.index_builder.shards import Shard
 from rsir.index_builder.sources import ArchiveItem
 from rsir.model.encoders import ClipEncoder
-from rsir.model.errors import ImageDecodeError
+from rsir.model.errors import DatasetError, ImageDecodeError
 from rsir.model.features import TextFeatures
 from rsir.model.images import DEFAULT_MAX_PIXELS, decode_image
 
@@ -33,6 +36,7 @@ class Decoded:
     error: str | None
     size: int = 0
     digest: str = ""
+    nodata: bool = False  # a chip left out for being mostly nodata (counted, not an error)
 
 
 class DecodeDataset(Dataset[Decoded]):
@@ -42,12 +46,15 @@ class DecodeDataset(Dataset[Decoded]):
         self.items = items
         self.preprocess = preprocess
         self.max_pixels = max_pixels
+        self.rasters = OpenRasters()  # scenes' files stay open in each loader worker between chips
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, position: int) -> Decoded:
         item = self.items[position]
+        if item.chip is not None:
+            return self._chip(position, item.chip)
         try:
             data = item.read_bytes()
             image = decode_image(data, max_pixels=self.max_pixels)
@@ -56,6 +63,22 @@ class DecodeDataset(Dataset[Decoded]):
             return Decoded(position, None, str(exc).removeprefix("upload: "))
         except OSError as exc:  # unreadable file, vanished file, short tar member
             return Decoded(position, None, f"unreadable: {exc}")
+
+    def _chip(self, position: int, chip: Chip) -> Decoded:
+        if chip.out_side * chip.out_side > self.max_pixels:
+            return Decoded(
+                position, None, f"chip of {chip.out_side}^2 pixels, over the limit of {self.max_pixels}"
+            )
+        try:
+            read = read_chip(chip, self.rasters)
+        except DatasetError as exc:
+            return Decoded(position, None, str(exc))
+        nodata = 1.0 - read.valid_fraction
+        if nodata > chip.max_nodata:
+            return Decoded(position, None, f"{nodata:.0%} nodata", nodata=True)
+        return Decoded(
+            position, self.preprocess(Image.fromarray(read.rgb)), None, chip.file_size, read.digest
+        )
 
 
 def _collate(batch: list[Decoded]) -> list[Decoded]:
@@ -97,14 +120,18 @@ class ShardAccumulator:
         self.kept: list[ArchiveItem] = []
         self.originals: dict[str, tuple[int, str]] = {}  # id -> (size, digest) of the bytes indexed
         self.skipped: list[dict[str, str]] = []
+        self.nodata: list[str] = []  # chips left out as mostly nodata
         self.vectors: list[np.ndarray] = []
         self.patches: list[np.ndarray] = []
 
     def add(self, batch: Sequence[Decoded]) -> None:
         good = [d for d in batch if d.pixels is not None]
         self.skipped += [
-            {"id": self.items[d.position].id, "reason": str(d.error)} for d in batch if d.pixels is None
+            {"id": self.items[d.position].id, "reason": str(d.error)}
+            for d in batch
+            if d.pixels is None and not d.nodata
         ]
+        self.nodata += [self.items[d.position].id for d in batch if d.nodata]
         if not good:
             return
         self.kept += [self.items[d.position] for d in good]
@@ -138,4 +165,5 @@ class ShardAccumulator:
             caption_tokens=t.tokens.cpu().numpy().astype(np.float16),
             caption_mask=t.mask.cpu().numpy(),
             originals=self.originals,
+            nodata=self.nodata,
         )

@@ -4,6 +4,11 @@ Recognised columns (all optional except ``id``): ``id`` (the image id as the arc
 its relative path), ``lon_min, lat_min, lon_max, lat_max`` (footprint bbox, degrees), ``time``
 (acquisition time, ISO 8601), ``sensor``, ``tags`` (a list in JSONL; ``;``-separated in CSV).
 Unknown columns are kept as strings. Images without a row get nulls.
+
+Chips of georeferenced scenes (:mod:`rsir.index_builder.chipper`) bring typed values: ``footprint`` (WKB
+bytes, WGS84), ``window`` (4 ints), ``scene`` and numeric properties (``eo:cloud_cover``, ``gsd``...),
+written as float64 columns (NaN or null: unknown). With footprints the file is GeoParquet 1.1: the
+``geo`` file metadata names ``footprint`` as the primary geometry column (WKB, OGC:CRS84, its bbox).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import shapely
+from pyproj import CRS
 
 from rsir.index.atomic import atomic_path
 from rsir.model.errors import DatasetError
@@ -84,17 +91,70 @@ def _parse_row(row: dict[str, Any], where: str) -> dict[str, Any]:
     return parsed
 
 
+GEOMETRY = "footprint"
+GEOPARQUET_VERSION = "1.1.0"
+
+
 def write_metadata(path: Path, ids: Sequence[str], rows: dict[str, dict[str, Any]]) -> None:
-    """One Parquet row per gallery image, in gallery order; extra columns appended as strings."""
+    """One Parquet row per gallery image, in gallery order; extra columns appended by the type of their
+    values (see the module's doc), GeoParquet metadata when there are footprints."""
     extra = sorted({k for r in rows.values() for k in r} - set(SCHEMA.names))
+    columns = {name: [rows.get(i, {}).get(name) for i in ids] for name in [*SCHEMA.names, *extra]}
+    columns["id"] = list(ids)
     schema = SCHEMA
     for name in extra:
-        schema = schema.append(pa.field(name, pa.string()))
-    columns = {name: [rows.get(i, {}).get(name) for i in ids] for name in schema.names}
-    columns["id"] = list(ids)
+        kind = _column_type(name, columns[name])
+        if kind == pa.string():
+            columns[name] = [None if v is None else str(v) for v in columns[name]]
+        schema = schema.append(pa.field(name, kind))
+    if GEOMETRY in extra:
+        schema = schema.with_metadata({b"geo": json.dumps(geo_metadata(columns[GEOMETRY])).encode()})
     table = pa.table(columns, schema=schema)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
+
+
+def _column_type(name: str, values: list[Any]) -> pa.DataType:
+    known = [v for v in values if v is not None]
+    if name == GEOMETRY:
+        return pa.binary()
+    if name == "window":
+        return pa.list_(pa.int64())
+    if known and all(isinstance(v, int | float) and not isinstance(v, bool) for v in known):
+        return pa.float64()
+    return pa.string()
+
+
+def geo_metadata(wkb: list[bytes | None]) -> dict[str, Any]:
+    """GeoParquet's ``geo`` file metadata for WKB footprints in WGS84 longitude, latitude."""
+    shapes = shapely.from_wkb([w for w in wkb if w is not None])
+    bounds = [float(v) for v in shapely.total_bounds(shapes)] if len(shapes) else []
+    types = sorted({str(t) for t in shapely.get_type_id(shapes)})
+    names = {"3": "Polygon", "6": "MultiPolygon", "0": "Point", "1": "LineString", "7": "GeometryCollection"}
+    return {
+        "version": GEOPARQUET_VERSION,
+        "primary_column": GEOMETRY,
+        "columns": {
+            GEOMETRY: {
+                "encoding": "WKB",
+                "geometry_types": [names.get(t, "Unknown") for t in types],
+                "crs": CRS.from_user_input("OGC:CRS84").to_json_dict(),
+                "bbox": bounds,
+            }
+        },
+    }
+
+
+def base_rows(folder: Path) -> dict[str, dict[str, Any]]:
+    """``{id: row}`` of a version's metadata (what ``add`` carries into the next version)."""
+    file = Path(folder) / "metadata.parquet"
+    if not file.is_file():
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for row in pq.read_table(file).to_pylist():
+        ident = row.pop("id")
+        out[str(ident)] = {k: v for k, v in row.items() if v is not None and v != []}
+    return out
 
 
 def read_metadata_table(path: Path) -> pa.Table:

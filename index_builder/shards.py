@@ -34,6 +34,7 @@ class Shard:
     caption_tokens: NDArray[np.float16]
     caption_mask: NDArray[np.bool_]
     originals: dict[str, tuple[int, str]] = field(default_factory=dict)  # id -> (size, digest)
+    nodata: list[str] = field(default_factory=list)  # chips left out as mostly nodata
 
 
 def shard_dir(work: Path, number: int) -> Path:
@@ -62,6 +63,7 @@ def write_shard(work: Path, number: int, shard: Shard) -> None:
         "skipped": shard.skipped,
         "captions": shard.captions,
         "originals": {i: list(v) for i, v in shard.originals.items()},
+        "nodata": shard.nodata,
     }
     (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
     arrays: dict[str, NDArray[Any]] = {

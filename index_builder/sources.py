@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rsir.index_builder.scenes import Chip
 from rsir.model.datasets import load_karpathy
 from rsir.model.errors import DatasetError
 
@@ -31,7 +32,9 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".
 
 @dataclass(frozen=True)
 class ArchiveItem:
-    """One image to index: a file, or the byte range ``span`` (offset, size) of a member of a tar shard.
+    """One image to index: a file, the byte range ``span`` (offset, size) of a member of a tar shard, or
+    a ``chip`` (a window of a georeferenced scene, :mod:`rsir.index_builder.scenes`; ``path`` is then the
+    scene's file).
 
     Shards are plain (uncompressed) tars, as webdataset writes them, so a member is read with one seek
     instead of a scan of the shard's headers.
@@ -42,6 +45,7 @@ class ArchiveItem:
     span: tuple[int, int] | None = None
     captions: tuple[str, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
+    chip: Chip | None = None
 
     def read_bytes(self) -> bytes:
         if self.span is None:

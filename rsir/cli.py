@@ -21,6 +21,7 @@ from rsir.search.options import HashPpsr, Recall, Rerank, Sar
 
 if TYPE_CHECKING:
     from rsir.index_builder.build import BuildReport
+    from rsir.index_builder.chips import ChipConfig
     from rsir.index_builder.config import BuildConfig
     from rsir.model.encoders import ClipEncoder
 
@@ -319,9 +320,27 @@ ArchiveOpt = Annotated[
     typer.Option(
         "--archive",
         help="a folder of images, a folder of webdataset .tar shards (or one .tar), "
-        "or a Karpathy-style caption .json (or a folder holding dataset.json)",
+        "a Karpathy-style caption .json (or a folder holding dataset.json), "
+        "or a STAC catalog/collection/ItemCollection .json (its scenes are cut into chips)",
     ),
 ]
+ChipSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="cut georeferenced GeoTIFF/COG scenes into chips of this many pixels (default: "
+        "no chipping, every file is one image; a STAC catalog is always chipped, at 224)"
+    ),
+]
+OverlapOpt = Annotated[float, typer.Option(help="fraction of a chip shared with its neighbour (0 <= x < 1)")]
+GsdOpt = Annotated[float | None, typer.Option(help="resample chips to this ground resolution (metres/pixel)")]
+BandsOpt = Annotated[
+    str,
+    typer.Option(
+        help="R,G,B bands of scenes: a preset (rgb, naip, sentinel2-l2a, landsat-c2-l2) or "
+        "three 1-based indexes or band names, e.g. 4,3,2 or B04,B03,B02"
+    ),
+]
+MaxNodataOpt = Annotated[float, typer.Option(help="leave out chips with more nodata than this fraction")]
 MetadataOpt = Annotated[
     Path | None, typer.Option(help="CSV or JSONL: id, lon_min, lat_min, lon_max, lat_max, time, sensor, tags")
 ]
@@ -348,10 +367,14 @@ def _build_options(
     engine: str,
     ray_actors: int,
     progress_every: float = 30.0,
+    chips: ChipConfig | None = None,
+    bands: str = "rgb",
 ) -> BuildConfig:
     from rsir.index_builder.config import BuildConfig
 
     return BuildConfig(
+        chips=chips,
+        bands=bands,
         shard_size=shard_size,
         batch_size=batch_size,
         workers=workers,
@@ -366,6 +389,17 @@ def _build_options(
     )
 
 
+def _chip_config(
+    chip_size: int | None, overlap: float, gsd: float | None, max_nodata: float
+) -> ChipConfig | None:
+    """Chipping when any chip option is given (``--chip-size`` alone, or with its defaults)."""
+    from rsir.index_builder.chips import ChipConfig
+
+    if chip_size is None and overlap == 0 and gsd is None and max_nodata == 0.5:
+        return None
+    return ChipConfig(chip_size or 224, overlap, gsd, max_nodata)
+
+
 def _report_build(report: BuildReport) -> None:
     console = Console()
     console.print(
@@ -374,6 +408,12 @@ def _report_build(report: BuildReport) -> None:
         f"({report.images_per_second:.1f} img/s), {report.shards_reused} shards reused from an earlier run",
         soft_wrap=True,
     )
+    if report.extra.get("chips"):
+        console.print(
+            f"{report.extra['chips']} chips listed, {report.extra['chips_nodata']} left out as mostly nodata"
+        )
+    for row in report.extra.get("scenes_missing", [])[:10]:
+        _err.print(f"  {row['id']}: indexed without {row['missing']}")
     if report.skipped:
         from rsir.index.versions import SKIPPED
 
@@ -403,6 +443,11 @@ def build_index_cmd(
     engine: EngineOpt = "local",
     ray_actors: RayActorsOpt = 2,
     progress_every: ProgressEveryOpt = 30.0,
+    chip_size: ChipSizeOpt = None,
+    overlap: OverlapOpt = 0.0,
+    gsd: GsdOpt = None,
+    bands: BandsOpt = "rgb",
+    max_nodata: MaxNodataOpt = 0.5,
 ) -> None:
     """Embed an image archive into a new index root (resumable: run it again after a kill).
 
@@ -413,7 +458,17 @@ def build_index_cmd(
 
     encoder = _encoder(model, checkpoint, device, batch_size)
     config = _build_options(
-        shard_size, batch_size, workers, token_codec, factory, split, engine, ray_actors, progress_every
+        shard_size,
+        batch_size,
+        workers,
+        token_codec,
+        factory,
+        split,
+        engine,
+        ray_actors,
+        progress_every,
+        _chip_config(chip_size, overlap, gsd, max_nodata),
+        bands,
     )
     _report_build(build(archive, out, encoder, config, metadata))
 
@@ -439,16 +494,39 @@ def index_add_cmd(
     engine: EngineOpt = "local",
     ray_actors: RayActorsOpt = 2,
     progress_every: ProgressEveryOpt = 30.0,
+    chip_size: ChipSizeOpt = None,
+    overlap: OverlapOpt = 0.0,
+    gsd: GsdOpt = None,
+    bands: BandsOpt = "rgb",
+    max_nodata: MaxNodataOpt = 0.5,
 ) -> None:
-    """Publish a new version holding the current one plus the archive's images it lacks (by id)."""
+    """Publish a new version holding the current one plus the archive's images it lacks (by id).
+
+    Scenes are cut as the current version's were unless chip options are given."""
     from rsir.index.versions import Manifest, resolve_version
     from rsir.index_builder.build import add
+    from rsir.index_builder.chips import ChipConfig
 
     encoder = _encoder(model, checkpoint, device, batch_size)
     current = Manifest.read(resolve_version(index))
     codec = current.token_codec
+    chips = _chip_config(chip_size, overlap, gsd, max_nodata)
+    built = current.extra.get("build_config") or {}
+    if chips is None and isinstance(built.get("chips"), dict):
+        chips = ChipConfig(**built["chips"])
+        bands = str(built.get("bands", bands))
     config = _build_options(
-        shard_size, batch_size, workers, codec, "auto", split, engine, ray_actors, progress_every
+        shard_size,
+        batch_size,
+        workers,
+        codec,
+        "auto",
+        split,
+        engine,
+        ray_actors,
+        progress_every,
+        chips,
+        bands,
     )
     _report_build(add(archive, index, encoder, config, metadata))
 

@@ -25,7 +25,7 @@ from rsir.search.engine import EngineConfig
 from rsir.service import docs, errors
 from rsir.service.metrics import Metrics
 from rsir.service.middleware import RequestContext
-from rsir.service.routes import images, ops, search
+from rsir.service.routes import images, ops, scenes, search
 from rsir.service.runtime import build_runtime
 from rsir.service.schemas import ImageSearchRequest
 from rsir.service.serving_index import IndexHolder, ServingIndex
@@ -119,6 +119,7 @@ def create_app(
     errors.install(app)
     app.include_router(search.router)
     app.include_router(images.router)
+    app.include_router(scenes.router)
     app.include_router(ops.router)
     docs.install(app)
     static = resources.files("service") / "static"

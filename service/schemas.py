@@ -20,18 +20,36 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class NumberRange(Strict):
+    """Bounds on a numeric property (the STAC API query extension's operators); at least one."""
+
+    gt: float | None = None
+    gte: float | None = None
+    lt: float | None = None
+    lte: float | None = None
+
+
 class SearchFilters(Strict):
     """Pre-filters applied inside recall: only matching images are candidates."""
 
     bbox: tuple[float, float, float, float] | None = Field(
-        None, description="footprint intersects [lon_min, lat_min, lon_max, lat_max] (degrees)"
+        None,
+        description="footprint intersects [west, south, east, north] (degrees; west > east crosses "
+        "the antimeridian)",
     )
+    intersects: dict[str, Any] | None = Field(
+        None, description="footprint intersects this GeoJSON geometry ([lon, lat], WGS84)"
+    )
+    ranges: dict[str, NumberRange] | None = Field(
+        None, description='numeric properties within bounds, e.g. {"eo:cloud_cover": {"lte": 20}}'
+    )
+    scene: list[str] | None = Field(None, description="chips of any of these scenes", min_length=1)
     time_from: datetime | None = Field(None, description="acquired at or after (ISO 8601)")
     time_to: datetime | None = Field(None, description="acquired at or before (ISO 8601)")
     sensor: list[str] | None = Field(None, description="any of these sensors", min_length=1)
     tags: list[str] | None = Field(None, description="all of these tags", min_length=1)
 
-    @field_validator("sensor", "tags")
+    @field_validator("sensor", "tags", "scene")
     @classmethod
     def _unicode(cls, values: list[str] | None) -> list[str] | None:
         for value in values or ():

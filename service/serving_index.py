@@ -8,7 +8,7 @@ running request; the old version's memory maps close when its last request lets 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import structlog
 from numpy.typing import NDArray
 
 from rsir.index.originals import Sources, read_sources
+from rsir.index.scenes import Scene, read_scenes
 from rsir.index.versions import (
     CorruptIndexError,
     IndexFormatError,
@@ -29,6 +30,7 @@ from rsir.model.encoders import ClipEncoder
 from rsir.model.errors import RsirError
 from rsir.model.images import DEFAULT_MAX_PIXELS
 from rsir.search.engine import EngineConfig, Plan, QueryOptions, SearchEngine, SearchResult
+from rsir.search.filters import Filters
 from rsir.search.options import Modality, Recall, Target
 
 log = structlog.get_logger(__name__)
@@ -36,17 +38,25 @@ log = structlog.get_logger(__name__)
 
 class ServingIndex:
     """One index version as the service sees it: its engine's searches and the few facts about it a
-    response needs (counts, metadata rows, captions' images, the patch grid).
+    response needs (counts, metadata rows, captions' images, the patch grid, the recorded scenes and
+    their chips).
 
     The one module of the service that talks to the engine and reads the loaded index's version facts
     (its manifest and folder name); it asks the engine through its public API only (issue 20), and
     routes ask here, so a change of the engine's API is answered in this file alone.
     """
 
-    def __init__(self, loaded: LoadedIndex, engine: SearchEngine, sources: Sources) -> None:
+    def __init__(
+        self,
+        loaded: LoadedIndex,
+        engine: SearchEngine,
+        sources: Sources,
+        scenes: Mapping[str, Scene] | None = None,
+    ) -> None:
         self._loaded = loaded
         self._engine = engine
         self.sources = sources
+        self._scenes = dict(scenes or {})
         self._position = {image_id: i for i, image_id in enumerate(engine.image_ids)}
 
     @classmethod
@@ -54,7 +64,8 @@ class ServingIndex:
         """An opened version served with ``encoder``, which must be the model it was built with
         (:class:`IndexFormatError` naming both models otherwise)."""
         check_encoder(loaded.folder, loaded.manifest.encoder, encoder.describe())
-        return cls(loaded, SearchEngine.from_index(loaded, encoder, config), read_sources(loaded.folder))
+        engine = SearchEngine.from_index(loaded, encoder, config)
+        return cls(loaded, engine, read_sources(loaded.folder), read_scenes(loaded.folder))
 
     # -- what it is ----------------------------------------------------------------------------------
     @property
@@ -100,6 +111,15 @@ class ServingIndex:
     def metadata(self, position: int) -> dict[str, Any]:
         """JSON-ready metadata of the image at gallery index ``position``."""
         return self._engine.metadata_row(position)
+
+    def scene(self, scene_id: str) -> Scene | None:
+        """How the build read scene ``scene_id``'s chips (band paths as recorded), if it holds that scene."""
+        return self._scenes.get(scene_id)
+
+    def scene_chips(self, scene_id: str) -> dict[str, int]:
+        """``{chip id: gallery position}`` of the live chips of scene ``scene_id``, in gallery order."""
+        found = self._engine.matching(Filters(scenes=(scene_id,)))
+        return {self._engine.image_id(int(p)): int(p) for p in found}
 
     def caption_image(self, caption: int) -> str:
         """The id of the image caption number ``caption`` describes."""

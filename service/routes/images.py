@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import mimetypes
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -24,8 +26,10 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from rsir.index.originals import Original, OriginalChangedError, OriginalUnavailableError, read_original
-from rsir.model.errors import InvalidInputError
+from rsir.index.scenes import read_window
+from rsir.model.errors import DatasetError, InvalidInputError
 from rsir.model.images import decode_image
+from rsir.service.chips import ChipRef, chip_of, window_of
 from rsir.service.errors import ApiError
 from rsir.service.overlay import overlay, to_jpeg, to_png
 from rsir.service.routes.admission import admitted, image_access
@@ -39,6 +43,7 @@ router = APIRouter(tags=["images"], dependencies=[Depends(image_access)])
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (401, 403, 404, 422, 429, 500)
 }
+MAX_CHIP_SIDE = 2048  # a chip's "original" PNG (a chip resampled with --gsd may span more source pixels)
 _IMMUTABLE = "public, max-age=86400"  # an id's bytes never change within an index version
 _TOKEN = Query(None, alias="t", description="signed-URL token from a search result (with API keys on)")
 T = TypeVar("T")
@@ -59,7 +64,7 @@ async def thumbnail(
     data = rt.images.get(key)
     if data is None:
         original = _Original.of(rt, index, image_id)
-        data = await on_image_thread(rt, lambda: _thumbnail(original.decoded(), side))
+        data = await on_image_thread(rt, lambda: _thumbnail(original.decoded(side), side))
         rt.images.put(key, data)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": _cache_control(t)})
 
@@ -103,7 +108,7 @@ async def original(image_id: str, request: Request, t: str | None = _TOKEN) -> R
     rt = runtime(request)
     source = _Original.of(rt, rt.holder.current, image_id)
     data = await on_image_thread(rt, source.read)
-    media = mimetypes.guess_type(image_id)[0] or "application/octet-stream"
+    media = source.media_type or mimetypes.guess_type(image_id)[0] or "application/octet-stream"
     return Response(data, media_type=media, headers={"Cache-Control": _cache_control(t)})
 
 
@@ -121,7 +126,10 @@ def _position(index: ServingIndex, image_id: str) -> int:
 
 class _Original:
     """Where one live image's original lies and how to read it, resolved on the event loop (a 404
-    for an unknown id) and read or decoded on an image thread."""
+    for an unknown id) and read or decoded on an image thread. A chip of a scene is a
+    :class:`_ChipOriginal`: its window read from the scene."""
+
+    media_type: str | None = None  # None: guessed from the id
 
     def __init__(
         self, image_id: str, version: str, locate: Callable[[], Path], entry: Original, max_pixels: int
@@ -131,7 +139,17 @@ class _Original:
 
     @classmethod
     def of(cls, rt: Runtime, index: ServingIndex, image_id: str) -> _Original:
-        _position(index, image_id)
+        position = _position(index, image_id)
+        chip = chip_of(index, position, image_id, rt.settings.archive_root)
+        if chip is not None:
+            return _ChipOriginal(chip, index.version)
+        if window_of(index.metadata(position)) is not None:  # a chip whose scene's reading is not recorded
+            raise ApiError(
+                404,
+                "not_found",
+                f"index version {index.version} does not record how the scene of {image_id!r} was read "
+                "(no scenes.json entry); index the scenes again",
+            )
         entry = index.sources.get(image_id)
         if entry is None:
             raise ApiError(
@@ -144,28 +162,11 @@ class _Original:
 
     def read(self) -> bytes:
         """The original's bytes, exactly as indexed."""
-        try:
+        with served_original(self.image_id, self.version):
             return read_original(self.locate(), self.entry)
-        except OriginalChangedError as exc:
-            log.error("original_changed", image_id=self.image_id, version=self.version, error=str(exc))
-            raise ApiError(
-                500,
-                "original_changed",
-                f"the original of {self.image_id!r} changed since index version {self.version} was built; "
-                "it is not served until the archive is indexed again",
-            ) from exc
-        except (OriginalUnavailableError, OSError) as exc:
-            log.error(
-                "original_unavailable",
-                image_id=self.image_id,
-                version=self.version,
-                error=f"{type(exc).__name__}: {exc}",
-            )
-            raise ApiError(
-                500, "original_unavailable", f"the original of {self.image_id!r} cannot be read on the server"
-            ) from exc
 
-    def decoded(self) -> Image.Image:
+    def decoded(self, max_side: int | None = None) -> Image.Image:
+        """The image (``max_side``: a hint that a smaller one will do)."""
         data = self.read()
         try:
             return decode_image(data, self.max_pixels)
@@ -176,6 +177,56 @@ class _Original:
                 "original_unavailable",
                 f"the original of {self.image_id!r} cannot be decoded on the server",
             ) from exc
+
+
+class _ChipOriginal(_Original):
+    """A chip: its window of the scene, read when asked (no copy of the archive is kept). Its
+    "original" is a PNG of the window, at most ``MAX_CHIP_SIDE`` pixels a side."""
+
+    media_type = "image/png"
+
+    def __init__(self, chip: ChipRef, version: str):
+        self.chip, self.image_id, self.version = chip, chip.image_id, version
+
+    def read(self) -> bytes:
+        return to_png(self.decoded(MAX_CHIP_SIDE))
+
+    def decoded(self, max_side: int | None = None) -> Image.Image:
+        chip = self.chip
+        _, _, width, height = chip.window
+        href = chip.scene.bands[0].href
+        with served_original(self.image_id, self.version):
+            found = os.path.getsize(href) if chip.size else None
+            if found is not None and found != chip.size:
+                raise OriginalChangedError(f"{href}: {found} bytes, {chip.size} when indexed")
+            side = min(max_side or MAX_CHIP_SIDE, MAX_CHIP_SIDE, max(width, height))
+            return Image.fromarray(read_window(chip.scene, chip.window, side).rgb)
+
+
+@contextmanager
+def served_original(image_id: str, version: str) -> Iterator[None]:
+    """An original that changed since indexing, vanished or no longer reads: the server's 500 with
+    its own code; the path and the OS error go to the log, not to the caller."""
+    try:
+        yield
+    except OriginalChangedError as exc:
+        log.error("original_changed", image_id=image_id, version=version, error=str(exc))
+        raise ApiError(
+            500,
+            "original_changed",
+            f"the original of {image_id!r} changed since index version {version} was built; "
+            "it is not served until the archive is indexed again",
+        ) from exc
+    except (OriginalUnavailableError, DatasetError, OSError) as exc:  # DatasetError: a scene's read
+        log.error(
+            "original_unavailable",
+            image_id=image_id,
+            version=version,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        raise ApiError(
+            500, "original_unavailable", f"the original of {image_id!r} cannot be read on the server"
+        ) from exc
 
 
 def _pixel_limit(rt: Runtime, index: ServingIndex) -> int:

@@ -16,6 +16,7 @@ from urllib.parse import quote
 import numpy as np
 import structlog
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -27,6 +28,7 @@ from rsir.search.options import RECALLS, RERANKS, SARS, TARGETS, Target
 from rsir.service.batcher import MicroBatcher
 from rsir.service.cache import cache_key, normalise_query
 from rsir.service.errors import ApiError, validation_message
+from rsir.service.negotiation import GEOJSON, GEOJSON_RESPONSES, geojson_body, negotiate, wants_geojson
 from rsir.service.routes.admission import admitted, authenticate
 from rsir.service.routes.images import on_image_thread
 from rsir.service.runtime import Runtime, runtime
@@ -71,10 +73,10 @@ def json_body(request: Request) -> None:
 @router.post(
     "/search/text",
     response_model=SearchResponse,
-    responses=_ERRORS,
-    dependencies=[Depends(json_body), Depends(authenticate)],
+    responses=_ERRORS | GEOJSON_RESPONSES,
+    dependencies=[Depends(negotiate), Depends(json_body), Depends(authenticate)],
 )
-async def search_text(body: TextSearchRequest, request: Request) -> SearchResponse:
+async def search_text(body: TextSearchRequest, request: Request) -> SearchResponse | Response:
     """Images matching a text query: coarse recall, then the FTF rerank of the top candidates."""
     rt = runtime(request)
     started = time.perf_counter()
@@ -90,8 +92,8 @@ async def search_text(body: TextSearchRequest, request: Request) -> SearchRespon
 @router.post(
     "/search/image",
     response_model=SearchResponse,
-    responses=_ERRORS,
-    dependencies=[Depends(authenticate)],
+    responses=_ERRORS | GEOJSON_RESPONSES,
+    dependencies=[Depends(negotiate), Depends(authenticate)],
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -119,7 +121,7 @@ async def search_text(body: TextSearchRequest, request: Request) -> SearchRespon
         }
     },
 )
-async def search_image(request: Request) -> SearchResponse:
+async def search_image(request: Request) -> SearchResponse | Response:
     """Query by example: an uploaded image searched over the images (``target=images``, coarse
     order) or over the indexed captions (``target=captions``, reranked by the FTF block).
 
@@ -258,6 +260,11 @@ def _filters(asked: SearchFilters | None) -> Filters | None:
         time_to=int(asked.time_to.timestamp()) if asked.time_to else None,
         sensors=tuple(asked.sensor) if asked.sensor else None,
         tags=tuple(asked.tags) if asked.tags else None,
+        intersects=asked.intersects,
+        ranges={k: v.model_dump(exclude_none=True) for k, v in asked.ranges.items()}
+        if asked.ranges is not None
+        else None,
+        scenes=tuple(asked.scene) if asked.scene else None,
     )
 
 
@@ -292,14 +299,14 @@ async def _search(
     batcher: MicroBatcher[Any, SearchResult],
     job: tuple[ServingIndex, Any, Plan],
     text: str | None,
-) -> SearchResponse:
+) -> SearchResponse | Response:
     """The cached answer, else the engine's (through the batcher), shaped, cached and sent."""
     rt = runtime(request)
     index, _, plan = job
     async with admitted(request):
         cached = await _cached(rt, key, request, started)
         if cached is not None:
-            return cached
+            return await _in_media(request, index, cached)
         result, stats = await batcher.submit(job)
     rt.metrics.stage_seconds.labels("queue").observe(stats.queue_ms / 1000)
     for stage, ms in result.timings_ms.items():
@@ -310,7 +317,9 @@ async def _search(
     await rt.cache.set(key, body)
     timings = {"queue": round(stats.queue_ms, 3), **{k: round(v, 3) for k, v in result.timings_ms.items()}}
     timings["total"] = _ms(started)
-    return _response(rt, request, shared, "miss" if rt.cache.enabled else "off", timings)
+    return await _in_media(
+        request, index, _response(rt, request, shared, "miss" if rt.cache.enabled else "off", timings)
+    )
 
 
 async def _cached(rt: Runtime, key: str, request: Request, started: float) -> SearchResponse | None:
@@ -354,6 +363,17 @@ def _response(
         timings_ms=timings,
         request_id=request.state.request_id,
     )
+
+
+async def _in_media(
+    request: Request, index: ServingIndex, response: SearchResponse
+) -> SearchResponse | Response:
+    """The answer in the media type the request accepts (:mod:`rsir.service.negotiation`): the response
+    model as JSON, or the same model's hits as a GeoJSON FeatureCollection (built off the event loop:
+    footprints are reprojected, split and merged per hit)."""
+    if wants_geojson(request):
+        return Response(await asyncio.to_thread(geojson_body, index, response), media_type=GEOJSON)
+    return response
 
 
 # -- response shaping --------------------------------------------------------------------------------

@@ -55,6 +55,7 @@
     if (sensor) f.sensor = sensor;
     const tags = list($("tags").value);
     if (tags) f.tags = tags;
+    if (window.rsirMap) Object.assign(f, window.rsirMap.filters()); // intersects, scene (map.js)
     return Object.keys(f).length ? f : null;
   }
 
@@ -114,18 +115,19 @@
     return body;
   }
 
-  function textRequest(query, o) {
+  // accept: "application/geo+json" asks for the hits as a GeoJSON FeatureCollection (the map's).
+  function textRequest(query, o, accept = "application/json") {
     const body = { query, rerank: o.rerank ? "ftf" : "none", explain: o.explain };
     if (o.k !== undefined) body.k = o.k;
     if (o.filters) body.filters = o.filters;
     return api("search/text", {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: { "content-type": "application/json", accept },
       body: JSON.stringify(body),
     });
   }
 
-  function imageRequest(file, o) {
+  function imageRequest(file, o, accept = "application/json") {
     const data = new FormData();
     data.append("file", file, file.name || "upload");
     if (o.k !== undefined) data.append("k", String(o.k));
@@ -135,7 +137,7 @@
     // Describing an image: each sentence once, not the same template line for five near-twins.
     if (o.target === "captions") data.append("distinct", "true");
     if (o.filters) data.append("filters", JSON.stringify(o.filters));
-    return api("search/image", { method: "POST", body: data });
+    return api("search/image", { method: "POST", body: data, headers: { accept } });
   }
 
   async function run(what) {
@@ -155,6 +157,11 @@
       const data = what.kind === "text" ? await textRequest(what.query, o) : await imageRequest(what.file, o);
       if (mine !== serial) return;
       render(data, what);
+      if (window.rsirMap) {
+        // The results stay aria-busy until the map has drawn them too: one search, one settled page.
+        const again = (accept) => (what.kind === "text" ? textRequest(what.query, o, accept) : imageRequest(what.file, o, accept));
+        await window.rsirMap.show(again);
+      }
     } catch (err) {
       if (mine !== serial) return;
       results.replaceChildren();
@@ -239,7 +246,9 @@
     if (m.sensor) parts.push(m.sensor);
     if (m.time) parts.push(m.time.slice(0, 10));
     if (m.bbox) {
-      const lon = (m.bbox[0] + m.bbox[2]) / 2;
+      const across = m.bbox[0] > m.bbox[2]; // west > east: the box crosses the antimeridian
+      let lon = (m.bbox[0] + m.bbox[2] + (across ? 360 : 0)) / 2;
+      if (lon > 180) lon -= 360;
       const lat = (m.bbox[1] + m.bbox[3]) / 2;
       parts.push(`${Math.abs(lat).toFixed(3)}°${lat < 0 ? "S" : "N"} ${Math.abs(lon).toFixed(3)}°${lon < 0 ? "W" : "E"}`);
     }
@@ -414,6 +423,11 @@
       if (last && applies(last)) run(last);
     });
   }
+
+  // For map.js: run the shown search again (a map filter changed), and send the key as API calls do
+  // (before any search, a typed query is searched with the new filter)
+  const rerun = () => (last ? run(last) : queryBox.value.trim() && form.requestSubmit());
+  window.rsir = { rerun, withKey };
 
   if (window.matchMedia("(max-width: 40rem)").matches) $("options").open = false; // phones: results first
 

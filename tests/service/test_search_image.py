@@ -56,7 +56,7 @@ def test_image_search_honours_filters_in_both_forms(client: httpx.Client, tiny_i
     for response in (multipart, as_json):
         assert {h["id"] for h in response.json()["results"]} == l8
     assert_error(_multipart(client, data, filters="{not json"), 400, "invalid_json")
-    assert_error(_multipart(client, data, filters='{"bbox": [3, 0, 1, 1]}'), 422, "invalid_request")
+    assert_error(_multipart(client, data, filters='{"bbox": [0, 3, 1, 1]}'), 422, "invalid_request")
 
 
 def test_captions_target_returns_the_engines_caption_ranking(

@@ -14,6 +14,7 @@ from urllib.parse import quote
 import httpx
 import numpy as np
 import pytest
+import shapely
 from PIL import Image
 
 from rsir.index.versions import load_index
@@ -172,6 +173,10 @@ def _passes(row: dict[str, Any] | None, f: dict[str, Any]) -> bool:
         lo0, la0, lo1, la1 = f["bbox"]
         if not (box[0] <= lo1 and box[2] >= lo0 and box[1] <= la1 and box[3] >= la0):
             return False
+    if "intersects" in f:
+        box = [row.get(k) for k in ("lon_min", "lat_min", "lon_max", "lat_max")]
+        if None in box or not shapely.box(*box).intersects(shapely.geometry.shape(f["intersects"])):
+            return False
     if "time_from" in f or "time_to" in f:
         if "time" not in row:
             return False
@@ -193,6 +198,7 @@ def _engine_filters(f: dict[str, Any]) -> Filters:
         time_to=_unix(f["time_to"]) if "time_to" in f else None,
         sensors=tuple(f["sensor"]) if "sensor" in f else None,
         tags=tuple(f["tags"]) if "tags" in f else None,
+        intersects=f.get("intersects"),
     )
 
 
@@ -203,6 +209,7 @@ FILTERS = [
     {"sensor": ["S2", "WV3"]},
     {"tags": ["water", "urban"]},
     {"sensor": ["L8"], "time_to": "2021-12-31T00:00:00Z", "bbox": [-180, -90, 180, 90]},
+    {"intersects": {"type": "Polygon", "coordinates": [[[-5, 40], [5, 40], [0, 42.2], [-5, 40]]]}},
 ]
 
 
@@ -273,7 +280,15 @@ def test_invalid_filters_are_422(client: httpx.Client):
     def post(filters: dict[str, Any]) -> httpx.Response:
         return client.post("/search/text", json={"query": "boats", "filters": filters})
 
-    assert "bbox" in assert_error(post({"bbox": [5.0, 0.0, 1.0, 1.0]}), 422, "invalid_request")["message"]
+    assert "bbox" in assert_error(post({"bbox": [0.0, 5.0, 1.0, 1.0]}), 422, "invalid_request")["message"]
+    bowtie = {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}
+    assert (
+        "Self-intersection" in assert_error(post({"intersects": bowtie}), 422, "invalid_request")["message"]
+    )
+    assert (
+        "no numeric property 'cloud'" in assert_error(post({"ranges": {"cloud": {"lte": 1}}}), 422)["message"]
+    )
+    assert "ranges" in assert_error(post({"ranges": {"gsd": {"max": 1}}}), 422)["message"]  # unknown operator
     assert "bbox" in assert_error(post({"bbox": [0.0, 0.0, 1.0]}), 422)["message"]
     assert "bbox" in assert_error(post({"bbox": [0.0, -95.0, 1.0, 1.0]}), 422)["message"]
     naive = assert_error(post({"time_from": "2020-01-01T00:00:00"}), 422, "invalid_request")
