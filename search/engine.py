@@ -33,7 +33,7 @@ from rsir.model.features import ImageFeatures, TextFeatures
 from rsir.model.precision import resolve_dtype
 from rsir.search.candidates import Recaller
 from rsir.search.config import EngineConfig
-from rsir.search.filters import Filters, filter_mask
+from rsir.search.filters import Filters
 from rsir.search.options import EXHAUSTIVE, Modality, QueryOptions, Recall, Target
 from rsir.search.plan import Bounds, Plan, check, ppsr_term
 from rsir.search.rerank import RERANKERS, Query, Ranking, Scorer, exhaustive, final_order
@@ -227,7 +227,7 @@ class SearchEngine:
     def matching(self, filters: Filters) -> NDArray[np.int64]:
         """Gallery indexes of the live images that meet ``filters``, resolved as a search resolves
         them (e.g. the chips of one scene)."""
-        return np.flatnonzero(filter_mask(self.metadata, filters) & self.live_images)
+        return np.flatnonzero(self._bounds.allowed(filters))
 
     def caption_image(self, index: int) -> int:
         """The image that caption ``index`` describes."""

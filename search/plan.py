@@ -17,7 +17,7 @@ from rsir.index.columns import MetadataColumns
 from rsir.index.extras import HashHeads
 from rsir.model.errors import InvalidInputError
 from rsir.search.config import EngineConfig
-from rsir.search.filters import filter_mask
+from rsir.search.filters import Filters, filter_mask
 from rsir.search.options import (
     COARSE,
     EXHAUSTIVE,
@@ -63,6 +63,10 @@ class Bounds:
     metadata: MetadataColumns
     live_images: NDArray[np.bool_]
     checked_by: object
+
+    def allowed(self, filters: Filters) -> NDArray[np.bool_]:
+        """The live images that meet ``filters``: what a filtered search draws from."""
+        return filter_mask(self.metadata, filters) & self.live_images
 
 
 def check(o: QueryOptions, modality: Modality, b: Bounds) -> Plan:
@@ -125,7 +129,7 @@ def check(o: QueryOptions, modality: Modality, b: Bounds) -> Plan:
     depth = max(recall_k, o.k) if deep else o.k
     allowed = None
     if o.filters is not None and not o.filters.is_empty:
-        allowed = filter_mask(b.metadata, o.filters) & b.live_images
+        allowed = b.allowed(o.filters)
     return Plan(o, modality, rerank, depth, allowed, b.checked_by)
 
 
